@@ -1,0 +1,290 @@
+//! Artifacts: one version of one name in one session, pointing at content by hash.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::ids::{ArtifactId, ContentHash, SessionId};
+
+/// Longest accepted artifact name, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Longest accepted tag, in bytes.
+pub const MAX_TAG_LEN: usize = 128;
+/// Longest accepted custom kind, in bytes.
+pub const MAX_KIND_LEN: usize = 64;
+
+/// What an artifact is. Custom kinds are lowercase identifiers (`[a-z][a-z0-9_]*`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ArtifactKind {
+    /// Something a user typed or uploaded.
+    UserInput,
+    /// The output of a tool call.
+    ToolResult,
+    /// Something the agent produced.
+    AgentOutput,
+    /// Produced by the system around the agent.
+    SystemGenerated,
+    /// A checkpoint's state.
+    Checkpoint,
+    /// Any other kind.
+    Custom(String),
+}
+
+impl ArtifactKind {
+    /// The kind's name as stored and shown.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ArtifactKind::UserInput => "user_input",
+            ArtifactKind::ToolResult => "tool_result",
+            ArtifactKind::AgentOutput => "agent_output",
+            ArtifactKind::SystemGenerated => "system_generated",
+            ArtifactKind::Checkpoint => "checkpoint",
+            ArtifactKind::Custom(s) => s,
+        }
+    }
+
+    /// A custom kind, validated.
+    pub fn custom(s: impl Into<String>) -> Result<Self> {
+        s.into().parse()
+    }
+}
+
+impl fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ArtifactKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "user_input" => ArtifactKind::UserInput,
+            "tool_result" => ArtifactKind::ToolResult,
+            "agent_output" => ArtifactKind::AgentOutput,
+            "system_generated" => ArtifactKind::SystemGenerated,
+            "checkpoint" => ArtifactKind::Checkpoint,
+            other => {
+                let ok = !other.is_empty()
+                    && other.len() <= MAX_KIND_LEN
+                    && other.as_bytes()[0].is_ascii_lowercase()
+                    && other
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !ok {
+                    return Err(Error::invalid(
+                        "artifact kind",
+                        format!(
+                            "{:?}: use user_input, tool_result, agent_output, system_generated, checkpoint, \
+                             or a custom lowercase identifier ([a-z][a-z0-9_]*, at most {MAX_KIND_LEN} bytes)",
+                            truncate_for_message(other)
+                        ),
+                    ));
+                }
+                ArtifactKind::Custom(other.to_string())
+            }
+        })
+    }
+}
+
+impl Serialize for ArtifactKind {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ArtifactKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An artifact's metadata as stored. The content is read through the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Its own id (UUID v7), never derived from content.
+    pub id: ArtifactId,
+    /// The session it belongs to.
+    pub session_id: SessionId,
+    /// What it is.
+    pub kind: ArtifactKind,
+    /// Logical name (may contain `/`; never a file system path).
+    pub name: String,
+    /// 1 for the first artifact of this name in the session, then 2, 3...
+    pub version: u32,
+    /// BLAKE3 of the content.
+    pub hash: ContentHash,
+    /// Content length in bytes.
+    pub size: u64,
+    /// Bytes the content occupies in the store (after compression; shared by every artifact with this hash).
+    pub stored_size: u64,
+    /// Whether the stored content is zstd-compressed.
+    pub compressed: bool,
+    /// Tags (sorted, unique).
+    pub tags: Vec<String>,
+    /// JSON object metadata.
+    pub metadata: Map<String, Value>,
+    /// MIME type, if given.
+    pub mime_type: Option<String>,
+    /// Creation time (the millisecond encoded in `id`).
+    pub created_at: DateTime<Utc>,
+    /// A pinned artifact is never removed by retention policies.
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+/// Options for storing an artifact: build with [`NewArtifact::new`].
+#[derive(Clone, Debug)]
+pub struct NewArtifact {
+    pub(crate) kind: ArtifactKind,
+    pub(crate) name: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) mime_type: Option<String>,
+    pub(crate) pinned: bool,
+}
+
+impl NewArtifact {
+    /// An artifact of `kind` named `name`.
+    pub fn new(kind: ArtifactKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            tags: Vec::new(),
+            metadata: Map::new(),
+            mime_type: None,
+            pinned: false,
+        }
+    }
+    /// Adds a tag.
+    pub fn tag(mut self, t: impl Into<String>) -> Self {
+        self.tags.push(t.into());
+        self
+    }
+    /// Adds several tags.
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+    /// Sets one metadata field.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+    /// Replaces the metadata object.
+    pub fn metadata(mut self, m: Map<String, Value>) -> Self {
+        self.metadata = m;
+        self
+    }
+    /// Sets the MIME type.
+    pub fn mime_type(mut self, m: impl Into<String>) -> Self {
+        self.mime_type = Some(m.into());
+        self
+    }
+    /// Pins it: retention never removes it.
+    pub fn pinned(mut self, yes: bool) -> Self {
+        self.pinned = yes;
+        self
+    }
+    /// The name.
+    pub fn name_str(&self) -> &str {
+        &self.name
+    }
+}
+
+pub(crate) fn truncate_for_message(s: &str) -> String {
+    if s.len() <= 80 {
+        s.to_string()
+    } else {
+        let mut end = 80;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} bytes)", &s[..end], s.len())
+    }
+}
+
+/// Checks an artifact name: not empty, at most [`MAX_NAME_LEN`] bytes, no NUL or control characters.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |m: &str| {
+        Err(Error::invalid(
+            "artifact name",
+            format!("{:?}: {m}", truncate_for_message(name)),
+        ))
+    };
+    if name.is_empty() {
+        return bad("the name is empty; give a name such as \"results.json\" or \"logs/step1.txt\"");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad(&format!("longer than {MAX_NAME_LEN} bytes; use a shorter name"));
+    }
+    if name.chars().any(char::is_control) {
+        return bad("contains a NUL or control character; names must be printable text");
+    }
+    Ok(())
+}
+
+/// Checks a tag: 1 to [`MAX_TAG_LEN`] bytes, no whitespace, NUL or control characters.
+pub fn validate_tag(tag: &str) -> Result<()> {
+    if tag.is_empty()
+        || tag.len() > MAX_TAG_LEN
+        || tag.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Error::invalid(
+            "tag",
+            format!(
+                "{:?}: tags are 1 to {MAX_TAG_LEN} bytes with no spaces or control characters",
+                truncate_for_message(tag)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates, sorts and deduplicates tags.
+pub(crate) fn normalize_tags(tags: &[String]) -> Result<Vec<String>> {
+    for t in tags {
+        validate_tag(t)?;
+    }
+    let mut v = tags.to_vec();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_and_validate() {
+        assert_eq!(
+            "tool_result".parse::<ArtifactKind>().unwrap(),
+            ArtifactKind::ToolResult
+        );
+        assert_eq!(
+            "embedding_v2".parse::<ArtifactKind>().unwrap(),
+            ArtifactKind::Custom("embedding_v2".into())
+        );
+        for bad in ["", "Tool", "2x", "a-b", "a b", &"x".repeat(65)] {
+            assert!(bad.parse::<ArtifactKind>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_validate() {
+        assert!(validate_name("logs/a/b.txt").is_ok());
+        assert!(validate_name("../etc/passwd").is_ok(), "names are logical, not paths");
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a\0b").is_err());
+        assert!(validate_name("a\nb").is_err());
+        assert!(validate_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
+        let e = validate_name("").unwrap_err().to_string();
+        assert!(e.contains("artifact name"), "{e}");
+    }
+}

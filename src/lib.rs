@@ -1,0 +1,54 @@
+//! # Cairn: an artifact store for AI agents
+//!
+//! Sessions form a parent/child tree with a lifecycle; artifacts belong to a session and are
+//! content-addressed (BLAKE3), deduplicated, compressed with zstd above a threshold, and indexed
+//! for queries by kind, tag, name glob, size and time. The default store is sled on local disk.
+//!
+//! ```
+//! use cairn::{ArtifactKind, NewArtifact, NewSession, Query, Store};
+//!
+//! # fn main() -> cairn::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path().join("store"))?;
+//! let run = store.create_session(NewSession::new().name("run-1").tag("demo"))?;
+//! let a = store.put(
+//!     run.id,
+//!     NewArtifact::new(ArtifactKind::ToolResult, "grep/out.txt").tag("grep"),
+//!     b"src/main.rs:3: fn main()",
+//! )?;
+//! assert_eq!(store.read(run.id, a.id)?, b"src/main.rs:3: fn main()");
+//!
+//! let page = store.query(&Query::new().kind(ArtifactKind::ToolResult).name_glob("*.txt"))?;
+//! assert_eq!(page.items.len(), 1);
+//! assert!(!page.has_more());
+//! store.complete(run.id)?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod artifact;
+mod backend;
+mod config;
+mod content;
+mod error;
+mod events;
+mod ids;
+mod keys;
+mod query;
+mod session;
+mod store;
+
+pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
+pub use backend::{Backend, MemoryBackend, Op, SledBackend};
+pub use config::{default_store_path, Config, Durability, Limits};
+pub use content::ContentReader;
+pub use error::{Error, Result};
+pub use events::{Event, EventKind};
+pub use ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
+pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
+pub use session::{
+    MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,
+};
+pub use store::{Admin, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};

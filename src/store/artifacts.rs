@@ -1,0 +1,810 @@
+//! Artifact operations: the put path (stage content, then one atomic batch), reads, versions, deletes.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::{PendingGuard, Store, Tx};
+use crate::artifact::{validate_name, Artifact, NewArtifact};
+use crate::backend::RangeIter;
+use crate::content::{self, BlobMeta, Codec, Encoded, Prepared, PreparedData};
+use crate::error::{Error, Result};
+use crate::events::EventKind;
+use crate::ids::{ArtifactId, ContentHash, SessionId};
+use crate::keys::{self, Key};
+use crate::query::{Page, Query};
+
+fn u32_value(b: &[u8]) -> u32 {
+    b.try_into().map(u32::from_be_bytes).unwrap_or(0)
+}
+
+pub(crate) fn session_count_key(sid: &SessionId) -> Vec<u8> {
+    let mut k = b"sa.".to_vec();
+    k.extend_from_slice(sid.as_bytes());
+    k
+}
+
+/// Content staged before the batch: hashed, and (if its blob is new) encoded and in place.
+pub(crate) struct Staged<'a> {
+    hash: ContentHash,
+    size: u64,
+    data: StagedData,
+    _pending: PendingGuard<'a>,
+}
+
+enum StagedData {
+    Memory {
+        raw: Vec<u8>,
+        encoded: Option<Encoded>,
+        file_written: bool,
+    },
+    File {
+        tmp: Option<PathBuf>,
+        codec: Codec,
+        stored_size: u64,
+    },
+}
+
+impl Drop for StagedData {
+    fn drop(&mut self) {
+        if let StagedData::File { tmp: Some(p), .. } = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Validated artifact options.
+pub(crate) struct Checked {
+    pub(crate) new: NewArtifact,
+}
+
+impl Store {
+    pub(crate) fn check_new(&self, mut new: NewArtifact) -> Result<Checked> {
+        validate_name(&new.name)?;
+        new.tags = self.check_tags(&new.tags)?;
+        self.check_metadata(&new.metadata)?;
+        if let Some(m) = &new.mime_type {
+            if m.is_empty() || m.len() > 255 || m.chars().any(|c| c.is_control()) {
+                return Err(Error::invalid(
+                    "MIME type",
+                    format!("{m:?}: use a type such as application/json"),
+                ));
+            }
+        }
+        Ok(Checked { new })
+    }
+
+    /// Stores `bytes` as a new artifact (or a new version of `new.name`) in `session`.
+    pub fn put(
+        &self,
+        session: SessionId,
+        new: NewArtifact,
+        bytes: impl AsRef<[u8]>,
+    ) -> Result<Artifact> {
+        self.put_reader(session, new, bytes.as_ref())
+    }
+
+    /// Stores everything `reader` yields, streaming: a large input is never held in memory whole.
+    pub fn put_reader(
+        &self,
+        session: SessionId,
+        new: NewArtifact,
+        mut reader: impl Read,
+    ) -> Result<Artifact> {
+        let checked = self.check_new(new)?;
+        self.check_writable(session)?;
+        let prepared = self.prepare(&mut reader)?;
+        let staged = self.stage(prepared)?;
+        let mut state = self.lock()?;
+        let mut tx = self.tx(&mut state);
+        let a = self.insert_artifact(&mut tx, session, checked, &staged, None)?;
+        let events = tx.commit()?;
+        drop(state);
+        drop(staged);
+        self.after_commit(&events)?;
+        Ok(a)
+    }
+
+    /// Stores the file at `path`. The name defaults to nothing: set it in `new`.
+    pub fn put_file(
+        &self,
+        session: SessionId,
+        new: NewArtifact,
+        path: impl AsRef<Path>,
+    ) -> Result<Artifact> {
+        let path = path.as_ref();
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        self.put_reader(session, new, std::io::BufReader::with_capacity(1 << 20, f))
+    }
+
+    /// Stores many artifacts in one atomic batch with one flush: the bulk path.
+    /// Content is compressed on all cores before the batch. Either every item is stored or none.
+    pub fn put_batch(&self, items: Vec<(SessionId, NewArtifact, Vec<u8>)>) -> Result<Vec<Artifact>> {
+        let mut checked = Vec::with_capacity(items.len());
+        let mut raw = Vec::with_capacity(items.len());
+        for (sid, new, bytes) in items {
+            checked.push((sid, self.check_new(new)?));
+            raw.push(bytes);
+        }
+        let max = self.inner.config.limits.max_artifact_size;
+        for (b, (_, c)) in raw.iter().zip(&checked) {
+            if b.len() as u64 > max {
+                return Err(Error::LimitExceeded {
+                    limit: "max_artifact_size",
+                    message: format!(
+                        "{:?} is {} bytes; the limit is {max}; nothing was stored",
+                        c.new.name,
+                        b.len()
+                    ),
+                });
+            }
+        }
+        let staged = self.stage_parallel(raw)?;
+        let mut state = self.lock()?;
+        let mut tx = self.tx(&mut state);
+        let mut out = Vec::with_capacity(checked.len());
+        for ((sid, c), st) in checked.into_iter().zip(&staged) {
+            out.push(self.insert_artifact(&mut tx, sid, c, st, None)?);
+        }
+        let events = tx.commit()?;
+        drop(state);
+        drop(staged);
+        self.after_commit(&events)?;
+        Ok(out)
+    }
+
+    fn check_writable(&self, session: SessionId) -> Result<()> {
+        let s = self.session(session)?;
+        if s.status.is_terminal() {
+            return Err(Error::SessionClosed {
+                id: session,
+                status: s.status,
+                message: "a finished session takes no new artifacts; fork or copy it to continue".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, reader: &mut dyn Read) -> Result<Prepared> {
+        let c = &self.inner.config;
+        content::prepare(
+            reader,
+            c.limits.max_artifact_size,
+            self.inner.paths.as_ref().map(|p| p.tmp.as_path()),
+            c.compression_threshold,
+            c.compression_level,
+        )
+    }
+
+    fn blob_meta(&self, hash: &ContentHash) -> Result<Option<BlobMeta>> {
+        self.backend()
+            .get(&keys::blob(hash))?
+            .map(|b| BlobMeta::decode(&b))
+            .transpose()
+    }
+
+    /// Hashes are known; if the blob is new, encode it and put any file in place now, outside the lock.
+    pub(crate) fn stage(&self, p: Prepared) -> Result<Staged<'_>> {
+        let pending = self.pin_pending(p.hash);
+        let exists = self.blob_meta(&p.hash)?.is_some();
+        let mut data = match p.data {
+            PreparedData::Memory(raw) => StagedData::Memory {
+                raw,
+                encoded: None,
+                file_written: false,
+            },
+            PreparedData::TempFile {
+                path,
+                codec,
+                stored_size,
+            } => StagedData::File {
+                tmp: Some(path),
+                codec,
+                stored_size,
+            },
+        };
+        if !exists {
+            self.materialize(&p.hash, &mut data)?;
+        }
+        Ok(Staged {
+            hash: p.hash,
+            size: p.size,
+            data,
+            _pending: pending,
+        })
+    }
+
+    fn stage_parallel(&self, raw: Vec<Vec<u8>>) -> Result<Vec<Staged<'_>>> {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(raw.len().max(1));
+        if threads <= 1 || raw.len() < 8 {
+            return raw
+                .into_iter()
+                .map(|b| self.stage(Self::prepared_bytes(b)))
+                .collect();
+        }
+        let mut slots: Vec<Option<Vec<u8>>> = raw.into_iter().map(Some).collect();
+        let chunk = slots.len().div_ceil(threads);
+        let results: Vec<Result<Vec<Staged<'_>>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = slots
+                .chunks_mut(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter_mut()
+                            .map(|b| self.stage(Self::prepared_bytes(b.take().unwrap_or_default())))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Other {
+                            message: "a compression thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    fn prepared_bytes(b: Vec<u8>) -> Prepared {
+        Prepared {
+            hash: content::hash_bytes(&b),
+            size: b.len() as u64,
+            data: PreparedData::Memory(b),
+        }
+    }
+
+    /// Encodes memory content and writes large encoded content to its file; installs temp files.
+    fn materialize(&self, hash: &ContentHash, data: &mut StagedData) -> Result<()> {
+        let c = &self.inner.config;
+        match data {
+            StagedData::Memory {
+                raw,
+                encoded,
+                file_written,
+            } => {
+                if encoded.is_none() {
+                    *encoded = Some(content::encode(
+                        raw,
+                        c.compression_threshold,
+                        c.compression_level,
+                    )?);
+                }
+                if let (Some(e), Some(paths)) = (encoded.as_ref(), &self.inner.paths) {
+                    if e.bytes.len() as u64 >= c.inline_threshold && !*file_written {
+                        content::write_blob_file(&paths.blobs, &paths.tmp, hash, e.codec, &e.bytes)?;
+                        *file_written = true;
+                    }
+                }
+            }
+            StagedData::File { tmp, codec, .. } => {
+                if let (Some(t), Some(paths)) = (tmp.as_ref(), &self.inner.paths) {
+                    content::install_temp(&paths.blobs, t, hash, *codec)?;
+                    *tmp = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the artifact record, its index entries, the blob reference and an event to `tx`.
+    /// `id` lets import choose ids.
+    pub(crate) fn insert_artifact(
+        &self,
+        tx: &mut Tx<'_>,
+        session: SessionId,
+        checked: Checked,
+        staged: &Staged<'_>,
+        id: Option<ArtifactId>,
+    ) -> Result<Artifact> {
+        let new = checked.new;
+        let s = self.tx_session(tx, session)?;
+        if s.status.is_terminal() && id.is_none() {
+            return Err(Error::SessionClosed {
+                id: session,
+                status: s.status,
+                message: "a finished session takes no new artifacts; fork or copy it to continue".into(),
+            });
+        }
+        let limit = self.inner.config.limits.max_artifacts_per_session;
+        let count_key = session_count_key(&session);
+        if tx.counter(&count_key)? as u64 >= limit {
+            return Err(Error::LimitExceeded {
+                limit: "max_artifacts_per_session",
+                message: format!("session {session} holds {limit} artifacts already"),
+            });
+        }
+        let meta = self.reference_blob(tx, staged)?;
+        let latest_key = keys::latest(&session, &new.name);
+        let version = match tx.get(&latest_key)? {
+            Some(v) => u32_value(&v)
+                .checked_add(1)
+                .ok_or_else(|| Error::LimitExceeded {
+                    limit: "versions",
+                    message: format!("{:?} has reached the largest version number", new.name),
+                })?,
+            None => 1,
+        };
+        let id = id.unwrap_or_default();
+        let a = Artifact {
+            id,
+            session_id: session,
+            kind: new.kind,
+            name: new.name,
+            version,
+            hash: staged.hash,
+            size: staged.size,
+            stored_size: meta.stored_size,
+            compressed: meta.codec == Codec::Zstd,
+            tags: new.tags,
+            metadata: new.metadata,
+            mime_type: new.mime_type,
+            created_at: id.timestamp(),
+            pinned: new.pinned,
+        };
+        tx.put(latest_key, version.to_be_bytes().to_vec());
+        self.write_artifact_indexes(tx, &a);
+        tx.add(&count_key, 1);
+        tx.event(
+            session,
+            EventKind::ArtifactStored {
+                artifact_id: id,
+                name: a.name.clone(),
+                version,
+                hash: a.hash,
+                size: a.size,
+            },
+        )?;
+        Ok(a)
+    }
+
+    /// Writes an artifact record and every index entry for it (not the latest pointer or counts
+    /// per session), and counts it.
+    pub(crate) fn write_artifact_indexes(&self, tx: &mut Tx<'_>, a: &Artifact) {
+        let id = &a.id;
+        let sid = a.session_id.as_bytes().to_vec();
+        tx.put(keys::artifact(id), keys::encode(a));
+        tx.put(Key::new(keys::SESSION_ARTIFACT).sid(&a.session_id).aid(id).build(), vec![]);
+        tx.put(
+            Key::new(keys::NAME_VERSION)
+                .sid(&a.session_id)
+                .str0(&a.name)
+                .u32(a.version)
+                .build(),
+            id.as_bytes().to_vec(),
+        );
+        for k in index_keys(a) {
+            tx.put(k, sid.clone());
+        }
+        tx.add(b"artifacts", 1);
+        tx.add(format!("artifacts.kind.{}", a.kind), 1);
+        tx.add(b"logical_bytes", a.size as i64);
+    }
+
+    /// Takes one reference on the staged blob, creating its record if it is new (or was collected
+    /// since staging: then the content is written now, under the lock).
+    fn reference_blob(&self, tx: &mut Tx<'_>, staged: &Staged<'_>) -> Result<BlobMeta> {
+        let key = keys::blob(&staged.hash);
+        if let Some(b) = tx.get(&key)? {
+            let mut m = BlobMeta::decode(&b)?;
+            if m.refs == 0 {
+                tx.del(keys::garbage(&staged.hash));
+            }
+            m.refs += 1;
+            tx.put(key, m.encode());
+            return Ok(m);
+        }
+        // New blob. Staging already materialized it unless it existed then (and was collected since).
+        let c = &self.inner.config;
+        let m = match &staged.data {
+            StagedData::Memory {
+                raw,
+                encoded,
+                file_written,
+            } => {
+                let enc_owned;
+                let e = match encoded {
+                    Some(e) => e,
+                    None => {
+                        enc_owned =
+                            content::encode(raw, c.compression_threshold, c.compression_level)?;
+                        &enc_owned
+                    }
+                };
+                let to_file = self.inner.paths.is_some() && e.bytes.len() as u64 >= c.inline_threshold;
+                if to_file {
+                    if !file_written {
+                        if let Some(paths) = &self.inner.paths {
+                            content::write_blob_file(
+                                &paths.blobs,
+                                &paths.tmp,
+                                &staged.hash,
+                                e.codec,
+                                &e.bytes,
+                            )?;
+                        }
+                    }
+                } else {
+                    tx.put(keys::blob_data(&staged.hash), e.bytes.clone());
+                }
+                BlobMeta {
+                    codec: e.codec,
+                    inline: !to_file,
+                    size: staged.size,
+                    stored_size: e.bytes.len() as u64,
+                    refs: 1,
+                }
+            }
+            StagedData::File {
+                tmp,
+                codec,
+                stored_size,
+            } => {
+                if let (Some(t), Some(paths)) = (tmp, &self.inner.paths) {
+                    // Only when the blob existed at staging and was collected since.
+                    content::install_temp(&paths.blobs, t, &staged.hash, *codec)?;
+                }
+                BlobMeta {
+                    codec: *codec,
+                    inline: false,
+                    size: staged.size,
+                    stored_size: *stored_size,
+                    refs: 1,
+                }
+            }
+        };
+        tx.put(key, m.encode());
+        tx.add(b"blobs", 1);
+        tx.add(b"stored_bytes", m.stored_size as i64);
+        tx.add(b"content_bytes", m.size as i64);
+        Ok(m)
+    }
+
+    /// The artifact `id`, if it belongs to `session`. Otherwise "not found", whether or not it
+    /// exists in another session.
+    pub fn artifact(&self, session: SessionId, id: ArtifactId) -> Result<Artifact> {
+        let a = self.artifact_any(id)?;
+        if a.session_id != session {
+            return Err(Error::artifact_not_found(id));
+        }
+        Ok(a)
+    }
+
+    pub(crate) fn artifact_any(&self, id: ArtifactId) -> Result<Artifact> {
+        match self.backend().get(&keys::artifact(&id))? {
+            Some(b) => keys::decode("artifact", &b),
+            None => Err(Error::artifact_not_found(id)),
+        }
+    }
+
+    pub(crate) fn latest_version(&self, session: &SessionId, name: &str) -> Result<Option<u32>> {
+        Ok(self
+            .backend()
+            .get(&keys::latest(session, name))?
+            .map(|v| u32_value(&v)))
+    }
+
+    /// The artifact named `name` in `session`: the latest version, or `version` if given.
+    pub fn artifact_by_name(
+        &self,
+        session: SessionId,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Artifact> {
+        let nf = || Error::ArtifactNotFound {
+            id: match version {
+                Some(v) => format!("{session}/{name}@{v}"),
+                None => format!("{session}/{name}"),
+            },
+        };
+        let v = match version {
+            Some(v) => v,
+            None => self.latest_version(&session, name)?.ok_or_else(nf)?,
+        };
+        let k = Key::new(keys::NAME_VERSION).sid(&session).str0(name).u32(v).build();
+        match self.backend().get(&k)? {
+            Some(aid) => self.artifact(session, ArtifactId::from_slice(&aid)?),
+            None => Err(nf()),
+        }
+    }
+
+    /// Every stored version of `name` in `session`, oldest first.
+    pub fn versions(&self, session: SessionId, name: &str) -> Result<Vec<Artifact>> {
+        self.session(session)?;
+        let prefix = keys::name_versions_prefix(&session, name);
+        RangeIter::prefix(self.backend(), &prefix, false)
+            .map(|e| self.artifact(session, ArtifactId::from_slice(&e?.1)?))
+            .collect()
+    }
+
+    /// The artifacts of a session (with `recursive`, of its whole subtree), one page at a time.
+    pub fn list_artifacts(
+        &self,
+        session: SessionId,
+        recursive: bool,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Artifact>> {
+        let mut q = Query::new().session(session).subtree(recursive).limit(limit);
+        if let Some(c) = cursor {
+            q = q.cursor(c);
+        }
+        self.query(&q)
+    }
+
+    /// The whole content of an artifact of `session`, verified against its hash.
+    pub fn read(&self, session: SessionId, id: ArtifactId) -> Result<Vec<u8>> {
+        let a = self.artifact(session, id)?;
+        self.read_content(&a.hash, a.size)
+    }
+
+    /// A reader over an artifact's content. Content up to 8 MiB is verified before the first byte
+    /// is returned; larger content is verified as it streams, and a mismatch turns the end of the
+    /// stream into an `InvalidData` error instead of a clean end.
+    pub fn open_reader(
+        &self,
+        session: SessionId,
+        id: ArtifactId,
+    ) -> Result<Box<dyn Read + Send + 'static>> {
+        let a = self.artifact(session, id)?;
+        self.open_content(&a.hash, a.size)
+    }
+
+    /// `len` bytes from `offset` of an artifact's content (fewer at the end). The whole content is
+    /// verified on the way, so a range is never served from corrupt content.
+    pub fn read_range(
+        &self,
+        session: SessionId,
+        id: ArtifactId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let a = self.artifact(session, id)?;
+        if offset > a.size {
+            return Err(Error::invalid(
+                "range",
+                format!("offset {offset} is past the end ({} bytes)", a.size),
+            ));
+        }
+        let mut r = self.open_content(&a.hash, a.size)?;
+        let mut skip = offset;
+        let mut buf = vec![0u8; 64 << 10];
+        while skip > 0 {
+            let take = skip.min(buf.len() as u64) as usize;
+            let n = r
+                .read(&mut buf[..take])
+                .map_err(|e| content::unwrap_integrity(e, a.hash))?;
+            if n == 0 {
+                break;
+            }
+            skip -= n as u64;
+        }
+        let want = len.min(a.size - offset) as usize;
+        let mut out = vec![0u8; want];
+        r.read_exact(&mut out)
+            .map_err(|e| content::unwrap_integrity(e, a.hash))?;
+        // Drain to verify the rest as well.
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(|e| content::unwrap_integrity(e, a.hash))?;
+        Ok(out)
+    }
+
+    fn encoded_source(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<(BlobMeta, Box<dyn Read + Send + 'static>)> {
+        let m = self
+            .blob_meta(hash)?
+            .ok_or(Error::ContentMissing { hash: *hash })?;
+        let src: Box<dyn Read + Send> = if m.inline {
+            let bytes = self
+                .backend()
+                .get(&keys::blob_data(hash))?
+                .ok_or(Error::ContentMissing { hash: *hash })?;
+            content::bytes_source(bytes)
+        } else {
+            let paths = self.inner.paths.as_ref().ok_or(Error::ContentMissing { hash: *hash })?;
+            let p = content::blob_path(&paths.blobs, hash, m.codec);
+            match File::open(&p) {
+                Ok(f) => Box::new(std::io::BufReader::with_capacity(256 << 10, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::Integrity {
+                        hash: *hash,
+                        message: format!("its blob file {} is missing", p.display()),
+                    })
+                }
+                Err(e) => return Err(Error::io(p, e)),
+            }
+        };
+        Ok((m, src))
+    }
+
+    /// Reads and verifies content by hash.
+    pub(crate) fn read_content(&self, hash: &ContentHash, size: u64) -> Result<Vec<u8>> {
+        let (m, src) = self.encoded_source(hash)?;
+        content::read_verified(m.codec, src, *hash, size)
+    }
+
+    pub(crate) fn open_content(
+        &self,
+        hash: &ContentHash,
+        size: u64,
+    ) -> Result<Box<dyn Read + Send + 'static>> {
+        if size <= content::VERIFY_BEFORE_READ {
+            return Ok(content::bytes_source(self.read_content(hash, size)?));
+        }
+        let (m, src) = self.encoded_source(hash)?;
+        let dec = content::decoder(m.codec, src).map_err(|e| Error::Integrity {
+            hash: *hash,
+            message: format!("the stored content cannot be decoded: {e}"),
+        })?;
+        Ok(Box::new(content::ContentReader::new(dec, *hash, size)))
+    }
+
+    /// Deletes an artifact of `session`. Its content becomes garbage if nothing else references it.
+    pub fn delete_artifact(&self, session: SessionId, id: ArtifactId) -> Result<Artifact> {
+        let a = self.artifact(session, id)?;
+        self.delete_artifact_record(a)
+    }
+
+    fn delete_artifact_record(&self, a: Artifact) -> Result<Artifact> {
+        let mut state = self.lock()?;
+        let mut tx = self.tx(&mut state);
+        if !self.remove_artifact_in(&mut tx, a.id)? {
+            return Err(Error::artifact_not_found(a.id));
+        }
+        let events = tx.commit()?;
+        drop(state);
+        self.after_commit(&events)?;
+        Ok(a)
+    }
+
+    /// Removes an artifact's record and indexes and drops its blob reference. Returns false if the
+    /// record does not exist. If it was the latest version, the latest pointer moves to the highest
+    /// remaining version (version numbers are never reused while one version remains).
+    pub(crate) fn remove_artifact_in(&self, tx: &mut Tx<'_>, id: ArtifactId) -> Result<bool> {
+        let a: Artifact = match tx.get(&keys::artifact(&id))? {
+            Some(b) => keys::decode("artifact", &b)?,
+            None => return Ok(false),
+        };
+        let sid = a.session_id;
+        tx.del(keys::artifact(&id));
+        tx.del(Key::new(keys::SESSION_ARTIFACT).sid(&sid).aid(&id).build());
+        let nv = Key::new(keys::NAME_VERSION)
+            .sid(&sid)
+            .str0(&a.name)
+            .u32(a.version)
+            .build();
+        tx.del(nv);
+        for k in index_keys(&a) {
+            tx.del(k);
+        }
+        let latest_key = keys::latest(&sid, &a.name);
+        let is_latest = tx
+            .get(&latest_key)?
+            .is_some_and(|v| v == a.version.to_be_bytes());
+        if is_latest {
+            // The next-highest remaining version, or none. Version numbers are not reused: a new put
+            // after deleting the latest gets the next number after the highest remaining.
+            let prefix = keys::name_versions_prefix(&sid, &a.name);
+            let mut prev = None;
+            let end = crate::backend::prefix_end(&prefix);
+            for e in RangeIter::new(self.backend(), prefix, end, true, 8) {
+                let (k, _) = e?;
+                if tx.deleted(&k) {
+                    continue;
+                }
+                prev = Some(u32_value(&k[k.len() - 4..]));
+                break;
+            }
+            match prev {
+                Some(v) => tx.put(latest_key, v.to_be_bytes().to_vec()),
+                None => tx.del(latest_key),
+            }
+        }
+        self.release_blob(tx, &a.hash)?;
+        tx.add(b"artifacts", -1);
+        tx.add(format!("artifacts.kind.{}", a.kind), -1);
+        tx.add(b"logical_bytes", -(a.size as i64));
+        tx.add(session_count_key(&sid), -1);
+        tx.event(
+            sid,
+            EventKind::ArtifactDeleted {
+                artifact_id: id,
+                name: a.name.clone(),
+                version: a.version,
+            },
+        )?;
+        Ok(true)
+    }
+
+    /// Drops one reference; at zero the blob is listed as garbage for GC.
+    pub(crate) fn release_blob(&self, tx: &mut Tx<'_>, hash: &ContentHash) -> Result<()> {
+        let key = keys::blob(hash);
+        if let Some(b) = tx.get(&key)? {
+            let mut m = BlobMeta::decode(&b)?;
+            m.refs = m.refs.saturating_sub(1);
+            if m.refs == 0 {
+                tx.put(keys::garbage(hash), vec![]);
+            }
+            tx.put(key, m.encode());
+        }
+        Ok(())
+    }
+
+    /// Takes one more reference on an existing blob (fork, copy, checkpoints). Errors if it is gone.
+    pub(crate) fn retain_blob(&self, tx: &mut Tx<'_>, hash: &ContentHash) -> Result<BlobMeta> {
+        let key = keys::blob(hash);
+        let b = tx.get(&key)?.ok_or(Error::ContentMissing { hash: *hash })?;
+        let mut m = BlobMeta::decode(&b)?;
+        if m.refs == 0 {
+            tx.del(keys::garbage(hash));
+        }
+        m.refs += 1;
+        tx.put(key, m.encode());
+        Ok(m)
+    }
+
+    /// Store-wide calls that take only an artifact id (the local command line uses them).
+    /// They bypass session isolation: do not expose them to untrusted callers.
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { store: self }
+    }
+}
+
+/// The secondary index keys of an artifact (kind, tags, size, name, reversed name).
+pub(crate) fn index_keys(a: &Artifact) -> Vec<Vec<u8>> {
+    let id = &a.id;
+    let mut v = Vec::with_capacity(4 + a.tags.len());
+    v.push(Key::new(keys::KIND).str0(a.kind.as_str()).aid(id).build());
+    for t in &a.tags {
+        v.push(Key::new(keys::TAG).str0(t).aid(id).build());
+    }
+    v.push(Key::new(keys::SIZE).u64(a.size).aid(id).build());
+    v.push(Key::new(keys::NAME).str0(&a.name).aid(id).build());
+    v.push(
+        Key::new(keys::RNAME)
+            .bytes(&keys::reversed(&a.name))
+            .u8(0)
+            .aid(id)
+            .build(),
+    );
+    v
+}
+
+/// Administrative access by artifact id alone, across sessions. See [`Store::admin`].
+pub struct Admin<'a> {
+    store: &'a Store,
+}
+
+impl Admin<'_> {
+    /// Any artifact by id.
+    pub fn artifact(&self, id: ArtifactId) -> Result<Artifact> {
+        self.store.artifact_any(id)
+    }
+    /// Any artifact's content, verified.
+    pub fn read(&self, id: ArtifactId) -> Result<Vec<u8>> {
+        let a = self.store.artifact_any(id)?;
+        self.store.read_content(&a.hash, a.size)
+    }
+    /// A verified reader over any artifact's content.
+    pub fn open_reader(&self, id: ArtifactId) -> Result<Box<dyn Read + Send + 'static>> {
+        let a = self.store.artifact_any(id)?;
+        self.store.open_content(&a.hash, a.size)
+    }
+    /// Deletes any artifact.
+    pub fn delete(&self, id: ArtifactId) -> Result<Artifact> {
+        let a = self.store.artifact_any(id)?;
+        self.store.delete_artifact_record(a)
+    }
+}
