@@ -59,6 +59,9 @@ pub(crate) const SESSION_CHECKPOINT: u8 = b'p';
 pub(crate) const METRIC: u8 = b'M';
 /// Lineage: `F` + source session id + fork id.
 pub(crate) const FORK: u8 = b'F';
+/// Conversation order: `h` + session id + message seq (u64 BE) -> artifact id.
+pub(crate) const HISTORY: u8 = b'h';
+// Reserved for extensions: `x` (retention), `T` (artifact TTL marks). Never reuse a byte.
 
 /// Version byte in front of every JSON-encoded record.
 pub(crate) const RECORD_VERSION: u8 = 1;

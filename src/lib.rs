@@ -39,6 +39,7 @@ mod keys;
 mod query;
 mod session;
 mod store;
+mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};
@@ -51,4 +52,5 @@ pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
 pub use session::{
     MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,
 };
+pub use verify::{Problem, RepairReport, VerifyReport};
 pub use store::{Admin, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};
