@@ -53,4 +53,4 @@ pub use session::{
     MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,
 };
 pub use verify::{Problem, RepairReport, VerifyReport};
-pub use store::{Admin, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};
+pub use store::{Admin, ContentInfo, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};

@@ -755,6 +755,19 @@ impl Store {
         Ok(m)
     }
 
+    /// What the store knows about a piece of content: sizes, codec, and how many artifacts (and
+    /// checkpoints) reference it. `None` if no blob with this hash is stored.
+    pub fn content_info(&self, hash: &ContentHash) -> Result<Option<ContentInfo>> {
+        Ok(self.blob_meta(hash)?.map(|m| ContentInfo {
+            hash: *hash,
+            size: m.size,
+            stored_size: m.stored_size,
+            compressed: m.codec == Codec::Zstd,
+            inline: m.inline,
+            refs: m.refs,
+        }))
+    }
+
     /// Store-wide calls that take only an artifact id (the local command line uses them).
     /// They bypass session isolation: do not expose them to untrusted callers.
     pub fn admin(&self) -> Admin<'_> {
@@ -780,6 +793,23 @@ pub(crate) fn index_keys(a: &Artifact) -> Vec<Vec<u8>> {
             .build(),
     );
     v
+}
+
+/// A blob as the store holds it. See [`Store::content_info`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContentInfo {
+    /// The content hash.
+    pub hash: ContentHash,
+    /// Content length.
+    pub size: u64,
+    /// Bytes stored (after compression).
+    pub stored_size: u64,
+    /// Whether it is zstd-compressed.
+    pub compressed: bool,
+    /// Whether it lives inline in the engine (else in a file under `blobs/`).
+    pub inline: bool,
+    /// References from artifacts (and checkpoints). Zero means garbage awaiting GC.
+    pub refs: u64,
 }
 
 /// Administrative access by artifact id alone, across sessions. See [`Store::admin`].

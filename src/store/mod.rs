@@ -4,7 +4,7 @@ mod artifacts;
 mod gc;
 mod sessions;
 
-pub use self::artifacts::Admin;
+pub use self::artifacts::{Admin, ContentInfo};
 pub use self::gc::GcReport;
 pub use self::sessions::DeleteReport;
 
