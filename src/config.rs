@@ -95,10 +95,7 @@ impl Config {
     /// Parses a TOML document. Unknown keys are errors, so typos do not pass silently.
     pub fn from_toml_str(s: &str) -> Result<Self> {
         let c: Config = toml::from_str(s).map_err(|e| {
-            Error::invalid(
-                "configuration",
-                format!("{}", e.to_string().trim_end()),
-            )
+            Error::invalid("configuration", format!("{}", e.to_string().trim_end()))
         })?;
         c.validate()?;
         Ok(c)

@@ -52,5 +52,7 @@ pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
 pub use session::{
     MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,
 };
+pub use store::{
+    Admin, BackendKind, ContentInfo, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION,
+};
 pub use verify::{Problem, RepairReport, VerifyReport};
-pub use store::{Admin, ContentInfo, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};

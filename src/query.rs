@@ -352,7 +352,12 @@ impl Store {
     }
 
     /// An ordered source over `prefix + artifact id` keys, bounded by the cursor.
-    fn ordered_prefix<'a>(&'a self, prefix: Vec<u8>, plan: &Plan, sid: Option<SessionId>) -> CandIter<'a> {
+    fn ordered_prefix<'a>(
+        &'a self,
+        prefix: Vec<u8>,
+        plan: &Plan,
+        sid: Option<SessionId>,
+    ) -> CandIter<'a> {
         let backend = self.backend();
         let mut start = prefix.clone();
         let mut end = prefix_end(&prefix);
@@ -366,40 +371,52 @@ impl Store {
             }
         }
         let plen = prefix.len();
-        Box::new(RangeIter::new(backend, start, end, plan.desc, 64).map(move |r| {
-            let (k, v) = r?;
-            if k.len() != plen + 16 {
-                return Err(Error::Corrupt {
-                    what: format!("index key of {} bytes under a {plen}-byte prefix", k.len()),
-                });
-            }
-            let aid = ArtifactId::from_bytes(keys::tail16(&k)?);
-            let sid = match sid {
-                Some(s) => Some(s),
-                None if v.len() == 16 => Some(SessionId::from_slice(&v)?),
-                None => None,
-            };
-            Ok(Cand { aid, sid, record: None })
-        }))
+        Box::new(
+            RangeIter::new(backend, start, end, plan.desc, 64).map(move |r| {
+                let (k, v) = r?;
+                if k.len() != plen + 16 {
+                    return Err(Error::Corrupt {
+                        what: format!("index key of {} bytes under a {plen}-byte prefix", k.len()),
+                    });
+                }
+                let aid = ArtifactId::from_bytes(keys::tail16(&k)?);
+                let sid = match sid {
+                    Some(s) => Some(s),
+                    None if v.len() == 16 => Some(SessionId::from_slice(&v)?),
+                    None => None,
+                };
+                Ok(Cand {
+                    aid,
+                    sid,
+                    record: None,
+                })
+            }),
+        )
     }
 
     /// An unordered source over index keys ending in an artifact id, with the session as value.
     fn unordered_range<'a>(&'a self, start: Vec<u8>, end: Vec<u8>) -> CandIter<'a> {
-        Box::new(RangeIter::new(self.backend(), start, end, false, 64).map(|r| {
-            let (k, v) = r?;
-            Ok(Cand {
-                aid: ArtifactId::from_bytes(keys::tail16(&k)?),
-                sid: if v.len() == 16 {
-                    Some(SessionId::from_slice(&v)?)
-                } else {
-                    None
-                },
-                record: None,
-            })
-        }))
+        Box::new(
+            RangeIter::new(self.backend(), start, end, false, 64).map(|r| {
+                let (k, v) = r?;
+                Ok(Cand {
+                    aid: ArtifactId::from_bytes(keys::tail16(&k)?),
+                    sid: if v.len() == 16 {
+                        Some(SessionId::from_slice(&v)?)
+                    } else {
+                        None
+                    },
+                    record: None,
+                })
+            }),
+        )
     }
 
-    fn merged<'a>(&'a self, prefixes: Vec<(Vec<u8>, Option<SessionId>)>, plan: &Plan) -> CandIter<'a> {
+    fn merged<'a>(
+        &'a self,
+        prefixes: Vec<(Vec<u8>, Option<SessionId>)>,
+        plan: &Plan,
+    ) -> CandIter<'a> {
         if prefixes.len() == 1 {
             let (p, s) = prefixes.into_iter().next().unwrap_or_default();
             return self.ordered_prefix(p, plan, s);
@@ -434,14 +451,16 @@ impl Store {
                 start = start.max(s);
             }
         }
-        Box::new(RangeIter::new(self.backend(), start, end, plan.desc, 64).map(|r| {
-            let (k, v) = r?;
-            Ok(Cand {
-                aid: ArtifactId::from_bytes(keys::tail16(&k)?),
-                sid: None,
-                record: Some(v),
-            })
-        }))
+        Box::new(
+            RangeIter::new(self.backend(), start, end, plan.desc, 64).map(|r| {
+                let (k, v) = r?;
+                Ok(Cand {
+                    aid: ArtifactId::from_bytes(keys::tail16(&k)?),
+                    sid: None,
+                    record: Some(v),
+                })
+            }),
+        )
     }
 
     fn sources<'a>(&'a self, plan: &Plan) -> Vec<Source<'a>> {
@@ -470,7 +489,10 @@ impl Store {
             push(true, self.merged(prefixes, plan));
         }
         for t in &plan.tags_all {
-            push(true, self.ordered_prefix(Key::new(keys::TAG).str0(t).build(), plan, None));
+            push(
+                true,
+                self.ordered_prefix(Key::new(keys::TAG).str0(t).build(), plan, None),
+            );
         }
         if !plan.tags_any.is_empty() {
             let prefixes = plan
@@ -488,7 +510,9 @@ impl Store {
                 push(false, self.unordered_range(p, e));
             }
             if !suffix.is_empty() {
-                let p = Key::new(keys::RNAME).bytes(&keys::reversed(&suffix)).build();
+                let p = Key::new(keys::RNAME)
+                    .bytes(&keys::reversed(&suffix))
+                    .build();
                 let e = prefix_end(&p);
                 push(false, self.unordered_range(p, e));
             }

@@ -55,7 +55,9 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
         }
         sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::NotAStore {
             path: dir.to_path_buf(),
-            message: format!("the sled database cannot be read ({e}); it is damaged or not a sled database"),
+            message: format!(
+                "the sled database cannot be read ({e}); it is damaged or not a sled database"
+            ),
         },
         other => Error::NotAStore {
             path: dir.to_path_buf(),
@@ -70,7 +72,11 @@ impl Backend for SledBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(key).map_err(|e| self.err(e))?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {

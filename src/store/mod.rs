@@ -138,17 +138,26 @@ impl Store {
 
     /// An in-memory store with the default configuration.
     pub fn memory() -> Store {
-        Self::memory_with(Config::default()).unwrap_or_else(|_| unreachable!("default config is valid"))
+        Self::memory_with(Config::default())
+            .unwrap_or_else(|_| unreachable!("default config is valid"))
     }
 
     /// An in-memory store.
     pub fn memory_with(config: Config) -> Result<Store> {
         config.validate()?;
-        Ok(Self::from_parts(Box::new(MemoryBackend::new()), None, config))
+        Ok(Self::from_parts(
+            Box::new(MemoryBackend::new()),
+            None,
+            config,
+        ))
     }
 
     /// Opens (or creates) a store of the given backend at `path` (ignored for `Memory`).
-    pub fn open_backend(kind: BackendKind, path: impl AsRef<Path>, config: Config) -> Result<Store> {
+    pub fn open_backend(
+        kind: BackendKind,
+        path: impl AsRef<Path>,
+        config: Config,
+    ) -> Result<Store> {
         config.validate()?;
         if kind == BackendKind::Memory {
             return Self::memory_with(config);
@@ -467,10 +476,12 @@ impl Tx<'_> {
                 Some(s) => *s,
                 None => {
                     let prefix = Key::new(keys::EVENT).sid(&session_id).build();
-                    let last = self
-                        .store
-                        .backend()
-                        .scan(&prefix, &crate::backend::prefix_end(&prefix), true, 1)?;
+                    let last = self.store.backend().scan(
+                        &prefix,
+                        &crate::backend::prefix_end(&prefix),
+                        true,
+                        1,
+                    )?;
                     match last.first() {
                         Some((k, _)) if k.len() == prefix.len() + 8 => {
                             keys::u64_value(&k[prefix.len()..]) + 1
@@ -515,8 +526,10 @@ impl Tx<'_> {
                 continue;
             }
             let v = self.base_counter(&name)? + delta;
-            self.ops
-                .push(Op::Put(keys::counter(&name), (v.max(0) as u64).to_be_bytes().to_vec()));
+            self.ops.push(Op::Put(
+                keys::counter(&name),
+                (v.max(0) as u64).to_be_bytes().to_vec(),
+            ));
             finals.push((name, v));
         }
         if !self.ops.is_empty() {
