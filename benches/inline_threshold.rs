@@ -34,7 +34,11 @@ fn run(inline_threshold: u64, size: usize, n: usize) -> (f64, f64, u64) {
         .enumerate()
         .map(|(i, b)| {
             store
-                .put(s.id, NewArtifact::new(ArtifactKind::ToolResult, format!("b{i}")), b)
+                .put(
+                    s.id,
+                    NewArtifact::new(ArtifactKind::ToolResult, format!("b{i}")),
+                    b,
+                )
                 .expect("put")
                 .id
         })
@@ -57,7 +61,11 @@ fn dir_size(p: &std::path::Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().expect("metadata");
-            total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+            total += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     total

@@ -43,6 +43,7 @@ macro_rules! uuid_id {
                 Self(Uuid::from_bytes(bytes))
             }
 
+            #[allow(dead_code)]
             pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self> {
                 let arr: [u8; 16] = bytes.try_into().map_err(|_| Error::Corrupt {
                     what: format!("{} id of {} bytes, expected 16", $what, bytes.len()),
@@ -56,6 +57,7 @@ macro_rules! uuid_id {
             }
 
             /// The smallest id whose time is at or after `t`: the start of a time-range scan.
+            #[allow(dead_code)]
             pub(crate) fn min_at(t: DateTime<Utc>) -> Self {
                 Self(time_bound(t, false))
             }

@@ -56,3 +56,8 @@ pub use store::{
     Admin, BackendKind, ContentInfo, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION,
 };
 pub use verify::{Problem, RepairReport, VerifyReport};
+
+/// The README's examples run as doc tests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

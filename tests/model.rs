@@ -299,6 +299,8 @@ fn run(kind: BackendKind, steps: &[Step]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+type Keep = Box<dyn Fn(&MArt) -> bool>;
+
 fn check_query(
     s: &Store,
     m: &Model,
@@ -310,7 +312,7 @@ fn check_query(
         .sessions
         .get(arg as usize % m.sessions.len().max(1))
         .map(|x| x.id);
-    let (query, keep): (Query, Box<dyn Fn(&MArt) -> bool>) = match q {
+    let (query, keep): (Query, Keep) = match q {
         0 => (
             Query::new().kind(kind_of(arg)),
             Box::new(move |a: &MArt| a.kind == kind_of(arg)),

@@ -772,6 +772,7 @@ impl Store {
     }
 
     /// Takes one more reference on an existing blob (fork, copy, checkpoints). Errors if it is gone.
+    #[allow(dead_code)] // used by checkpoints and forks
     pub(crate) fn retain_blob(&self, tx: &mut Tx<'_>, hash: &ContentHash) -> Result<BlobMeta> {
         let key = keys::blob(hash);
         let b = tx.get(&key)?.ok_or(Error::ContentMissing { hash: *hash })?;

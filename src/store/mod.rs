@@ -59,6 +59,7 @@ pub(crate) struct Paths {
     pub root: PathBuf,
     pub blobs: PathBuf,
     pub tmp: PathBuf,
+    #[allow(dead_code)] // used by repair
     pub quarantine: PathBuf,
 }
 
@@ -510,11 +511,6 @@ impl Tx<'_> {
     pub(crate) fn forget_session(&mut self, id: &SessionId) {
         self.seqs.remove(id);
         self.state.next_seq.remove(id);
-    }
-
-    /// Number of ops so far.
-    pub(crate) fn len(&self) -> usize {
-        self.ops.len()
     }
 
     /// Applies the batch atomically and returns the events it wrote.
