@@ -188,6 +188,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_path_from_environment() {
+        std::env::set_var("CAIRN_STORE", "/tmp/somewhere");
+        assert_eq!(default_store_path(), PathBuf::from("/tmp/somewhere"));
+        std::env::set_var("CAIRN_STORE", "");
+        assert_eq!(default_store_path(), PathBuf::from(".cairn"));
+        std::env::remove_var("CAIRN_STORE");
+        assert_eq!(default_store_path(), PathBuf::from(".cairn"));
+    }
+
+    #[test]
     fn toml_round_trip_and_errors() {
         let c = Config::from_toml_str(
             "compression_level = 5\n[limits]\nmax_tags = 3\n[durability]\nmode = \"group\"\ninterval_ms = 20\n",

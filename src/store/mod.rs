@@ -153,6 +153,13 @@ impl Store {
         ))
     }
 
+    /// A store over any engine implementing [`Backend`], with no blob folder: all content lives
+    /// in the engine. For custom engines and instrumented tests.
+    pub fn with_backend(backend: Box<dyn Backend>, config: Config) -> Result<Store> {
+        config.validate()?;
+        Ok(Self::from_parts(backend, None, config))
+    }
+
     /// Opens (or creates) a store of the given backend at `path` (ignored for `Memory`).
     pub fn open_backend(
         kind: BackendKind,
