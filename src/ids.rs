@@ -61,6 +61,19 @@ macro_rules! uuid_id {
             pub(crate) fn min_at(t: DateTime<Utc>) -> Self {
                 Self(time_bound(t, false))
             }
+
+            /// The smallest id of the first millisecond at or after `t`: the exclusive end of a
+            /// time-range scan whose bound may fall inside a millisecond.
+            #[allow(dead_code)]
+            pub(crate) fn min_after(t: DateTime<Utc>) -> Self {
+                let floor_ms = t.timestamp_millis();
+                let exact = t.timestamp_subsec_nanos() % 1_000_000 == 0;
+                let ms = if exact { floor_ms } else { floor_ms.saturating_add(1) };
+                Self(time_bound(
+                    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(t),
+                    false,
+                ))
+            }
         }
 
         impl Default for $name {

@@ -439,7 +439,7 @@ impl Store {
             start = keys::artifact(&ArtifactId::min_at(f));
         }
         if let Some(t) = plan.to {
-            end = keys::artifact(&ArtifactId::min_at(t));
+            end = keys::artifact(&ArtifactId::min_after(t));
         }
         if let Some(c) = &plan.cursor {
             let at = keys::artifact(c);

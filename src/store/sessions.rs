@@ -165,7 +165,9 @@ impl Store {
                 what: format!("session {id}"),
             });
         }
-        let now = id.timestamp().max(Utc::now());
+        // created_at is the millisecond in the id, so time-range scans over ids and the
+        // created_at filter agree exactly.
+        let now = id.timestamp();
         let s = Session {
             id,
             key: new.key,
@@ -479,7 +481,7 @@ impl Store {
         if let Some(to) = filter.created.1 {
             end = Key::new(0)
                 .bytes(&prefix)
-                .sid(&SessionId::min_at(to))
+                .sid(&SessionId::min_after(to))
                 .build()[1..]
                 .to_vec();
         }
