@@ -800,6 +800,13 @@ fn queries_combine_every_filter() {
             q(Query::new().created_from(Utc::now() + Duration::hours(1))).len(),
             0
         );
+        // Bounds inside a millisecond: created_at has millisecond precision (the id's time).
+        let half_ms = Duration::microseconds(500);
+        assert!(
+            q(Query::new().created_to(t_last + half_ms)).contains(&"deep/dir/c.json".to_string())
+        );
+        assert!(!q(Query::new().created_from(t_last + half_ms))
+            .contains(&"deep/dir/c.json".to_string()));
 
         // latest-only
         s.put(root.id, tool("a.json"), b"newer").unwrap();
