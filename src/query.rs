@@ -262,7 +262,7 @@ impl Store {
     /// Runs a query and returns one page. A query without a session searches the whole store.
     pub fn query(&self, q: &Query) -> Result<Page<Artifact>> {
         let plan = self.plan(q)?;
-        self.run_plan(q, &plan)
+        self.run_plan(&plan)
     }
 
     pub(crate) fn plan(&self, q: &Query) -> Result<Plan> {
@@ -525,19 +525,28 @@ impl Store {
             };
             push(false, self.unordered_range(start, end));
         }
-        // The record table itself, bounded by time: always a candidate, and the fallback.
-        push(true, self.time_source(plan));
+        // The record table itself, in time order. Bounded by a time range it is a real candidate;
+        // unbounded it is never smaller than any other source, so it is only the fallback.
+        if plan.from.is_some() || plan.to.is_some() || out.is_empty() {
+            out.push(Source {
+                ordered: true,
+                iter: self.time_source(plan),
+                buf: Vec::new(),
+                exhausted: false,
+            });
+        }
         out
     }
 
-    fn run_plan(&self, q: &Query, plan: &Plan) -> Result<Page<Artifact>> {
-        let _ = q;
+    fn run_plan(&self, plan: &Plan) -> Result<Page<Artifact>> {
         let mut sources = self.sources(plan);
         // Race: read each source a little at a time; the first to run out is the smallest.
+        // A single ordered source needs no race: it is streamed from the cursor.
         let mut winner = None;
         let mut step = 32usize;
         let mut pulled = 0usize;
-        'race: while pulled < PROBE_BUDGET {
+        let race = !(sources.len() == 1 && sources[0].ordered);
+        'race: while race && pulled < PROBE_BUDGET {
             for (i, s) in sources.iter_mut().enumerate() {
                 for _ in 0..step {
                     match s.iter.next() {
@@ -573,18 +582,17 @@ impl Store {
                 Ok(paginate(found, plan.limit))
             }
             None => {
-                // Nothing small: stream the ordered source that has buffered least (so is likely the
-                // most selective), in time order from the cursor, until the page is full.
-                let idx = sources
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.ordered)
-                    .min_by_key(|(i, _)| *i)
-                    .map(|(i, _)| i)
-                    .unwrap_or(sources.len() - 1);
-                let src = sources.swap_remove(idx);
+                // Nothing small: stream a time-ordered source from the cursor until the page is
+                // full (the first ordered one: session, kinds, tags; else the record table).
+                let (buf, iter) = match sources.iter().position(|s| s.ordered) {
+                    Some(i) => {
+                        let src = sources.swap_remove(i);
+                        (src.buf, src.iter)
+                    }
+                    None => (Vec::new(), self.time_source(plan)),
+                };
                 let mut found = Vec::with_capacity(plan.limit + 1);
-                for c in src.buf.into_iter().map(Ok).chain(src.iter) {
+                for c in buf.into_iter().map(Ok).chain(iter) {
                     if let Some(a) = self.check(plan, c?, &mut latest_cache)? {
                         found.push(a);
                         if found.len() > plan.limit {
