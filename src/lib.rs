@@ -36,9 +36,12 @@ mod error;
 mod events;
 mod ids;
 mod keys;
+mod metrics;
 mod query;
+mod retention;
 mod session;
 mod store;
+mod subscribe;
 mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
@@ -54,3 +57,15 @@ pub use session::{
 };
 pub use verify::{Problem, RepairReport, VerifyReport};
 pub use store::{Admin, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};
+pub use metrics::{
+    Distribution, IterationOutcome, MetricsDelta, SessionMetrics, SessionStats,
+    MAX_METRIC_NAME_LEN,
+};
+pub use retention::{
+    ArtifactRemoval, ExpiryReport, RetentionPolicy, RetentionProgress, RetentionReport,
+    RetentionRule, SessionRemoval,
+};
+pub use subscribe::{
+    Delivery, Subscription, SubscriptionFilter, DEFAULT_SUBSCRIPTION_CAPACITY, EVENT_TYPES,
+    MAX_SUBSCRIPTION_CAPACITY,
+};
