@@ -215,7 +215,7 @@ fn put(ctx: &Ctx, a: PutArgs) -> CliResult {
         return print_artifact(ctx, &art);
     }
     let path = a.path.unwrap_or_default();
-    let md = fs::metadata(&path).map_err(|e| Failure::io(&path, e))?;
+    let md = fs::metadata(&path).map_err(|e| Failure::input(&path, e))?;
     if md.is_dir() {
         if !a.recursive {
             return Err(Failure::invalid(

@@ -39,6 +39,7 @@ pub const DEFAULT_STORE: &str = ".cairn";
 #[derive(Debug, Parser)]
 #[command(
     name = "cairn",
+    bin_name = "cairn",
     version,
     about = "An artifact store for AI agents: sessions, deduplicated and compressed artifacts, indexed queries",
     long_about = "An artifact store for AI agents: a tree of sessions with a lifecycle, and artifacts \
@@ -191,6 +192,20 @@ impl Failure {
             code: "io".into(),
             message: format!("{}: {e}", path.display()),
             exit: 1,
+        }
+    }
+
+    /// An input file or folder the user named cannot be read: "not found" (exit 3) when it does
+    /// not exist, else an I/O error (exit 1).
+    pub fn input(path: &Path, e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::NotFound {
+            Self {
+                code: "file_not_found".into(),
+                message: format!("{}: no such file or folder", path.display()),
+                exit: 3,
+            }
+        } else {
+            Self::io(path, e)
         }
     }
 
