@@ -270,16 +270,25 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
     })
 }
 
+/// Deepest tree printed as nested JSON: serializing (and dropping) nested values recurses.
+const MAX_JSON_DEPTH: usize = 1000;
+
 fn tree(ctx: &Ctx, session: &str) -> CliResult {
     let store = ctx.existing_store()?;
     let root = session_ref(store, session)?;
+    // Breadth first: every parent comes before its children.
     let all = store.subtree(root)?;
     let mut kids: HashMap<SessionId, Vec<&Session>> = HashMap::new();
+    let mut depth: HashMap<SessionId, usize> = HashMap::new();
+    depth.insert(root, 0);
     for s in &all {
+        if s.id == root {
+            continue;
+        }
         if let Some(p) = s.parent_id {
-            if s.id != root {
-                kids.entry(p).or_default().push(s);
-            }
+            kids.entry(p).or_default().push(s);
+            let d = depth.get(&p).copied().unwrap_or(0) + 1;
+            depth.insert(s.id, d);
         }
     }
     let Some(top) = all.iter().find(|s| s.id == root) else {
@@ -289,73 +298,88 @@ fn tree(ctx: &Ctx, session: &str) -> CliResult {
         .into());
     };
     if ctx.json {
-        let v = tree_json(top, &kids)?;
+        let deepest = depth.values().copied().max().unwrap_or(0);
+        if deepest > MAX_JSON_DEPTH {
+            return Err(Failure {
+                code: "limit_exceeded".into(),
+                message: format!(
+                    "the tree is {deepest} levels deep; nested JSON is printed up to {MAX_JSON_DEPTH} levels: \
+                     walk it with `cairn session list --parent ID` instead"
+                ),
+                exit: 5,
+            });
+        }
+        let v = tree_json(&all, &kids)?;
         return ctx.emit(&v, |_, _| Ok(()));
     }
-    ctx.emit(&(), |w, style| {
-        write_tree(w, style, top, &kids, "", true, true)
-    })
+    ctx.emit(&(), |w, style| write_tree(w, style, top, &kids))
 }
 
-fn tree_json(s: &Session, kids: &HashMap<SessionId, Vec<&Session>>) -> CliResult<Value> {
-    // Iterative would avoid deep recursion, but trees deeper than a few thousand levels are not
-    // a realistic shape for agent runs; the depth is bounded by what the store holds.
-    let mut v = serde_json::to_value(s).map_err(|e| Failure {
-        code: "other".into(),
-        message: format!("cannot encode session {}: {e}", s.id),
-        exit: 1,
-    })?;
-    let children = kids
-        .get(&s.id)
-        .map(|cs| {
-            cs.iter()
-                .map(|c| tree_json(c, kids))
-                .collect::<CliResult<Vec<_>>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
-    if let Value::Object(m) = &mut v {
-        m.insert("children".into(), Value::Array(children));
+/// Nested JSON with `children` arrays, built bottom up (no recursion over the tree's depth).
+fn tree_json(bfs: &[Session], kids: &HashMap<SessionId, Vec<&Session>>) -> CliResult<Value> {
+    let mut built: HashMap<SessionId, Value> = HashMap::new();
+    for s in bfs.iter().rev() {
+        let mut v = serde_json::to_value(s).map_err(|e| Failure {
+            code: "other".into(),
+            message: format!("cannot encode session {}: {e}", s.id),
+            exit: 1,
+        })?;
+        let children: Vec<Value> = kids
+            .get(&s.id)
+            .map(|cs| cs.iter().filter_map(|c| built.remove(&c.id)).collect())
+            .unwrap_or_default();
+        if let Value::Object(m) = &mut v {
+            m.insert("children".into(), Value::Array(children));
+        }
+        built.insert(s.id, v);
     }
-    Ok(v)
+    bfs.first()
+        .and_then(|s| built.remove(&s.id))
+        .ok_or_else(|| Failure {
+            code: "other".into(),
+            message: "empty session tree".into(),
+            exit: 1,
+        })
 }
 
+/// An indented tree for people, depth first, without recursion.
 fn write_tree(
     w: &mut dyn Write,
     style: &Style,
-    s: &Session,
+    top: &Session,
     kids: &HashMap<SessionId, Vec<&Session>>,
-    prefix: &str,
-    last: bool,
-    top: bool,
 ) -> io::Result<()> {
-    let branch = if top {
-        ""
-    } else if last {
-        "└─ "
-    } else {
-        "├─ "
-    };
-    let mut line = format!(
-        "{prefix}{branch}{} {} {}",
-        style.paint(Colour::Bold, &display_name(s)),
-        style.paint(Style::status_colour(s.status), &format!("[{}]", s.status)),
-        style.paint(Colour::Dim, &s.id.to_string()),
-    );
-    if let Some(r) = &s.reason {
-        line.push_str(&format!(" ({r})"));
-    }
-    writeln!(w, "{line}")?;
-    let child_prefix = if top {
-        String::new()
-    } else if last {
-        format!("{prefix}   ")
-    } else {
-        format!("{prefix}│  ")
-    };
-    if let Some(cs) = kids.get(&s.id) {
-        for (i, c) in cs.iter().enumerate() {
-            write_tree(w, style, c, kids, &child_prefix, i + 1 == cs.len(), false)?;
+    // (session, prefix for its line, whether it is its parent's last child, whether it is the top)
+    let mut stack: Vec<(&Session, String, bool, bool)> = vec![(top, String::new(), true, true)];
+    while let Some((s, prefix, last, is_top)) = stack.pop() {
+        let branch = if is_top {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
+        let mut line = format!(
+            "{prefix}{branch}{} {} {}",
+            style.paint(Colour::Bold, &display_name(s)),
+            style.paint(Style::status_colour(s.status), &format!("[{}]", s.status)),
+            style.paint(Colour::Dim, &s.id.to_string()),
+        );
+        if let Some(r) = &s.reason {
+            line.push_str(&format!(" ({r})"));
+        }
+        writeln!(w, "{line}")?;
+        let child_prefix = if is_top {
+            String::new()
+        } else if last {
+            format!("{prefix}   ")
+        } else {
+            format!("{prefix}│  ")
+        };
+        if let Some(cs) = kids.get(&s.id) {
+            for (i, c) in cs.iter().enumerate().rev() {
+                stack.push((c, child_prefix.clone(), i + 1 == cs.len(), false));
+            }
         }
     }
     Ok(())
