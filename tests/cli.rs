@@ -130,7 +130,22 @@ impl Env {
 }
 
 fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cairn")
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    let path = env!("CARGO_BIN_EXE_cairn");
+    CHECKED.call_once(|| {
+        // Several worktrees may share one CARGO_TARGET_DIR, and the binary's path in it is the
+        // same for all of them: say so clearly instead of failing every assertion.
+        let out = Command::new(path)
+            .arg("--version")
+            .output()
+            .expect("run cairn");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("cairn "),
+            "{path} is not this package's cairn command line (another build in a shared target \
+             directory replaced it?); rebuild with `touch src/main.rs && cargo test --test cli`"
+        );
+    });
+    path
 }
 
 /// Asserts success and that stdout holds exactly one JSON value.
