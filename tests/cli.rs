@@ -131,7 +131,12 @@ impl Env {
 
 fn bin() -> &'static str {
     static CHECKED: std::sync::Once = std::sync::Once::new();
-    let path = env!("CARGO_BIN_EXE_cairn");
+    // CAIRN_TEST_BIN runs the tests against a copy of the binary (useful when the target
+    // directory is shared with other builds); by default, the binary cargo built for this test.
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let path: &'static str = PATH.get_or_init(|| {
+        std::env::var("CAIRN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cairn").to_string())
+    });
     CHECKED.call_once(|| {
         // Several worktrees may share one CARGO_TARGET_DIR, and the binary's path in it is the
         // same for all of them: say so clearly instead of failing every assertion.
@@ -620,6 +625,49 @@ fn artifacts_put_get_list_query_delete() {
         "no temp file left behind"
     );
 
+    // get and show by session and name (latest, or a given version).
+    let out = env.run(&[
+        "artifact",
+        "get",
+        "--session",
+        "key:a",
+        "--name",
+        "note.txt",
+    ]);
+    assert_eq!(out.stdout, b"v2");
+    let out = env.run(&[
+        "artifact",
+        "get",
+        "--session",
+        &sid,
+        "--name",
+        "note.txt",
+        "--version",
+        "1",
+    ]);
+    assert_eq!(out.stdout, b"v1");
+    let shown = env.json(&["artifact", "show", "--session", &sid, "--name", "grep.txt"]);
+    assert_eq!(s(&shown, "id"), aid);
+    let (code, _) = env.fails(
+        &[
+            "artifact",
+            "show",
+            "--session",
+            &sid,
+            "--name",
+            "note.txt",
+            "--version",
+            "9",
+        ],
+        3,
+    );
+    assert_eq!(code, "artifact_not_found");
+    assert_eq!(
+        env.fails(&["artifact", "show", "--name", "note.txt"], 2).0,
+        "usage"
+    );
+    assert_eq!(env.fails(&["artifact", "get"], 2).0, "usage");
+
     // show, versions.
     assert_eq!(env.json(&["artifact", "show", &aid])["hash"], a["hash"]);
     let h = env.human(&["artifact", "show", &bid]);
@@ -908,6 +956,17 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     assert!(env
         .human_fails(&["artifact", "query", "--name", "a{b"], 5)
         .contains("glob"));
+
+    // A recursive put of the folder holding the store leaves the store itself out.
+    let put = env.json(&["artifact", "put", &sid, dir, "-r", "--kind", "tool_result"]);
+    let names: Vec<&str> = put
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| s(a, "name"))
+        .collect();
+    assert_eq!(names, ["f.txt"]);
+    env.json(&["artifact", "delete", s(&put[0], "id")]);
 
     // Invalid state transitions and writes to a finished session: exit 4.
     env.json(&["session", "complete", &sid]);

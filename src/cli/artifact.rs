@@ -30,10 +30,7 @@ pub enum ArtifactCmd {
     /// Write an artifact's content, verified against its hash, to stdout or a file.
     Get(GetArgs),
     /// Print one artifact's metadata.
-    Show {
-        /// The artifact id.
-        id: String,
-    },
+    Show(Which),
     /// List the artifacts of a session (with --recursive, of its whole subtree).
     List(ListArgs),
     /// List every stored version of a name in a session, oldest first.
@@ -83,11 +80,55 @@ pub struct PutArgs {
     pub prefix: Option<String>,
 }
 
+/// Which artifact: its id, or `--session S --name N [--version V]`.
+#[derive(Debug, Args)]
+#[command(
+    disable_version_flag = true,
+    group(clap::ArgGroup::new("which").required(true).args(["id", "name"]))
+)]
+pub struct Which {
+    /// The artifact id.
+    pub id: Option<String>,
+    /// Instead of an id: the session holding the artifact (id or key:KEY), with --name.
+    #[arg(long, value_name = "SESSION", requires = "name", conflicts_with = "id")]
+    pub session: Option<String>,
+    /// Instead of an id: the artifact's name in --session (the latest version unless --version).
+    #[arg(long, requires = "session", conflicts_with = "id")]
+    pub name: Option<String>,
+    /// With --name: this version instead of the latest.
+    #[arg(long, value_name = "N", requires = "name")]
+    pub version: Option<u32>,
+}
+
+impl Which {
+    fn resolve(&self, store: &Store) -> CliResult<Artifact> {
+        match (&self.id, &self.session, &self.name) {
+            (Some(id), _, _) => Ok(store.admin().artifact(args::artifact_id(id)?)?),
+            (None, Some(sess), Some(name)) => {
+                let sid = session_ref(store, sess)?;
+                Ok(store.artifact_by_name(sid, name, self.version)?)
+            }
+            _ => Err(Failure::usage(
+                "give an artifact id, or --session SESSION --name NAME",
+            )),
+        }
+    }
+
+    /// Checks what can be checked without a store (a malformed id is invalid input).
+    fn precheck(&self) -> CliResult {
+        if let Some(id) = &self.id {
+            args::artifact_id(id)?;
+        }
+        Ok(())
+    }
+}
+
 /// `artifact get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The artifact id.
-    pub id: String,
+    /// Which artifact.
+    #[command(flatten)]
+    pub which: Which,
     /// Write to this file instead of stdout (replaced only once all content is verified).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -161,7 +202,7 @@ pub fn run(ctx: &Ctx, cmd: ArtifactCmd) -> CliResult {
     match cmd {
         ArtifactCmd::Put(a) => put(ctx, a),
         ArtifactCmd::Get(a) => get(ctx, a),
-        ArtifactCmd::Show { id } => show(ctx, &id),
+        ArtifactCmd::Show(w) => show(ctx, &w),
         ArtifactCmd::List(a) => list(ctx, a),
         ArtifactCmd::Versions { session, name } => versions(ctx, &session, &name),
         ArtifactCmd::Query(a) => query(ctx, a),
@@ -273,7 +314,7 @@ struct Found {
 }
 
 /// Every regular file under `dir` (symbolic links are not followed), sorted by name.
-fn walk(dir: &Path, prefix: &str) -> CliResult<Vec<Found>> {
+fn walk(dir: &Path, prefix: &str, skip: Option<&Path>) -> CliResult<Vec<Found>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -283,7 +324,11 @@ fn walk(dir: &Path, prefix: &str) -> CliResult<Vec<Found>> {
             let p = e.path();
             let ft = e.file_type().map_err(|e| Failure::io(&p, e))?;
             if ft.is_dir() {
-                stack.push(p);
+                // Never ingest the live store itself (`cairn artifact put S . -r` beside .cairn).
+                let is_store = skip.is_some_and(|s| fs::canonicalize(&p).is_ok_and(|c| c == s));
+                if !is_store {
+                    stack.push(p);
+                }
             } else if ft.is_file() {
                 let rel = p.strip_prefix(dir).unwrap_or(&p);
                 let mut parts = Vec::new();
@@ -313,7 +358,8 @@ fn walk(dir: &Path, prefix: &str) -> CliResult<Vec<Found>> {
 }
 
 fn put_dir(ctx: &Ctx, session: &str, dir: &Path, t: &Template, prefix: &str) -> CliResult {
-    let files = walk(dir, prefix)?;
+    let store_dir = fs::canonicalize(&ctx.store_path).ok();
+    let files = walk(dir, prefix, store_dir.as_deref())?;
     for f in &files {
         cairn::validate_name(&f.name)?;
     }
@@ -412,10 +458,10 @@ fn bulk_put(
 }
 
 fn get(ctx: &Ctx, a: GetArgs) -> CliResult {
-    let id = args::artifact_id(&a.id)?;
+    a.which.precheck()?;
     let store = ctx.existing_store()?;
-    let art = store.admin().artifact(id)?;
-    let mut reader = store.admin().open_reader(id)?;
+    let art = a.which.resolve(store)?;
+    let mut reader = store.admin().open_reader(art.id)?;
     let to_stdout = a.output.as_deref().map_or(true, |p| p == Path::new("-"));
     if to_stdout {
         let stdout = io::stdout();
@@ -488,10 +534,10 @@ fn copy_verified(
     }
 }
 
-fn show(ctx: &Ctx, id: &str) -> CliResult {
-    let id = args::artifact_id(id)?;
+fn show(ctx: &Ctx, which: &Which) -> CliResult {
+    which.precheck()?;
     let store = ctx.existing_store()?;
-    let a = store.admin().artifact(id)?;
+    let a = which.resolve(store)?;
     print_artifact(ctx, &a)
 }
 
