@@ -239,11 +239,15 @@ fn help_version_and_usage_errors() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("cairn "));
     // No command, unknown commands and flags, missing arguments: usage errors, exit 2.
     assert_eq!(env.run(&[]).status.code(), Some(2));
-    assert_eq!(env.run(&["sesion", "list"]).status.code(), Some(2));
-    assert_eq!(
-        env.run(&["session", "create", "--nmae", "x"]).status.code(),
-        Some(2)
+    let e = env.human_fails(&["sesion", "list"], 2);
+    assert!(e.contains("'sesion'") && e.contains("'session'"), "{e}");
+    let e = env.human_fails(&["session", "create", "--nmae", "x"], 2);
+    assert!(
+        e.contains("--nmae") && e.contains("cairn session create --help"),
+        "{e}"
     );
+    let (_, msg) = env.fails(&["artifact", "put"], 2);
+    assert!(msg.contains("--kind") && msg.contains("<SESSION>"), "{msg}");
     let (code, _) = env.fails(&["artifact", "put"], 2);
     assert_eq!(code, "usage");
     let (code, _) = env.fails(&["session", "list", "--roots", "--parent", "x"], 2);

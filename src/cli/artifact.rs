@@ -2,7 +2,7 @@
 //! query, delete.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -252,6 +252,9 @@ fn put(ctx: &Ctx, a: PutArgs) -> CliResult {
         };
         let store = ctx.store()?;
         let sid = session_ref(store, &a.session)?;
+        if io::stdin().is_terminal() && !ctx.json {
+            super::note("reading the artifact's content from stdin; end it with Ctrl-D");
+        }
         let art = store.put_reader(sid, t.artifact(name), io::stdin().lock())?;
         return print_artifact(ctx, &art);
     }

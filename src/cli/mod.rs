@@ -131,26 +131,44 @@ fn clap_failure(e: clap::Error, json: bool) -> ExitCode {
             let _ = out.flush();
             ExitCode::SUCCESS
         }
-        _ if json => {
-            let text = e.render().to_string();
-            let message = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("usage error")
-                .trim_start_matches("error: ")
-                .to_string();
-            Failure {
-                code: "usage".into(),
-                message: format!("{message} (see `cairn --help`)"),
-                exit: 2,
-            }
-            .report(true)
-        }
-        _ => {
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand if !json => {
+            // `cairn` or `cairn session` alone: the help, on stderr, as a usage error.
             let _ = e.print();
             ExitCode::from(2)
         }
+        _ => Failure::usage(clap_message(&e)).report(json),
     }
+}
+
+/// clap's error as one line: the error, its details, any tips, and where to find help.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut msg = lines
+        .next()
+        .unwrap_or("usage error")
+        .trim_start_matches("error: ")
+        .to_string();
+    let mut details = Vec::new();
+    let mut tips = String::new();
+    let mut cmd = "cairn".to_string();
+    for l in lines {
+        if let Some(tip) = l.strip_prefix("tip: ") {
+            tips.push_str(&format!(" ({tip})"));
+        } else if let Some(u) = l.strip_prefix("Usage: ") {
+            cmd = u
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '[', '<']))
+                .collect::<Vec<_>>()
+                .join(" ");
+        } else if !l.starts_with("For more information") {
+            details.push(l);
+        }
+    }
+    if !details.is_empty() {
+        msg = format!("{msg} {}", details.join(", "));
+    }
+    format!("{msg}{tips}; see `{cmd} --help`")
 }
 
 /// What every command returns.
@@ -306,7 +324,11 @@ impl Ctx {
     /// The store, which must already exist: for commands that only read, so that a mistyped
     /// `--store` is reported instead of silently creating an empty store.
     pub fn existing_store(&self) -> CliResult<&Store> {
-        if self.store.get().is_none() && !self.store_path.exists() {
+        let missing_or_empty = match std::fs::read_dir(&self.store_path) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if self.store.get().is_none() && missing_or_empty {
             return Err(Failure {
                 code: "store_not_found".into(),
                 message: format!(
@@ -351,6 +373,12 @@ impl Ctx {
         w.write_all(&bytes)?;
         w.write_all(b"\n")
     }
+}
+
+/// A one-line note for people on stderr.
+pub fn note(message: &str) {
+    let mut e = io::stderr().lock();
+    let _ = writeln!(e, "{message}");
 }
 
 #[cfg(test)]
