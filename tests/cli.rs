@@ -629,6 +629,31 @@ fn artifacts_put_get_list_query_delete() {
         "no temp file left behind"
     );
 
+    // A recursive put of an empty folder stores nothing and says so.
+    std::fs::create_dir_all(env.path("empty")).unwrap();
+    let empty = env.path("empty");
+    let none = env.json(&[
+        "artifact",
+        "put",
+        &sid,
+        empty.to_str().unwrap(),
+        "-r",
+        "--kind",
+        "tool_result",
+    ]);
+    assert_eq!(none, serde_json::json!([]));
+    assert!(env
+        .human(&[
+            "artifact",
+            "put",
+            &sid,
+            empty.to_str().unwrap(),
+            "-r",
+            "--kind",
+            "tool_result"
+        ])
+        .starts_with("stored 0 file(s)"));
+
     // get and show by session and name (latest, or a given version).
     let out = env.run(&[
         "artifact",

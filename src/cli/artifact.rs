@@ -397,7 +397,7 @@ fn put_dir(ctx: &Ctx, session: &str, dir: &Path, t: &Template, prefix: &str) -> 
     progress.finish();
     let after = store.stats()?;
     ctx.emit(&stored, |w, style| {
-        if stored.len() <= 50 {
+        if !stored.is_empty() && stored.len() <= 50 {
             artifact_table(&stored).write(w, style)?;
         }
         writeln!(

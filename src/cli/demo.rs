@@ -271,7 +271,9 @@ fn play_instance(
 
     // 2. The trajectory, step by step; attempts restart at step 1.
     let traj = dir.join("raw_logs/trajectory.jsonl");
-    let text = fs::read_to_string(&traj).unwrap_or_default();
+    // A missing trajectory means no steps; the organized files above are stored either way.
+    let raw = fs::read(&traj).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw);
     let mut attempt = 0u32;
     let mut success = None;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
