@@ -502,14 +502,15 @@ impl<'s> Pipeline<'s> {
 
     fn saved_output(&self, cp: &Checkpoint) -> Result<Value> {
         if cp.state.get("output_in_state_bytes") == Some(&Value::Bool(true)) {
-            let bytes = self.store.checkpoint_state_bytes(cp.id)?.ok_or_else(|| {
-                Error::Corrupt {
-                    what: format!(
+            let bytes =
+                self.store
+                    .checkpoint_state_bytes(cp.id)?
+                    .ok_or_else(|| Error::Corrupt {
+                        what: format!(
                         "checkpoint {} says its output is in its binary state, which it has not",
                         cp.id
                     ),
-                }
-            })?;
+                    })?;
             return serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
                 what: format!(
                     "checkpoint {} binary state is not the JSON output: {e}",

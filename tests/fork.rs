@@ -393,8 +393,10 @@ fn merge_makes_successive_versions_in_time_order() {
 
 #[test]
 fn derived_sessions_respect_limits_and_store_nothing_on_failure() {
-    let mut limits = Limits::default();
-    limits.max_artifacts_per_session = 3;
+    let limits = Limits {
+        max_artifacts_per_session: 3,
+        ..Limits::default()
+    };
     let s = Store::memory_with(Config::default().limits(limits)).unwrap();
     let a = s.create_session(NewSession::new()).unwrap();
     let b = s.create_session(NewSession::new()).unwrap();

@@ -296,7 +296,7 @@ impl Store {
         for e in RangeIter::prefix(self.backend(), &prefix, true) {
             let id = CheckpointId::from_bytes(keys::tail16(&e?.0)?);
             let cp = self.checkpoint(id)?;
-            if label.is_none_or(|l| cp.label == l) {
+            if label.map_or(true, |l| cp.label == l) {
                 return Ok(Some(cp));
             }
         }
@@ -374,7 +374,7 @@ impl Store {
         let mut matching: Vec<CheckpointId> = self
             .checkpoints(session)?
             .into_iter()
-            .filter(|c| label.is_none_or(|l| c.label == l))
+            .filter(|c| label.map_or(true, |l| c.label == l))
             .map(|c| c.id)
             .collect();
         let drop_n = matching.len().saturating_sub(keep_latest);
@@ -595,7 +595,7 @@ impl Store {
             created_at,
             pinned: template.pinned,
         };
-        if latest.is_none_or(|l| version > l) {
+        if latest.map_or(true, |l| version > l) {
             tx.put(latest_key, version.to_be_bytes().to_vec());
         }
         self.write_artifact_indexes(tx, &a);
@@ -782,7 +782,7 @@ impl Store {
         for s in sources {
             members.extend(self.tx_session_artifacts(&tx, *s)?);
         }
-        members.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        members.sort_by_key(|a| (a.created_at, a.id));
         let pairs: Vec<_> = sources.iter().map(|s| (*s, None)).collect();
         let s = self.insert_derived_session(&mut tx, new, tags, &pairs, LineageKind::Merge)?;
         let roles = self.history_roles(sources)?;
