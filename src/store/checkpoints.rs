@@ -492,6 +492,10 @@ impl Store {
         let sid = cp.session_id;
         let mut state = self.lock()?;
         let mut tx = self.tx(&mut state);
+        // Deleted since it was read? (Its records never change while it exists.)
+        if tx.get(&cp_key(&id))?.is_none() {
+            return Err(Error::CheckpointNotFound { id });
+        }
         let s = self.tx_session(&tx, sid)?;
         if s.status.is_terminal() {
             return Err(Error::SessionClosed {
@@ -688,6 +692,12 @@ impl Store {
         let tags = self.validate_new_session(&new)?;
         let mut state = self.lock()?;
         let mut tx = self.tx(&mut state);
+        if let Some(c) = checkpoint {
+            // Deleted since it was read? (Its records never change while it exists.)
+            if tx.get(&cp_key(&c))?.is_none() {
+                return Err(Error::CheckpointNotFound { id: c });
+            }
+        }
         let members = match members {
             Some(m) => m,
             None => self.tx_session_artifacts(&tx, source)?,
