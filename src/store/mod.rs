@@ -3,6 +3,7 @@
 mod artifacts;
 mod checkpoints;
 mod gc;
+mod metrics;
 mod sessions;
 
 pub use self::artifacts::{Admin, ContentInfo};
@@ -103,6 +104,9 @@ pub(crate) struct Inner {
 pub(crate) struct Hooks {
     #[allow(clippy::type_complexity)]
     pub(crate) on_commit: Mutex<Vec<Box<dyn Fn(&[Event]) + Send + Sync>>>,
+    /// Subscriptions: offered each batch's events inside the write lock, so they see commit
+    /// order (`on_commit` runs after the lock is released, where concurrent commits can race).
+    pub(crate) hub: crate::subscribe::Hub,
 }
 
 impl Drop for Inner {
@@ -551,6 +555,7 @@ impl Tx<'_> {
         for (sid, s) in self.seqs.drain() {
             self.state.next_seq.insert(sid, s);
         }
+        self.store.inner.hooks.hub.publish(&self.events);
         Ok(std::mem::take(&mut self.events))
     }
 }

@@ -630,7 +630,7 @@ impl Store {
     }
 
     /// Removes one session's record, indexes, events and extension data (not its artifacts).
-    fn remove_session_in(&self, tx: &mut Tx<'_>, id: SessionId) -> Result<()> {
+    pub(crate) fn remove_session_in(&self, tx: &mut Tx<'_>, id: SessionId) -> Result<()> {
         let s = self.tx_session(tx, id)?;
         // Checkpoints (releasing their blob references), lineage and history go with the session.
         self.remove_checkpoint_data_in(tx, id)?;
