@@ -30,6 +30,7 @@
 
 mod artifact;
 mod backend;
+mod checkpoint;
 mod config;
 mod content;
 mod error;
@@ -46,6 +47,11 @@ mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};
+pub use checkpoint::{
+    validate_label, Checkpoint, CopyOptions, Lineage, LineageKind, Message, NewCheckpoint,
+    Pipeline, PipelineRun, RestoreReport, Role, StateBlob, StepContext, TimelineEntry,
+    TimelineOptions, MAX_LABEL_LEN,
+};
 pub use config::{default_store_path, Config, Durability, Limits};
 pub use content::ContentReader;
 pub use error::{Error, Result};

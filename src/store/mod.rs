@@ -1,6 +1,7 @@
 //! The store facade: opening, the write path's transaction, durability, statistics.
 
 mod artifacts;
+mod checkpoints;
 mod gc;
 mod metrics;
 mod sessions;
