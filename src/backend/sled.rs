@@ -13,13 +13,22 @@ pub struct SledBackend {
 
 impl SledBackend {
     /// Opens (or creates) the sled database in `dir`.
+    ///
+    /// A damaged database gives [`Error::NotAStore`], never a panic: sled 0.34 panics on some
+    /// corrupt files instead of returning an error, so the open runs under `catch_unwind`.
+    /// A lock held by a store this process just closed (sled releases it from a background
+    /// thread) is waited for briefly before [`Error::Locked`] is returned.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            match open_db(dir) {
+                Err(Error::Locked { .. }) if waited < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_POLL);
+                    waited += LOCK_POLL;
+                }
+                other => break other?,
+            }
+        };
         Ok(Self {
             db,
             path: dir.to_path_buf(),
@@ -37,6 +46,37 @@ impl SledBackend {
             other => Error::Backend {
                 message: other.to_string(),
             },
+        }
+    }
+}
+
+/// How long `open` waits for a lock held by this process's own closing store.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let opened = std::panic::catch_unwind(|| {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(None)
+            .open()
+    });
+    match opened {
+        Ok(r) => r.map_err(|e| open_error(dir, e)),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the sled database is damaged (sled panicked while opening it: {why}); \
+                     restore the store from a backup or export what a copy can still read"
+                ),
+            })
         }
     }
 }
