@@ -330,16 +330,20 @@ impl Store {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| hash.to_hex());
         let dest = free_name(quarantine, &name);
+        // Hold the pin set across the check and the move, as GC does: a put that stages this
+        // hash outside the lock either pinned first (the file stays for it) or pins after the
+        // move and, finding no usable file, writes its own.
+        let pins = self.inner.pending.lock().map_err(|_| Error::Backend {
+            message: "pending-put set poisoned by a panic in another thread".into(),
+        })?;
+        if pins.contains_key(hash) {
+            return Ok(None);
+        }
         fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
+        drop(pins);
         content::sync_dir(quarantine)?;
         if let Some(parent) = path.parent() {
             content::sync_dir(parent)?;
-        }
-        // A put may have pinned this hash while the file moved (puts stage files outside the
-        // lock): give the file back so the put's record finds it. `hard_link` fails if the put
-        // already wrote its own copy, which is then the one to keep.
-        if self.is_pending(hash) {
-            let _ = fs::hard_link(&dest, path);
         }
         Ok(Some(dest))
     }
