@@ -36,9 +36,12 @@ mod error;
 mod events;
 mod ids;
 mod keys;
+mod metrics;
 mod query;
+mod retention;
 mod session;
 mod store;
+mod subscribe;
 mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
@@ -48,9 +51,27 @@ pub use content::ContentReader;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
+pub use metrics::{
+    Distribution, IterationOutcome, MetricsDelta, SessionMetrics, SessionStats, MAX_METRIC_NAME_LEN,
+};
 pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
+pub use retention::{
+    ArtifactRemoval, ExpiryReport, RetentionPolicy, RetentionProgress, RetentionReport,
+    RetentionRule, SessionRemoval,
+};
 pub use session::{
     MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,
 };
+pub use store::{
+    Admin, BackendKind, ContentInfo, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION,
+};
+pub use subscribe::{
+    Delivery, Subscription, SubscriptionFilter, DEFAULT_SUBSCRIPTION_CAPACITY, EVENT_TYPES,
+    MAX_SUBSCRIPTION_CAPACITY,
+};
 pub use verify::{Problem, RepairReport, VerifyReport};
-pub use store::{Admin, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};
+
+/// The README's examples run as doc tests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

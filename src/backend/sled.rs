@@ -16,23 +16,27 @@ impl SledBackend {
     ///
     /// A damaged database gives [`Error::NotAStore`], never a panic: sled 0.34 panics on some
     /// corrupt files instead of returning an error, so the open runs under `catch_unwind`.
-    /// A lock held by a store this process just closed (sled releases it from a background
-    /// thread) is waited for briefly before [`Error::Locked`] is returned.
     pub fn open(dir: &Path) -> Result<Self> {
-        let mut waited = std::time::Duration::ZERO;
-        let db = loop {
+        // sled releases its file lock from a background thread shortly after the last handle is
+        // dropped, so a close followed at once by an open in the same process can see the lock
+        // still held. Retry briefly before reporting that another process holds the store.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut wait = std::time::Duration::from_millis(2);
+        loop {
             match open_db(dir) {
-                Err(Error::Locked { .. }) if waited < LOCK_WAIT => {
-                    std::thread::sleep(LOCK_POLL);
-                    waited += LOCK_POLL;
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        path: dir.to_path_buf(),
+                    })
                 }
-                other => break other?,
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
             }
-        };
-        Ok(Self {
-            db,
-            path: dir.to_path_buf(),
-        })
+        }
     }
 
     /// Bytes sled uses on disk.
@@ -49,10 +53,6 @@ impl SledBackend {
         }
     }
 }
-
-/// How long `open` waits for a lock held by this process's own closing store.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
-const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 
 fn open_db(dir: &Path) -> Result<sled::Db> {
     let opened = std::panic::catch_unwind(|| {
@@ -95,7 +95,9 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
         }
         sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::NotAStore {
             path: dir.to_path_buf(),
-            message: format!("the sled database cannot be read ({e}); it is damaged or not a sled database"),
+            message: format!(
+                "the sled database cannot be read ({e}); it is damaged or not a sled database"
+            ),
         },
         other => Error::NotAStore {
             path: dir.to_path_buf(),
@@ -110,7 +112,11 @@ impl Backend for SledBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(key).map_err(|e| self.err(e))?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
