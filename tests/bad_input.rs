@@ -451,7 +451,8 @@ fn a_marker_from_a_newer_format_or_of_garbage_is_refused_clearly() {
 /// A store whose sled files are damaged: truncated, or replaced by garbage.
 #[test]
 fn damaged_sled_files_give_an_error_not_a_panic() {
-    let cases: [(&str, fn(&Path)); 4] = [
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage); 4] = [
         ("truncated to half", |db| {
             let f = fs::OpenOptions::new().write(true).open(db).unwrap();
             let len = f.metadata().unwrap().len();
