@@ -617,9 +617,9 @@ impl Store {
             }
         }
         let a: Artifact = match c.record {
-            Some(bytes) => keys::decode("artifact", &bytes)?,
+            Some(bytes) => crate::artifact::record::decode(&bytes)?,
             None => match self.backend().get(&keys::artifact(&c.aid))? {
-                Some(bytes) => keys::decode("artifact", &bytes)?,
+                Some(bytes) => crate::artifact::record::decode(&bytes)?,
                 // An index entry whose record is gone is reported by verify; queries skip it.
                 None => return Ok(None),
             },

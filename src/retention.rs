@@ -845,7 +845,7 @@ impl Store {
         let mut out = Vec::new();
         for r in chunk {
             let a: Artifact = match tx.get(&keys::artifact(&r.id))? {
-                Some(b) => keys::decode("artifact", &b)?,
+                Some(b) => crate::artifact::record::decode(&b)?,
                 None => continue,
             };
             if a.pinned {

@@ -384,7 +384,7 @@ impl Store {
     pub(crate) fn write_artifact_indexes(&self, tx: &mut Tx<'_>, a: &Artifact) {
         let id = &a.id;
         let sid = a.session_id.as_bytes().to_vec();
-        tx.put(keys::artifact(id), keys::encode(a));
+        tx.put(keys::artifact(id), crate::artifact::record::encode(a));
         tx.put(
             Key::new(keys::SESSION_ARTIFACT)
                 .sid(&a.session_id)
@@ -500,7 +500,7 @@ impl Store {
 
     pub(crate) fn artifact_any(&self, id: ArtifactId) -> Result<Artifact> {
         match self.backend().get(&keys::artifact(&id))? {
-            Some(b) => keys::decode("artifact", &b),
+            Some(b) => crate::artifact::record::decode(&b),
             None => Err(Error::artifact_not_found(id)),
         }
     }
@@ -703,7 +703,7 @@ impl Store {
     /// remaining version (version numbers are never reused while one version remains).
     pub(crate) fn remove_artifact_in(&self, tx: &mut Tx<'_>, id: ArtifactId) -> Result<bool> {
         let a: Artifact = match tx.get(&keys::artifact(&id))? {
-            Some(b) => keys::decode("artifact", &b)?,
+            Some(b) => crate::artifact::record::decode(&b)?,
             None => return Ok(false),
         };
         let sid = a.session_id;

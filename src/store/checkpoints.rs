@@ -175,7 +175,10 @@ impl Store {
         let members = self.tx_session_artifacts(tx, session)?;
         for a in &members {
             self.retain_blob(tx, &a.hash)?;
-            tx.put(cp_member_key(&id, &a.id), keys::encode(a));
+            tx.put(
+                cp_member_key(&id, &a.id),
+                crate::artifact::record::encode(a),
+            );
         }
         let ev = tx.event(
             session,
@@ -211,7 +214,7 @@ impl Store {
             }
             let aid = ArtifactId::from_bytes(keys::tail16(&k)?);
             if let Some(b) = tx.get(&keys::artifact(&aid))? {
-                out.push(keys::decode::<Artifact>("artifact", &b)?);
+                out.push(crate::artifact::record::decode(&b)?);
             }
         }
         Ok(out)
@@ -313,7 +316,7 @@ impl Store {
             if k == header {
                 continue;
             }
-            out.push(keys::decode::<Artifact>("checkpoint artifact", &v)?);
+            out.push(crate::artifact::record::decode(&v)?);
         }
         Ok(out)
     }
@@ -327,7 +330,7 @@ impl Store {
     ) -> Result<Vec<u8>> {
         self.checkpoint(id)?;
         let a: Artifact = match self.backend().get(&cp_member_key(&id, &artifact))? {
-            Some(b) => keys::decode("checkpoint artifact", &b)?,
+            Some(b) => crate::artifact::record::decode(&b)?,
             None => {
                 return Err(Error::ArtifactNotFound {
                     id: format!("{artifact} (not in checkpoint {id})"),
@@ -400,7 +403,7 @@ impl Store {
             let (k, v) = e?;
             if k.len() > 17 {
                 // A captured artifact (the 17-byte key is the header).
-                let a: Artifact = keys::decode("checkpoint artifact", &v)?;
+                let a: Artifact = crate::artifact::record::decode(&v)?;
                 self.release_blob(tx, &a.hash)?;
             }
             tx.del(k);
@@ -457,7 +460,7 @@ impl Store {
                     Err(_) => all = false,
                 }
             } else {
-                match keys::decode::<Artifact>("checkpoint artifact", &v) {
+                match crate::artifact::record::decode(&v) {
                     Ok(a) => *refs.entry(a.hash).or_insert(0) += 1,
                     Err(_) => all = false,
                 }
@@ -1379,7 +1382,10 @@ impl Store {
                     }
                     a.id = ids.artifact(a.id);
                     a.session_id = sid;
-                    tx.put(cp_member_key(&cp.id, &a.id), keys::encode(&a));
+                    tx.put(
+                        cp_member_key(&cp.id, &a.id),
+                        crate::artifact::record::encode(&a),
+                    );
                 }
                 if let Some(sb) = &cp.state_blob {
                     let m = self.retain_blob(tx, &sb.hash)?;
@@ -1471,7 +1477,7 @@ mod tests {
         assert_eq!(refs.get(&same), Some(&3));
         assert_eq!(refs.get(&other), Some(&1));
         for e in RangeIter::prefix(s.backend(), &[keys::ARTIFACT], false) {
-            let a: Artifact = keys::decode("artifact", &e.unwrap().1).unwrap();
+            let a: Artifact = crate::artifact::record::decode(&e.unwrap().1).unwrap();
             *refs.entry(a.hash).or_insert(0) += 1;
         }
         for h in [same, other] {

@@ -524,7 +524,7 @@ impl Checker<'_> {
         let backend = self.store.backend();
         for e in RangeIter::prefix(backend, &[keys::ARTIFACT], false) {
             let (k, v) = e?;
-            let a = match keys::decode::<Artifact>("artifact", &v) {
+            let a = match crate::artifact::record::decode(&v) {
                 Ok(a) if k.len() == 17 && a.id.as_bytes() == &k[1..] => a,
                 Ok(_) => {
                     self.corrupt(
@@ -605,7 +605,7 @@ impl Checker<'_> {
                 };
                 let (found, affected) = match id {
                     Ok(id) => match backend.get(&keys::artifact(&id))? {
-                        Some(b) => match keys::decode::<Artifact>("artifact", &b) {
+                        Some(b) => match crate::artifact::record::decode(&b) {
                             Ok(a) => (
                                 self.store
                                     .artifact_entries(&a)
@@ -1006,7 +1006,7 @@ impl Checker<'_> {
         let end = prefix_end(&[keys::ARTIFACT]);
         for e in RangeIter::new(backend, vec![keys::ARTIFACT], end, false, 256) {
             let (_, v) = e?;
-            if let Ok(a) = keys::decode::<Artifact>("artifact", &v) {
+            if let Ok(a) = crate::artifact::record::decode(&v) {
                 if wanted.contains(&a.hash) {
                     by_hash.entry(a.hash).or_default().push(a.id);
                 }
