@@ -758,6 +758,21 @@ fn cleanup_dry_run_changes_nothing_and_predicts_the_real_run() {
         &common::random_bytes(100_000, 1),
     );
     env.put(&done, "log.txt", "agent_output", b"finished fine");
+    // A checkpoint holds references on the session's content and on its own binary state:
+    // deleting the session releases those too, and the dry run must count them.
+    let early = env.put(&done, "early.txt", "agent_output", b"replaced later");
+    let args = [
+        "--json",
+        "checkpoint",
+        "create",
+        &done,
+        "--label",
+        "mid",
+        "--state",
+        "-",
+    ];
+    one_json(&env.run_stdin(&args, b"\x00binary state"), &args);
+    env.json(&["artifact", "delete", s(&early, "id")]);
     env.json(&["session", "complete", &done]);
     let kept_done = env.session(&["--name", "kept", "--tag", "weekly"]);
     env.json(&["session", "fail", &kept_done]);
@@ -805,7 +820,9 @@ fn cleanup_dry_run_changes_nothing_and_predicts_the_real_run() {
         dry["logical_bytes_removed"],
         json!(100_000 + "finished fine".len() + 2 * 3000)
     );
-    assert_eq!(dry["blobs_freed"], json!(4));
+    // 4 blobs of the artifacts removed, plus the deleted artifact's content and the binary
+    // state that only the checkpoint still held.
+    assert_eq!(dry["blobs_freed"], json!(6));
     assert!(dry["bytes_freed"].as_u64().unwrap() > 100_000, "{dry}");
     let text = env.human(&dry_args);
     assert!(
