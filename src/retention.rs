@@ -572,6 +572,16 @@ impl Store {
                     for h in hashes.remove(&id).unwrap_or_default() {
                         *plan.released.entry(h).or_insert(0) += 1;
                     }
+                    // Deleting the session deletes its checkpoints, which release their
+                    // references too (see `remove_checkpoint_data_in`).
+                    for cp in self.checkpoints(id)? {
+                        for a in self.checkpoint_artifacts(cp.id)? {
+                            *plan.released.entry(a.hash).or_insert(0) += 1;
+                        }
+                        if let Some(b) = cp.state_blob {
+                            *plan.released.entry(b.hash).or_insert(0) += 1;
+                        }
+                    }
                     doomed.insert(id);
                     plan.sessions.push(r);
                 }

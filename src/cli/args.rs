@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
-use cairn::{ArtifactId, ArtifactKind, SessionId, SessionStatus, Store};
+use cairn::{ArtifactId, ArtifactKind, CheckpointId, Role, SessionId, SessionStatus, Store};
 
 use super::{CliResult, Failure};
 
@@ -160,6 +160,79 @@ pub fn status(s: &str) -> CliResult<SessionStatus> {
     Ok(s.parse::<SessionStatus>()?)
 }
 
+/// Parses a duration: a whole number with a unit, `s`, `m` (or `min`), `h`, `d` or `w`
+/// (`90s`, `15m`, `2h`, `30d`, `2w`). Zero (`0d`) is allowed and means "any age".
+pub fn parse_duration(s: &str, flag: &str) -> CliResult<std::time::Duration> {
+    let t = s.trim();
+    let bad = |why: &str| {
+        Failure::invalid(
+            flag,
+            format!("{s:?}: {why}; use a number and a unit such as 90s, 15m, 2h, 30d, 2w"),
+        )
+    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(bad("no number"));
+    }
+    let n: u64 = num.parse().map_err(|_| bad("not a whole number"))?;
+    let secs_per: u64 = match unit.trim() {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "" => return Err(bad("no unit")),
+        _ => return Err(bad("unknown unit")),
+    };
+    // Bounded so that it converts to a calendar duration (a few thousand years is plenty).
+    const MAX_SECS: u64 = 10_000 * 365 * 86_400;
+    match n.checked_mul(secs_per) {
+        Some(secs) if secs <= MAX_SECS => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(bad("too long")),
+    }
+}
+
+/// Parses a checkpoint id.
+pub fn checkpoint_id(s: &str) -> CliResult<CheckpointId> {
+    s.trim().parse::<CheckpointId>().map_err(|_| {
+        Failure::invalid(
+            "checkpoint id",
+            format!(
+                "{s:?} is not a checkpoint id; give its UUID (from `cairn checkpoint list SESSION`)"
+            ),
+        )
+    })
+}
+
+/// Parses a message role: user, assistant, system or tool.
+pub fn role(s: &str) -> CliResult<Role> {
+    Ok(s.parse::<Role>()?)
+}
+
+/// Reads all of stdin, refusing more than `max` bytes (so a runaway pipe cannot exhaust memory).
+pub fn read_stdin_bounded(max: u64, what: &str) -> CliResult<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure {
+            code: "io".into(),
+            message: format!("cannot read {what} from stdin: {e}"),
+            exit: 1,
+        })?;
+    if buf.len() as u64 > max {
+        return Err(Failure {
+            code: "limit_exceeded".into(),
+            message: format!("{what} on stdin is longer than {max} bytes; the limit is {max}"),
+            exit: 5,
+        });
+    }
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +302,31 @@ mod tests {
             5
         );
         assert_eq!(parse_meta(&["=v".into()], "--meta").unwrap_err().exit, 5);
+    }
+
+    #[test]
+    fn durations() {
+        let d = |s| parse_duration(s, "--older-than").unwrap().as_secs();
+        assert_eq!(d("90s"), 90);
+        assert_eq!(d("15m"), 900);
+        assert_eq!(d("15min"), 900);
+        assert_eq!(d("2h"), 7200);
+        assert_eq!(d("30d"), 30 * 86_400);
+        assert_eq!(d("2w"), 14 * 86_400);
+        assert_eq!(d("0d"), 0);
+        for bad in [
+            "",
+            "30",
+            "d",
+            "-1d",
+            "1.5d",
+            "3y",
+            "99999999999999999999d",
+            "100000000w",
+        ] {
+            let e = parse_duration(bad, "--older-than").unwrap_err();
+            assert_eq!(e.exit, 5, "{bad}");
+            assert!(e.message.contains("--older-than"), "{}", e.message);
+        }
     }
 }

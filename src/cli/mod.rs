@@ -14,10 +14,13 @@
 pub mod admin;
 pub mod args;
 pub mod artifact;
+pub mod checkpoint;
+pub mod cleanup;
 pub mod demo;
 pub mod output;
 pub mod progress;
 pub mod session;
+pub mod session_ops;
 
 use std::cell::OnceCell;
 use std::ffi::OsString;
@@ -78,12 +81,18 @@ pub enum Command {
     /// Artifacts: store files or stdin, read them back verified, list, query, delete.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCmd),
+    /// Checkpoints: record, list, show, restore and delete a session's known good points.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCmd),
     /// Store-wide counts: sessions, artifacts, blobs, bytes, dedup and compression ratios.
     Stats(admin::StatsArgs),
     /// Remove content no artifact references any more and report the space freed.
     Gc(admin::GcArgs),
-    /// Re-hash every blob and check every index entry and reference count.
+    /// Re-hash every blob and check every index entry and reference count (exit 1 on problems);
+    /// with --repair, rebuild indexes and quarantine bad blobs.
     Verify(admin::VerifyArgs),
+    /// Apply retention rules: delete old finished sessions, old versions, expired artifacts.
+    Cleanup(cleanup::CleanupArgs),
     /// Play a realistic agent run from fixtures/agent-runs into a demo store and report on it.
     Demo(demo::DemoArgs),
 }
@@ -93,6 +102,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
     match command {
         Command::Session(c) => session::run(ctx, c),
         Command::Artifact(c) => artifact::run(ctx, c),
+        Command::Checkpoint(c) => checkpoint::run(ctx, c),
+        Command::Cleanup(a) => cleanup::cleanup(ctx, a),
         Command::Stats(a) => admin::stats(ctx, a),
         Command::Gc(a) => admin::gc(ctx, a),
         Command::Verify(a) => admin::verify(ctx, a),

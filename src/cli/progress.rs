@@ -16,6 +16,7 @@ pub struct Progress {
     total: u64,
     done: u64,
     bytes: u64,
+    unit: &'static str,
     last_draw: Option<Instant>,
 }
 
@@ -28,8 +29,25 @@ impl Progress {
             total,
             done: 0,
             bytes: 0,
+            unit: "files",
             last_draw: None,
         }
+    }
+
+    /// Names what is counted (default `files`); the byte total is then shown only when non-zero.
+    pub fn unit(mut self, unit: &'static str) -> Self {
+        self.unit = unit;
+        self
+    }
+
+    /// Sets how many of how many items are done (for work reported as absolute progress).
+    pub fn set(&mut self, done: u64, total: u64) {
+        self.total = total;
+        let more = done.saturating_sub(self.done);
+        if done < self.done {
+            self.done = done;
+        }
+        self.advance(more, 0);
     }
 
     /// Counts `items` more items of `bytes` bytes done, redrawing at most ten times a second.
@@ -59,13 +77,15 @@ impl Progress {
             bar.push_str(&" ".repeat((WIDTH - filled - 1) as usize));
         }
         let mut e = io::stderr().lock();
+        let size = if self.unit == "files" || self.bytes > 0 {
+            format!(", {}", human_size(self.bytes))
+        } else {
+            String::new()
+        };
         let _ = write!(
             e,
-            "\r\x1b[2K{} [{bar}] {}/{} files, {}",
-            self.label,
-            self.done,
-            self.total,
-            human_size(self.bytes)
+            "\r\x1b[2K{} [{bar}] {}/{} {}{size}",
+            self.label, self.done, self.total, self.unit
         );
         let _ = e.flush();
     }

@@ -10,6 +10,7 @@ use cairn::{MetadataUpdate, NewSession, Session, SessionFilter, SessionId, Sessi
 
 use super::args::{self, session_ref};
 use super::output::{relative_time, Cell, Colour, Style, Table};
+use super::session_ops;
 use super::{CliResult, Ctx, Failure};
 
 /// Session verbs. A SESSION argument is a session id, or `key:KEY` for the session with that key.
@@ -54,6 +55,17 @@ pub enum SessionCmd {
     Events(EventsArgs),
     /// Delete a session (with --recursive, its whole subtree) and its artifacts.
     Delete(DeleteArgs),
+    /// Fork a session (at a checkpoint, or at its state now) into a new child session.
+    Fork(session_ops::ForkArgs),
+    /// Print a session's (or subtree's) events and artifacts in time order, one page at a time.
+    Timeline(session_ops::TimelineArgs),
+    /// Append a message to a session's conversation.
+    Say(session_ops::SayArgs),
+    /// Print a session's conversation, oldest first.
+    History(session_ops::HistoryArgs),
+    /// Statistics across sessions: counts by status, success and error rates, iteration and
+    /// duration percentiles, token totals.
+    Stats(session_ops::StatsArgs),
 }
 
 /// `session create`.
@@ -169,6 +181,11 @@ pub fn run(ctx: &Ctx, cmd: SessionCmd) -> CliResult {
         SessionCmd::Meta(a) => meta(ctx, a),
         SessionCmd::Events(a) => events(ctx, a),
         SessionCmd::Delete(a) => delete(ctx, a),
+        SessionCmd::Fork(a) => session_ops::fork(ctx, a),
+        SessionCmd::Timeline(a) => session_ops::timeline(ctx, a),
+        SessionCmd::Say(a) => session_ops::say(ctx, a),
+        SessionCmd::History(a) => session_ops::history(ctx, a),
+        SessionCmd::Stats(a) => session_ops::stats(ctx, a),
     }
 }
 
