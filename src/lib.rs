@@ -30,6 +30,7 @@
 
 mod artifact;
 mod backend;
+pub mod bundle;
 mod config;
 mod content;
 mod error;
@@ -42,6 +43,7 @@ mod store;
 mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
+pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};
 pub use config::{default_store_path, Config, Durability, Limits};
 pub use content::ContentReader;
