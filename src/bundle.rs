@@ -1512,6 +1512,103 @@ struct StageSink<'s> {
     max_size: u64,
 }
 
+/// Collects bytes in memory while they could live inline, in a temporary file beyond that.
+struct Spool<'a> {
+    tmp_dir: Option<PathBuf>,
+    inline_max: u64,
+    buffered: &'a mut u64,
+    max_buffered: u64,
+    mem: Vec<u8>,
+    file: Option<(TempFile, BufWriter<File>)>,
+    total: u64,
+}
+
+impl Spool<'_> {
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.total += b.len() as u64;
+        if let Some((t, w)) = self.file.as_mut() {
+            let p = t.0.clone().unwrap_or_default();
+            return w.write_all(b).map_err(|e| Error::io(p, e));
+        }
+        if let Some(tmp) = self
+            .tmp_dir
+            .as_ref()
+            .filter(|_| (self.mem.len() + b.len()) as u64 >= self.inline_max)
+        {
+            // Too large to live inline: it will be a file, so stage it in one.
+            let path = content::temp_path(tmp);
+            let t = TempFile(Some(path.clone()));
+            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            w.write_all(&self.mem).map_err(|e| Error::io(&path, e))?;
+            w.write_all(b).map_err(|e| Error::io(&path, e))?;
+            *self.buffered -= self.mem.len() as u64;
+            self.mem = Vec::new();
+            self.file = Some((t, w));
+            return Ok(());
+        }
+        *self.buffered += b.len() as u64;
+        if *self.buffered > self.max_buffered {
+            return Err(over(
+                "bundle max_buffered_bytes",
+                "bytes to hold in memory",
+                self.max_buffered,
+            ));
+        }
+        self.mem.extend_from_slice(b);
+        Ok(())
+    }
+
+    /// The staged bytes (a file is synced, ready to be renamed into place) and their length.
+    fn finish(self) -> Result<(StagedBytes, u64)> {
+        match self.file {
+            Some((t, w)) => {
+                let path = t.0.clone().unwrap_or_default();
+                let f = w
+                    .into_inner()
+                    .map_err(|e| Error::io(&path, e.into_error()))?;
+                f.sync_all().map_err(|e| Error::io(&path, e))?;
+                Ok((StagedBytes::File(t), self.total))
+            }
+            None => Ok((StagedBytes::Memory(self.mem), self.total)),
+        }
+    }
+}
+
+impl StagedBytes {
+    fn reader(&self) -> Result<Box<dyn Read + '_>> {
+        Ok(match self {
+            StagedBytes::Memory(m) => Box::new(&m[..]),
+            StagedBytes::File(t) => {
+                let path = t.0.clone().unwrap_or_default();
+                let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+                Box::new(BufReader::with_capacity(256 << 10, f))
+            }
+        })
+    }
+
+    fn memory_len(&self) -> u64 {
+        match self {
+            StagedBytes::Memory(m) => m.len() as u64,
+            StagedBytes::File(_) => 0,
+        }
+    }
+}
+
+impl StageSink<'_> {
+    fn spool(&mut self) -> Spool<'_> {
+        Spool {
+            tmp_dir: self.store.inner.paths.as_ref().map(|p| p.tmp.clone()),
+            inline_max: self.store.inner.config.inline_threshold,
+            buffered: &mut self.buffered,
+            max_buffered: self.max_buffered,
+            mem: Vec::new(),
+            file: None,
+            total: 0,
+        }
+    }
+}
+
 impl BlobSink for StageSink<'_> {
     fn accept(&mut self, info: &BlobInfo, body: &mut dyn Read) -> Result<()> {
         if info.size > self.max_size {
@@ -1525,12 +1622,8 @@ impl BlobSink for StageSink<'_> {
         }
         // Pinned before anything is decided, so GC leaves an existing copy alone until the commit.
         self.pins.push(self.store.pin_pending(info.hash));
-        let inline_max = self.store.inner.config.inline_threshold;
-        let spill = self.store.inner.paths.as_ref().map(|p| p.tmp.clone());
-        let mut mem = Vec::new();
+        let mut spool = self.spool();
         let mut buf = vec![0u8; 256 << 10];
-        let mut file: Option<(TempFile, BufWriter<File>)> = None;
-        let mut total = 0u64;
         loop {
             let n = match body.read(&mut buf) {
                 Ok(n) => n,
@@ -1540,60 +1633,53 @@ impl BlobSink for StageSink<'_> {
             if n == 0 {
                 break;
             }
-            total += n as u64;
-            if let Some((t, w)) = file.as_mut() {
-                let p = t.0.clone().unwrap_or_default();
-                w.write_all(&buf[..n]).map_err(|e| Error::io(p, e))?;
-            } else if let Some(tmp) = spill
-                .as_ref()
-                .filter(|_| (mem.len() + n) as u64 >= inline_max)
-            {
-                // Too large to live inline: it goes to a file, so stage it in one.
-                let path = content::temp_path(tmp);
-                let t = TempFile(Some(path.clone()));
-                let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
-                let mut w = BufWriter::with_capacity(1 << 20, f);
-                w.write_all(&mem).map_err(|e| Error::io(&path, e))?;
-                w.write_all(&buf[..n]).map_err(|e| Error::io(&path, e))?;
-                self.buffered -= mem.len() as u64;
-                mem = Vec::new();
-                file = Some((t, w));
-            } else {
-                self.buffered += n as u64;
-                if self.buffered > self.max_buffered {
-                    return Err(over(
-                        "bundle max_buffered_bytes",
-                        "bytes to hold in memory",
-                        self.max_buffered,
-                    ));
-                }
-                mem.extend_from_slice(&buf[..n]);
-            }
+            spool.write(&buf[..n])?;
         }
+        let (mut bytes, mut encoded_len) = spool.finish()?;
         let fail = |m: String| bad(info.at, format!("blob {}: {m}", info.hash));
-        let bytes = match file {
-            Some((t, w)) => {
-                let path = t.0.clone().unwrap_or_default();
-                let f = w
-                    .into_inner()
-                    .map_err(|e| Error::io(&path, e.into_error()))?;
-                f.sync_all().map_err(|e| Error::io(&path, e))?;
-                drop(f);
-                let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-                let mut r = BufReader::with_capacity(256 << 10, f);
-                verify_content(info.codec, &mut r, &info.hash, info.size).map_err(fail)?;
-                StagedBytes::File(t)
+        // Verified the way the store will read it back: same decoder, same window bound.
+        verify_content(info.codec, &mut bytes.reader()?, &info.hash, info.size).map_err(fail)?;
+        // Store it as this store would have: raw below the compression threshold or when
+        // compression does not pay (the bundle compresses everything).
+        let c = &self.store.inner.config;
+        let pays = encoded_len.saturating_mul(100) <= info.size.saturating_mul(95);
+        let mut codec = info.codec;
+        if codec == Codec::Zstd && (info.size < c.compression_threshold || !pays) {
+            let mut spool = self.spool();
+            {
+                let src = bytes.reader()?;
+                let mut dec = zstd::stream::read::Decoder::new(src)
+                    .and_then(|mut d| d.window_log_max(MAX_WINDOW_LOG).map(|()| d))
+                    .map_err(|e| fail(format!("the content does not decode: {e}")))?;
+                loop {
+                    let n = match dec.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(fail(format!("the content does not decode: {e}"))),
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    spool.write(&buf[..n])?;
+                }
             }
-            None => {
-                verify_content(info.codec, &mut &mem[..], &info.hash, info.size).map_err(fail)?;
-                StagedBytes::Memory(mem)
+            let (raw, raw_len) = spool.finish()?;
+            if raw_len != info.size {
+                return Err(fail(format!(
+                    "the content is {raw_len} bytes, declared {}",
+                    info.size
+                )));
             }
-        };
+            self.buffered -= bytes.memory_len();
+            bytes = raw;
+            encoded_len = raw_len;
+            codec = Codec::Raw;
+        }
         self.staged.push(StagedBlob {
             hash: info.hash,
             size: info.size,
-            codec: info.codec,
-            encoded_len: total,
+            codec,
+            encoded_len,
             bytes,
         });
         Ok(())
