@@ -679,7 +679,7 @@ fn damaged_bundles_leave_no_files_on_disk() {
 }
 
 /// Rewrites the trailer so that the bundle's own checks pass again: what a careful forger does.
-fn reseal(b: &mut Vec<u8>) {
+fn reseal(b: &mut [u8]) {
     let t = b.len() - 93;
     assert_eq!(b[t], b'T');
     let hash = blake3::hash(&b[..t]);
