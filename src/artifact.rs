@@ -218,10 +218,14 @@ pub fn validate_name(name: &str) -> Result<()> {
         ))
     };
     if name.is_empty() {
-        return bad("the name is empty; give a name such as \"results.json\" or \"logs/step1.txt\"");
+        return bad(
+            "the name is empty; give a name such as \"results.json\" or \"logs/step1.txt\"",
+        );
     }
     if name.len() > MAX_NAME_LEN {
-        return bad(&format!("longer than {MAX_NAME_LEN} bytes; use a shorter name"));
+        return bad(&format!(
+            "longer than {MAX_NAME_LEN} bytes; use a shorter name"
+        ));
     }
     if name.chars().any(char::is_control) {
         return bad("contains a NUL or control character; names must be printable text");
@@ -279,7 +283,10 @@ mod tests {
     #[test]
     fn names_validate() {
         assert!(validate_name("logs/a/b.txt").is_ok());
-        assert!(validate_name("../etc/passwd").is_ok(), "names are logical, not paths");
+        assert!(
+            validate_name("../etc/passwd").is_ok(),
+            "names are logical, not paths"
+        );
         assert!(validate_name("").is_err());
         assert!(validate_name("a\0b").is_err());
         assert!(validate_name("a\nb").is_err());

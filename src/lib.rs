@@ -54,5 +54,12 @@ pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
 pub use session::{
     MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,
 };
+pub use store::{
+    Admin, BackendKind, ContentInfo, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION,
+};
 pub use verify::{Problem, RepairReport, VerifyReport};
-pub use store::{Admin, BackendKind, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION};
+
+/// The README's examples run as doc tests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -14,16 +14,32 @@ pub struct SledBackend {
 impl SledBackend {
     /// Opens (or creates) the sled database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
-        Ok(Self {
-            db,
-            path: dir.to_path_buf(),
-        })
+        // sled releases its file lock from a background thread shortly after the last handle is
+        // dropped, so a close followed at once by an open in the same process can see the lock
+        // still held. Retry briefly before reporting that another process holds the store.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut wait = std::time::Duration::from_millis(2);
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(64 << 20)
+                .flush_every_ms(None)
+                .open()
+                .map_err(|e| open_error(dir, e));
+            match opened {
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        path: dir.to_path_buf(),
+                    })
+                }
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Bytes sled uses on disk.
@@ -55,7 +71,9 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
         }
         sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::NotAStore {
             path: dir.to_path_buf(),
-            message: format!("the sled database cannot be read ({e}); it is damaged or not a sled database"),
+            message: format!(
+                "the sled database cannot be read ({e}); it is damaged or not a sled database"
+            ),
         },
         other => Error::NotAStore {
             path: dir.to_path_buf(),
@@ -70,7 +88,11 @@ impl Backend for SledBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(key).map_err(|e| self.err(e))?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {

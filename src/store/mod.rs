@@ -4,7 +4,7 @@ mod artifacts;
 mod gc;
 mod sessions;
 
-pub use self::artifacts::Admin;
+pub use self::artifacts::{Admin, ContentInfo};
 pub use self::gc::GcReport;
 pub use self::sessions::DeleteReport;
 // For bundle import, which writes records with their indexes and counters directly.
@@ -62,6 +62,7 @@ pub(crate) struct Paths {
     pub root: PathBuf,
     pub blobs: PathBuf,
     pub tmp: PathBuf,
+    #[allow(dead_code)] // used by repair
     pub quarantine: PathBuf,
 }
 
@@ -141,17 +142,33 @@ impl Store {
 
     /// An in-memory store with the default configuration.
     pub fn memory() -> Store {
-        Self::memory_with(Config::default()).unwrap_or_else(|_| unreachable!("default config is valid"))
+        Self::memory_with(Config::default())
+            .unwrap_or_else(|_| unreachable!("default config is valid"))
     }
 
     /// An in-memory store.
     pub fn memory_with(config: Config) -> Result<Store> {
         config.validate()?;
-        Ok(Self::from_parts(Box::new(MemoryBackend::new()), None, config))
+        Ok(Self::from_parts(
+            Box::new(MemoryBackend::new()),
+            None,
+            config,
+        ))
+    }
+
+    /// A store over any engine implementing [`Backend`], with no blob folder: all content lives
+    /// in the engine. For custom engines and instrumented tests.
+    pub fn with_backend(backend: Box<dyn Backend>, config: Config) -> Result<Store> {
+        config.validate()?;
+        Ok(Self::from_parts(backend, None, config))
     }
 
     /// Opens (or creates) a store of the given backend at `path` (ignored for `Memory`).
-    pub fn open_backend(kind: BackendKind, path: impl AsRef<Path>, config: Config) -> Result<Store> {
+    pub fn open_backend(
+        kind: BackendKind,
+        path: impl AsRef<Path>,
+        config: Config,
+    ) -> Result<Store> {
         config.validate()?;
         if kind == BackendKind::Memory {
             return Self::memory_with(config);
@@ -470,10 +487,12 @@ impl Tx<'_> {
                 Some(s) => *s,
                 None => {
                     let prefix = Key::new(keys::EVENT).sid(&session_id).build();
-                    let last = self
-                        .store
-                        .backend()
-                        .scan(&prefix, &crate::backend::prefix_end(&prefix), true, 1)?;
+                    let last = self.store.backend().scan(
+                        &prefix,
+                        &crate::backend::prefix_end(&prefix),
+                        true,
+                        1,
+                    )?;
                     match last.first() {
                         Some((k, _)) if k.len() == prefix.len() + 8 => {
                             keys::u64_value(&k[prefix.len()..]) + 1
@@ -504,11 +523,6 @@ impl Tx<'_> {
         self.state.next_seq.remove(id);
     }
 
-    /// Number of ops so far.
-    pub(crate) fn len(&self) -> usize {
-        self.ops.len()
-    }
-
     /// Applies the batch atomically and returns the events it wrote.
     pub(crate) fn commit(mut self) -> Result<Vec<Event>> {
         let mut finals = Vec::with_capacity(self.counters.len());
@@ -518,8 +532,10 @@ impl Tx<'_> {
                 continue;
             }
             let v = self.base_counter(&name)? + delta;
-            self.ops
-                .push(Op::Put(keys::counter(&name), (v.max(0) as u64).to_be_bytes().to_vec()));
+            self.ops.push(Op::Put(
+                keys::counter(&name),
+                (v.max(0) as u64).to_be_bytes().to_vec(),
+            ));
             finals.push((name, v));
         }
         if !self.ops.is_empty() {
