@@ -43,8 +43,8 @@ mod store;
 mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
-pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};
+pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use config::{default_store_path, Config, Durability, Limits};
 pub use content::ContentReader;
 pub use error::{Error, Result};
