@@ -1251,3 +1251,90 @@ fn reads_the_checked_in_format_1_bundle() {
         );
     }
 }
+
+// ---- content shared with the importing store ----------------------------------------------------
+
+#[test]
+fn import_revives_content_waiting_for_gc() {
+    for kind in common::backends() {
+        let (src, _d1) = common::store(kind, Config::default());
+        let sess = src.create_session(NewSession::new()).unwrap();
+        let big = common::json_text(300_000, 3);
+        src.put(
+            sess.id,
+            NewArtifact::new(ArtifactKind::ToolResult, "big.json"),
+            &big,
+        )
+        .unwrap();
+        let (bytes, _) = export_vec(&src, sess.id, false);
+
+        // The importing store held the same content, deleted but not yet collected.
+        let (dst, _d2) = common::store(kind, Config::default());
+        let other = dst.create_session(NewSession::new()).unwrap();
+        let a = dst
+            .put(
+                other.id,
+                NewArtifact::new(ArtifactKind::ToolResult, "x"),
+                &big,
+            )
+            .unwrap();
+        dst.delete_artifact(other.id, a.id).unwrap();
+        assert_eq!(dst.garbage_count().unwrap(), 1);
+
+        let imp = dst
+            .import_bundle(&bytes[..], &ImportOptions::new())
+            .unwrap();
+        assert_eq!(imp.blobs_new, 0, "shared with the blob already stored");
+        assert_eq!(
+            dst.garbage_count().unwrap(),
+            0,
+            "referenced again: no longer garbage"
+        );
+        assert_eq!(dst.gc().unwrap().blobs_removed, 0);
+        let got = dst.artifact_by_name(sess.id, "big.json", None).unwrap();
+        assert_eq!(dst.read(sess.id, got.id).unwrap(), big);
+        assert_eq!(dst.stats().unwrap().blobs, 1);
+    }
+}
+
+#[test]
+fn a_commit_that_fails_late_leaves_only_collectable_files() {
+    // Everything to files, so the import installs a blob file before it meets the conflict.
+    let cfg = Config::default().inline_threshold(16);
+    let (s, d) = common::store(BackendKind::Sled, cfg);
+    let owner = s.create_session(NewSession::new()).unwrap();
+    let taken = s
+        .put(
+            owner.id,
+            NewArtifact::new(ArtifactKind::ToolResult, "a"),
+            b"first content",
+        )
+        .unwrap();
+    // A bundle of a new session holding an artifact whose id is already used in this store.
+    let content = common::random_bytes(50_000, 5);
+    let mut out = Vec::new();
+    let src = Store::memory();
+    let sess = src.create_session(NewSession::new()).unwrap();
+    let mut w = BundleWriter::new(&mut out, &BundleHeader::new(sess.id, false)).unwrap();
+    w.session(&sess).unwrap();
+    let mut a = artifact_record(sess.id, "b", &content);
+    a.id = taken.id;
+    w.artifact(&a).unwrap();
+    w.blob(a.hash, a.size, &content[..]).unwrap();
+    w.finish().unwrap();
+
+    let before = s.stats().unwrap();
+    let files_before = files_in(&d.path().join("store/blobs"));
+    let err = s
+        .import_bundle(&out[..], &ImportOptions::new())
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert_eq!(s.stats().unwrap(), before, "nothing visible");
+    assert!(s.session(sess.id).is_err());
+    assert_eq!(files_in(&d.path().join("store/tmp")), 0);
+    // The blob file it had put in place has no record: GC's sweep removes it.
+    assert_eq!(files_in(&d.path().join("store/blobs")), files_before + 1);
+    assert_eq!(s.gc().unwrap().orphan_files_removed, 1);
+    assert_eq!(files_in(&d.path().join("store/blobs")), files_before);
+    assert_eq!(s.read(owner.id, taken.id).unwrap(), b"first content");
+}
