@@ -1924,7 +1924,8 @@ impl Store {
         };
         let known = |k: &str| handler(k).is_some();
         let parsed = parse(input, &options.limits, &mut sink, Some(&known))?;
-        let report = self.commit_import(parsed, &sink.staged, options);
+        let staged = std::mem::take(&mut sink.staged);
+        let report = self.commit_import(parsed, staged, options);
         drop(sink);
         report
     }
@@ -1950,7 +1951,7 @@ impl Store {
     fn commit_import(
         &self,
         p: Parsed,
-        staged: &[StagedBlob],
+        mut staged: Vec<StagedBlob>,
         options: &ImportOptions,
     ) -> Result<ImportReport> {
         let limits = &self.inner.config.limits;
@@ -2071,13 +2072,13 @@ impl Store {
         let mut metas: HashMap<ContentHash, BlobMeta> = HashMap::new();
         let mut new_blobs = Vec::new();
         let mut stored_bytes_new = 0u64;
-        for b in staged {
+        for b in staged.iter_mut() {
             if let Some(v) = tx.get(&keys::blob(&b.hash))? {
                 metas.insert(b.hash, BlobMeta::decode(&v)?);
                 continue;
             }
             let to_file = paths.is_some() && b.encoded_len >= inline_max;
-            match (&b.bytes, &paths) {
+            match (&mut b.bytes, &paths) {
                 (StagedBytes::File(t), Some(pp)) if to_file => {
                     if let Some(tmp) = &t.0 {
                         content::install_temp(&pp.blobs, tmp, &b.hash, b.codec)?;
@@ -2086,7 +2087,7 @@ impl Store {
                 (StagedBytes::Memory(m), Some(pp)) if to_file => {
                     content::write_blob_file(&pp.blobs, &pp.tmp, &b.hash, b.codec, m)?;
                 }
-                (StagedBytes::Memory(m), _) => tx.put(keys::blob_data(&b.hash), m.clone()),
+                (StagedBytes::Memory(m), _) => tx.put(keys::blob_data(&b.hash), std::mem::take(m)),
                 (StagedBytes::File(t), _) => {
                     let path = t.0.clone().unwrap_or_default();
                     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
