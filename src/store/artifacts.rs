@@ -169,7 +169,7 @@ impl Store {
         Ok(())
     }
 
-    fn prepare(&self, reader: &mut dyn Read) -> Result<Prepared> {
+    pub(crate) fn prepare(&self, reader: &mut dyn Read) -> Result<Prepared> {
         let c = &self.inner.config;
         content::prepare(
             reader,
@@ -410,7 +410,7 @@ impl Store {
 
     /// Takes one reference on the staged blob, creating its record if it is new (or was collected
     /// since staging: then the content is written now, under the lock).
-    fn reference_blob(&self, tx: &mut Tx<'_>, staged: &Staged<'_>) -> Result<BlobMeta> {
+    pub(crate) fn reference_blob(&self, tx: &mut Tx<'_>, staged: &Staged<'_>) -> Result<BlobMeta> {
         let key = keys::blob(&staged.hash);
         if let Some(b) = tx.get(&key)? {
             let mut m = BlobMeta::decode(&b)?;

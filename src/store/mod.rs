@@ -1,7 +1,9 @@
 //! The store facade: opening, the write path's transaction, durability, statistics.
 
 mod artifacts;
+mod checkpoints;
 mod gc;
+mod metrics;
 mod sessions;
 
 pub use self::artifacts::{Admin, ContentInfo};
@@ -105,6 +107,9 @@ pub(crate) struct Inner {
 pub(crate) struct Hooks {
     #[allow(clippy::type_complexity)]
     pub(crate) on_commit: Mutex<Vec<Box<dyn Fn(&[Event]) + Send + Sync>>>,
+    /// Subscriptions: offered each batch's events inside the write lock, so they see commit
+    /// order (`on_commit` runs after the lock is released, where concurrent commits can race).
+    pub(crate) hub: crate::subscribe::Hub,
 }
 
 impl Drop for Inner {
@@ -553,6 +558,7 @@ impl Tx<'_> {
         for (sid, s) in self.seqs.drain() {
             self.state.next_seq.insert(sid, s);
         }
+        self.store.inner.hooks.hub.publish(&self.events);
         Ok(std::mem::take(&mut self.events))
     }
 }

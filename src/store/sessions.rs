@@ -113,7 +113,7 @@ impl Store {
         Ok((s, true))
     }
 
-    fn validate_new_session(&self, new: &NewSession) -> Result<Vec<String>> {
+    pub(crate) fn validate_new_session(&self, new: &NewSession) -> Result<Vec<String>> {
         if let Some(k) = &new.key {
             if k.is_empty() {
                 return Err(Error::invalid("session key", "the key is empty"));
@@ -630,8 +630,10 @@ impl Store {
     }
 
     /// Removes one session's record, indexes, events and extension data (not its artifacts).
-    fn remove_session_in(&self, tx: &mut Tx<'_>, id: SessionId) -> Result<()> {
+    pub(crate) fn remove_session_in(&self, tx: &mut Tx<'_>, id: SessionId) -> Result<()> {
         let s = self.tx_session(tx, id)?;
+        // Checkpoints (releasing their blob references), lineage and history go with the session.
+        self.remove_checkpoint_data_in(tx, id)?;
         tx.del(keys::session(&id));
         if let Some(k) = &s.key {
             tx.del(Key::new(keys::SESSION_KEY).bytes(k.as_bytes()).build());
