@@ -373,20 +373,64 @@ pub(crate) type ImportHook = fn(&Store, &mut Tx<'_>, &mut IdMap, &ExtensionRecor
 
 /// A module whose per-session records travel in bundles.
 pub(crate) struct ExtensionHandler {
-    /// The `kind` of its records.
-    pub(crate) kind: &'static str,
+    /// The `kind`s of its records.
+    pub(crate) kinds: &'static [&'static str],
     /// Called once per exported session.
     pub(crate) export: ExportHook,
     /// Called once per record on import.
     pub(crate) import: ImportHook,
 }
 
-/// Every module whose records travel in bundles. The checkpoint module registers here:
-/// `ExtensionHandler { kind: "checkpoint", export: ..., import: ... }`.
-pub(crate) static EXTENSIONS: &[ExtensionHandler] = &[];
+/// Every module whose records travel in bundles.
+pub(crate) static EXTENSIONS: &[ExtensionHandler] = &[ExtensionHandler {
+    kinds: &["checkpoint", "history", "lineage"],
+    export: export_checkpoint_records,
+    import: import_checkpoint_record,
+}];
 
 fn handler(kind: &str) -> Option<&'static ExtensionHandler> {
-    EXTENSIONS.iter().find(|h| h.kind == kind)
+    EXTENSIONS.iter().find(|h| h.kinds.contains(&kind))
+}
+
+impl crate::store::RemapIds for IdMap {
+    fn session(&mut self, old: SessionId) -> SessionId {
+        IdMap::session(self, old)
+    }
+    fn artifact(&mut self, old: ArtifactId) -> ArtifactId {
+        IdMap::artifact(self, old)
+    }
+    fn checkpoint(&mut self, old: CheckpointId) -> CheckpointId {
+        IdMap::checkpoint(self, old)
+    }
+}
+
+/// Checkpoints (with the artifact versions they captured and their binary state), the
+/// conversation order and lineage of a session. Required: a reader that cannot restore them
+/// refuses the bundle rather than dropping them silently.
+fn export_checkpoint_records(
+    store: &Store,
+    session: SessionId,
+    emit: &mut dyn FnMut(ExtensionRecord) -> Result<()>,
+) -> Result<()> {
+    for r in store.export_checkpoint_data(session)? {
+        emit(ExtensionRecord {
+            kind: r.kind.to_string(),
+            session_id: session,
+            required: true,
+            hashes: r.hashes,
+            body: r.body,
+        })?;
+    }
+    Ok(())
+}
+
+fn import_checkpoint_record(
+    store: &Store,
+    tx: &mut Tx<'_>,
+    map: &mut IdMap,
+    x: &ExtensionRecord,
+) -> Result<()> {
+    store.import_checkpoint_record_in(tx, map, x.session_id, &x.kind, &x.body)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1338,3 +1338,277 @@ fn a_commit_that_fails_late_leaves_only_collectable_files() {
     assert_eq!(files_in(&d.path().join("store/blobs")), files_before);
     assert_eq!(s.read(owner.id, taken.id).unwrap(), b"first content");
 }
+
+// ---- checkpoints, conversation history and lineage travel too -----------------------------------
+
+#[test]
+fn checkpoints_history_and_lineage_round_trip() {
+    for kind in common::backends() {
+        let (src, _d1) = common::store(kind, Config::default());
+        let run = src
+            .create_session(NewSession::new().name("pipeline"))
+            .unwrap();
+        let early = src
+            .put(
+                run.id,
+                NewArtifact::new(ArtifactKind::ToolResult, "step1.json"),
+                common::json_text(50_000, 1),
+            )
+            .unwrap();
+        src.say(run.id, Role::User, "validate the data", Default::default())
+            .unwrap();
+        src.say(run.id, Role::Assistant, "validated", Default::default())
+            .unwrap();
+        let cp = src
+            .create_checkpoint(
+                run.id,
+                NewCheckpoint::new("after-validate")
+                    .state(json!({"step": 1}))
+                    .state_bytes(b"binary state".to_vec()),
+            )
+            .unwrap();
+        // The checkpoint keeps content no live artifact references any more.
+        src.delete_artifact(run.id, early.id).unwrap();
+        src.put(
+            run.id,
+            NewArtifact::new(ArtifactKind::ToolResult, "step2.json"),
+            b"{}",
+        )
+        .unwrap();
+        let fork = src
+            .fork(run.id, Some(cp.id), NewSession::new().name("retry"))
+            .unwrap();
+
+        let (bytes, rep) = export_vec(&src, run.id, true);
+        let sum = bundle::inspect(&bytes[..]).unwrap();
+        assert!(
+            sum.extension_kinds
+                .get("checkpoint")
+                .is_some_and(|n| *n >= 1),
+            "{sum:?}"
+        );
+        assert!(sum.extension_kinds.contains_key("history"), "{sum:?}");
+        assert!(sum.extension_kinds.contains_key("lineage"), "{sum:?}");
+        assert_eq!(rep.sessions, 2);
+
+        // Kept ids, into a fresh store.
+        let (dst, _d2) = common::store(kind, Config::default());
+        let imp = dst
+            .import_bundle(&bytes[..], &ImportOptions::new())
+            .unwrap();
+        assert_eq!(imp.extensions_skipped, 0);
+        assert!(imp.extensions_imported >= 3);
+        let got = dst.checkpoint(cp.id).unwrap();
+        assert_eq!(got, src.checkpoint(cp.id).unwrap());
+        assert_eq!(
+            dst.checkpoint_artifacts(cp.id).unwrap(),
+            src.checkpoint_artifacts(cp.id).unwrap()
+        );
+        assert_eq!(
+            dst.checkpoint_state_bytes(cp.id).unwrap().unwrap(),
+            b"binary state"
+        );
+        let step1 = |s: &Store, c| {
+            s.checkpoint_artifacts(c)
+                .unwrap()
+                .into_iter()
+                .find(|a| a.name == "step1.json")
+                .expect("the checkpoint holds step1.json")
+        };
+        let held = step1(&dst, cp.id);
+        assert!(
+            dst.read_checkpoint_artifact(cp.id, held.id).unwrap() == common::json_text(50_000, 1)
+        );
+        let msgs = |s: &Store, id| {
+            s.history(id, None)
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.seq, m.role, m.content))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(msgs(&dst, run.id), msgs(&src, run.id));
+        assert_eq!(msgs(&dst, fork.id), msgs(&src, fork.id));
+        assert_eq!(dst.lineage(fork.id).unwrap(), src.lineage(fork.id).unwrap());
+        // Content held only by the checkpoint survives GC, and its references are counted.
+        dst.gc().unwrap();
+        assert_eq!(
+            dst.checkpoint_state_bytes(cp.id).unwrap().unwrap(),
+            b"binary state"
+        );
+        dst.restore_checkpoint(cp.id).unwrap();
+        assert_eq!(
+            dst.read(
+                run.id,
+                dst.artifact_by_name(run.id, "step1.json", None).unwrap().id
+            )
+            .unwrap(),
+            common::json_text(50_000, 1)
+        );
+
+        // New ids, beside the original: every id of the copy is its own.
+        let copy = src
+            .import_bundle(&bytes[..], &ImportOptions::new().new_ids(true))
+            .unwrap();
+        let copy_cps = src.checkpoints(copy.root).unwrap();
+        assert_eq!(copy_cps.len(), 1);
+        assert_ne!(copy_cps[0].id, cp.id);
+        assert_eq!(copy_cps[0].label, "after-validate");
+        assert_eq!(
+            src.checkpoint_state_bytes(copy_cps[0].id).unwrap().unwrap(),
+            b"binary state"
+        );
+        let copy_fork = copy.sessions[1].id;
+        let l = src.lineage(copy_fork).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            l[0].source, copy.root,
+            "lineage points at the copy, not the original"
+        );
+        assert_eq!(l[0].checkpoint, Some(copy_cps[0].id));
+        // Deleting the original leaves the copy's checkpoint whole.
+        src.delete_session(run.id, true).unwrap();
+        src.gc().unwrap();
+        let held = step1(&src, copy_cps[0].id);
+        assert!(
+            src.read_checkpoint_artifact(copy_cps[0].id, held.id)
+                .unwrap()
+                == common::json_text(50_000, 1)
+        );
+    }
+}
+
+// ---- the command line -----------------------------------------------------------------------------
+
+fn cairn_bin() -> String {
+    std::env::var("CAIRN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cairn").to_string())
+}
+
+fn cli(store: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(cairn_bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("CAIRN_STORE")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run cairn")
+}
+
+#[test]
+fn command_line_export_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let id = {
+        let s = Store::open(&a).unwrap();
+        let (root, _, _) = build_tree(&s);
+        root
+    };
+    let file = dir.path().join("run.cairnb");
+    let out = cli(
+        &a,
+        &[
+            "--json",
+            "session",
+            "export",
+            &id.to_string(),
+            file.to_str().unwrap(),
+            "--subtree",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["sessions"], 3);
+    assert_eq!(rep["bundle_bytes"], std::fs::metadata(&file).unwrap().len());
+
+    let out = cli(&b, &["--json", "session", "import", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["root"], json!(id));
+    // Again: the ids exist; one clear line, a failing exit code, nothing changed.
+    let out = cli(&b, &["session", "import", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("--new-ids"),
+        "{err}"
+    );
+    // A copy under a parent, through stdin, keys dropped.
+    let parent = cli(&b, &["--json", "session", "create", "--name", "home"]);
+    let parent: serde_json::Value = serde_json::from_slice(&parent.stdout).unwrap();
+    let pid = parent["id"].as_str().unwrap().to_string();
+    let mut child = std::process::Command::new(cairn_bin())
+        .arg("--store")
+        .arg(&b)
+        .args([
+            "--json",
+            "session",
+            "import",
+            "-",
+            "--new-ids",
+            "--drop-keys",
+            "--parent",
+            &pid,
+        ])
+        .env_remove("CAIRN_STORE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&file).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(rep["root"], json!(id));
+    // A damaged file: refused, nothing stored.
+    let mut bad = std::fs::read(&file).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    let bad_file = dir.path().join("bad.cairnb");
+    std::fs::write(&bad_file, bad).unwrap();
+    let c = dir.path().join("c");
+    let out = cli(&c, &["session", "import", bad_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bundle"));
+    let s = Store::open(&c).unwrap();
+    assert_eq!(s.stats().unwrap().sessions, 0);
+    drop(s);
+    // Export to stdout is the same bundle format.
+    let out = cli(&a, &["session", "export", &id.to_string(), "-"]);
+    assert!(out.status.success());
+    assert_eq!(bundle::inspect(&out.stdout[..]).unwrap().sessions.len(), 1);
+    // A missing file: a clear "not found".
+    let out = cli(
+        &c,
+        &[
+            "session",
+            "import",
+            dir.path().join("nope").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
