@@ -1612,3 +1612,96 @@ fn command_line_export_and_import() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A format-1 bundle with checkpoints, conversation history and a fork, exported by the store
+/// (written once if missing, then checked in): later versions must import all of it.
+#[test]
+fn reads_the_checked_in_format_1_bundle_with_checkpoints() {
+    let path = common::fixtures_dir().join("bundles/v1-checkpoints.cairnb");
+    if !path.exists() {
+        let s = Store::memory();
+        let run = s
+            .create_session(
+                NewSession::new()
+                    .name("kill-and-resume")
+                    .key("fixture-ckpt"),
+            )
+            .unwrap();
+        s.say(run.id, Role::User, "run the pipeline", Default::default())
+            .unwrap();
+        s.put(
+            run.id,
+            NewArtifact::new(ArtifactKind::ToolResult, "validate.json"),
+            br#"{"ok":true}"#,
+        )
+        .unwrap();
+        s.create_checkpoint(
+            run.id,
+            NewCheckpoint::new("validate")
+                .state(json!({"rows": 120}))
+                .state_bytes(b"model weights v1".to_vec()),
+        )
+        .unwrap();
+        s.put(
+            run.id,
+            NewArtifact::new(ArtifactKind::ToolResult, "transform.json"),
+            br#"{"rows":118}"#,
+        )
+        .unwrap();
+        let cp2 = s
+            .create_checkpoint(
+                run.id,
+                NewCheckpoint::new("transform").state(json!({"rows": 118})),
+            )
+            .unwrap();
+        s.fork(
+            run.id,
+            Some(cp2.id),
+            NewSession::new().name("analyze-retry"),
+        )
+        .unwrap();
+        s.export_session_to_path(run.id, true, &path).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let sum = bundle::inspect(&bytes[..]).unwrap();
+    assert_eq!(sum.header.format, 1);
+    for kind in common::backends() {
+        let (s, _d) = common::store(kind, Config::default());
+        let imp = s.import_bundle(&bytes[..], &ImportOptions::new()).unwrap();
+        assert_eq!(imp.extensions_skipped, 0);
+        let root = s.session(imp.root).unwrap();
+        assert_eq!(root.name.as_deref(), Some("kill-and-resume"));
+        let cps = s.checkpoints(root.id).unwrap();
+        assert_eq!(
+            cps.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(),
+            ["validate", "transform"]
+        );
+        assert_eq!(cps[0].state, json!({"rows": 120}));
+        assert_eq!(
+            s.checkpoint_state_bytes(cps[0].id).unwrap().unwrap(),
+            b"model weights v1"
+        );
+        let names: Vec<String> = s
+            .checkpoint_artifacts(cps[0].id)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .filter(|n| !n.starts_with("messages/"))
+            .collect();
+        assert_eq!(names, ["validate.json"]);
+        let h = s.history(root.id, None).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].content, "run the pipeline");
+        let fork = s.children(root.id).unwrap().remove(0);
+        assert_eq!(fork.name.as_deref(), Some("analyze-retry"));
+        let l = s.lineage(fork.id).unwrap();
+        assert_eq!((l[0].source, l[0].checkpoint), (root.id, Some(cps[1].id)));
+        // The fork starts from the transform checkpoint's artifacts.
+        let fork_names: Vec<String> = artifacts_of(&s, fork.id)
+            .into_iter()
+            .map(|a| a.name)
+            .filter(|n| !n.starts_with("messages/"))
+            .collect();
+        assert_eq!(fork_names.len(), 2, "{fork_names:?}");
+    }
+}
