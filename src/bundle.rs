@@ -382,11 +382,80 @@ pub(crate) struct ExtensionHandler {
 }
 
 /// Every module whose records travel in bundles.
-pub(crate) static EXTENSIONS: &[ExtensionHandler] = &[ExtensionHandler {
-    kinds: &["checkpoint", "history", "lineage"],
-    export: export_checkpoint_records,
-    import: import_checkpoint_record,
-}];
+pub(crate) static EXTENSIONS: &[ExtensionHandler] = &[
+    ExtensionHandler {
+        kinds: &["checkpoint", "history", "lineage"],
+        export: export_checkpoint_records,
+        import: import_checkpoint_record,
+    },
+    ExtensionHandler {
+        kinds: &["metrics"],
+        export: export_metrics,
+        import: import_metrics,
+    },
+];
+
+/// Longest metric name (with its `tool_calls.` or `custom.` prefix) an import accepts.
+const MAX_METRIC_KEY: usize = 256;
+
+/// The session's usage counters (`M` table: name -> u64). Optional: an older reader may skip them.
+fn export_metrics(
+    store: &Store,
+    session: SessionId,
+    emit: &mut dyn FnMut(ExtensionRecord) -> Result<()>,
+) -> Result<()> {
+    let prefix = Key::new(keys::METRIC).sid(&session).build();
+    let mut values = serde_json::Map::new();
+    for e in RangeIter::prefix(store.backend(), &prefix, false) {
+        let (k, v) = e?;
+        let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        values.insert(name, json!(keys::u64_value(&v)));
+    }
+    if values.is_empty() {
+        return Ok(());
+    }
+    emit(ExtensionRecord {
+        kind: "metrics".into(),
+        session_id: session,
+        required: false,
+        hashes: Vec::new(),
+        body: json!({ "values": values }),
+    })
+}
+
+fn import_metrics(
+    store: &Store,
+    tx: &mut Tx<'_>,
+    map: &mut IdMap,
+    x: &ExtensionRecord,
+) -> Result<()> {
+    let bad = |m: String| Error::invalid("bundle metrics record", m);
+    let sid = map.session(x.session_id);
+    store.tx_session(tx, sid)?;
+    let values = x
+        .body
+        .get("values")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("it has no \"values\" object".into()))?;
+    for (name, v) in values {
+        if name.is_empty() || name.len() > MAX_METRIC_KEY || name.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "metric name {name:?} is empty, too long or not text"
+            )));
+        }
+        let n = v
+            .as_u64()
+            .ok_or_else(|| bad(format!("metric {name:?} is not a whole number")))?;
+        tx.put(
+            Key::new(keys::METRIC)
+                .sid(&sid)
+                .bytes(name.as_bytes())
+                .build(),
+            n.to_be_bytes().to_vec(),
+        );
+    }
+    Ok(())
+}
 
 fn handler(kind: &str) -> Option<&'static ExtensionHandler> {
     EXTENSIONS.iter().find(|h| h.kinds.contains(&kind))

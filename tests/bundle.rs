@@ -1705,3 +1705,40 @@ fn reads_the_checked_in_format_1_bundle_with_checkpoints() {
         assert_eq!(fork_names.len(), 2, "{fork_names:?}");
     }
 }
+
+#[test]
+fn session_metrics_travel_as_an_optional_record() {
+    let src = Store::memory();
+    let run = src.create_session(NewSession::new()).unwrap();
+    let child = src
+        .create_session(NewSession::new().parent(run.id))
+        .unwrap();
+    src.record_metrics(
+        run.id,
+        &MetricsDelta::new()
+            .requests(3)
+            .input_tokens(1200)
+            .tool_call("bash")
+            .tool_call("bash"),
+    )
+    .unwrap();
+    src.record_metrics(child.id, &MetricsDelta::new().errors(1))
+        .unwrap();
+    let (bytes, _) = export_vec(&src, run.id, true);
+    let sum = bundle::inspect(&bytes[..]).unwrap();
+    assert_eq!(sum.extension_kinds.get("metrics"), Some(&2));
+    for new_ids in [false, true] {
+        let dst = Store::memory();
+        let imp = dst
+            .import_bundle(&bytes[..], &ImportOptions::new().new_ids(new_ids))
+            .unwrap();
+        for (m, orig) in imp.sessions.iter().zip([run.id, child.id]) {
+            assert_eq!(m.original, orig);
+            assert_eq!(dst.metrics(m.id).unwrap(), src.metrics(orig).unwrap());
+        }
+        assert_eq!(
+            dst.metrics(imp.root).unwrap().tool_calls.get("bash"),
+            Some(&2)
+        );
+    }
+}
