@@ -13,6 +13,9 @@ pub struct SledBackend {
 
 impl SledBackend {
     /// Opens (or creates) the sled database in `dir`.
+    ///
+    /// A damaged database gives [`Error::NotAStore`], never a panic: sled 0.34 panics on some
+    /// corrupt files instead of returning an error, so the open runs under `catch_unwind`.
     pub fn open(dir: &Path) -> Result<Self> {
         // sled releases its file lock from a background thread shortly after the last handle is
         // dropped, so a close followed at once by an open in the same process can see the lock
@@ -20,13 +23,7 @@ impl SledBackend {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let mut wait = std::time::Duration::from_millis(2);
         loop {
-            let opened = sled::Config::new()
-                .path(dir)
-                .cache_capacity(64 << 20)
-                .flush_every_ms(None)
-                .open()
-                .map_err(|e| open_error(dir, e));
-            match opened {
+            match open_db(dir) {
                 Ok(db) => {
                     return Ok(Self {
                         db,
@@ -53,6 +50,33 @@ impl SledBackend {
             other => Error::Backend {
                 message: other.to_string(),
             },
+        }
+    }
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let opened = std::panic::catch_unwind(|| {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(None)
+            .open()
+    });
+    match opened {
+        Ok(r) => r.map_err(|e| open_error(dir, e)),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the sled database is damaged (sled panicked while opening it: {why}); \
+                     restore the store from a backup or export what a copy can still read"
+                ),
+            })
         }
     }
 }

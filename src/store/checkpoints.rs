@@ -438,24 +438,32 @@ impl Store {
     /// Adds to `refs` one count per blob reference held by checkpoints (each captured artifact
     /// version, and the binary state), exactly as `create_checkpoint_in` takes them. For
     /// `verify`/`repair`, which rebuild reference counts from the records that hold them.
-    #[allow(dead_code)] // called by the integrity checks once both branches are merged
+    /// Returns false if some checkpoint record could not be decoded (its references are then
+    /// unknown, and callers must treat the counts as lower bounds).
     pub(crate) fn checkpoint_blob_refs(
         &self,
         refs: &mut HashMap<crate::ids::ContentHash, u64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut all = true;
         for e in RangeIter::prefix(self.backend(), &[keys::CHECKPOINT], false) {
             let (k, v) = e?;
             if k.len() == 17 {
-                let cp: Checkpoint = keys::decode("checkpoint", &v)?;
-                if let Some(b) = cp.state_blob {
-                    *refs.entry(b.hash).or_insert(0) += 1;
+                match keys::decode::<Checkpoint>("checkpoint", &v) {
+                    Ok(cp) => {
+                        if let Some(b) = cp.state_blob {
+                            *refs.entry(b.hash).or_insert(0) += 1;
+                        }
+                    }
+                    Err(_) => all = false,
                 }
             } else {
-                let a: Artifact = keys::decode("checkpoint artifact", &v)?;
-                *refs.entry(a.hash).or_insert(0) += 1;
+                match keys::decode::<Artifact>("checkpoint artifact", &v) {
+                    Ok(a) => *refs.entry(a.hash).or_insert(0) += 1,
+                    Err(_) => all = false,
+                }
             }
         }
-        Ok(())
+        Ok(all)
     }
 
     /// The sources recorded by a session's leading `forked` events.

@@ -3,6 +3,7 @@
 mod artifacts;
 mod checkpoints;
 mod gc;
+mod integrity;
 mod metrics;
 mod sessions;
 
@@ -179,20 +180,36 @@ impl Store {
         if kind == BackendKind::Memory {
             return Self::memory_with(config);
         }
+        Self::open_with_backend(kind, path, config, |db_dir| {
+            Ok(match kind {
+                BackendKind::Sled => Box::new(SledBackend::open(db_dir)?),
+                BackendKind::Redb => {
+                    return Err(Error::invalid(
+                        "backend",
+                        "this build of Cairn has no redb backend; build with the `redb` feature",
+                    ))
+                }
+                BackendKind::Memory => unreachable!(),
+            })
+        })
+    }
+
+    /// Opens (or creates) a store at `path` whose engine `open_engine` opens in the given database
+    /// folder (`<path>/db`), for example a wrapper around [`SledBackend`] that injects faults or
+    /// counts calls. `kind` is the engine recorded in the store's marker. The folder checks,
+    /// format checks and recovery steps are those of [`Store::open_backend`].
+    pub fn open_with_backend(
+        kind: BackendKind,
+        path: impl AsRef<Path>,
+        config: Config,
+        open_engine: impl FnOnce(&Path) -> Result<Box<dyn Backend>>,
+    ) -> Result<Store> {
+        config.validate()?;
         let root = path.as_ref();
         let paths = Paths::new(root);
         prepare_dir(root, kind)?;
         let db_dir = root.join("db");
-        let backend: Box<dyn Backend> = match kind {
-            BackendKind::Sled => Box::new(SledBackend::open(&db_dir)?),
-            BackendKind::Redb => {
-                return Err(Error::invalid(
-                    "backend",
-                    "this build of Cairn has no redb backend; build with the `redb` feature",
-                ))
-            }
-            BackendKind::Memory => unreachable!(),
-        };
+        let backend = open_engine(&db_dir)?;
         // The engine's lock is held now, so leftovers in tmp/ are from a dead process.
         for dir in [&paths.blobs, &paths.tmp] {
             fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

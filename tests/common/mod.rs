@@ -83,3 +83,5 @@ pub fn json_text(n: usize, seed: u64) -> Vec<u8> {
     out.truncate(n);
     out
 }
+
+pub mod faults;
