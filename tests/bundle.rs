@@ -262,6 +262,13 @@ fn assert_empty(s: &Store) {
     assert_eq!(s.garbage_count().unwrap(), 0);
 }
 
+/// The store's own integrity check finds nothing wrong: records, indexes, latest pointers,
+/// reference counts (artifacts and checkpoints), counters and content all agree.
+fn assert_verifies(s: &Store) {
+    let r = s.verify().unwrap();
+    assert!(r.ok, "{:#?}", r.problems);
+}
+
 fn files_in(dir: &Path) -> usize {
     if !dir.exists() {
         return 0;
@@ -288,6 +295,7 @@ fn round_trip_keeps_ids_on_every_backend() {
         let imp = dst
             .import_bundle(&bytes[..], &ImportOptions::new())
             .unwrap();
+        assert_verifies(&dst);
         assert_eq!(imp.root, root);
         assert_eq!(
             imp.sessions.iter().map(|s| s.id).collect::<Vec<_>>(),
@@ -405,6 +413,7 @@ fn new_ids_make_a_copy_beside_the_original() {
                 &ImportOptions::new().new_ids(true).drop_keys(true),
             )
             .unwrap();
+        assert_verifies(&s);
         assert_ne!(imp.root, root);
         for m in &imp.sessions {
             assert_ne!(m.id, m.original);
@@ -484,6 +493,7 @@ fn import_under_a_parent_and_single_session_export() {
     let imp = dst
         .import_bundle(&bytes[..], &ImportOptions::new().parent(home.id))
         .unwrap();
+    assert_verifies(&dst);
     assert_eq!(imp.root, child);
     let got = dst.session(child).unwrap();
     assert_eq!(got.parent_id, Some(home.id));
@@ -523,6 +533,7 @@ fn conflicting_ids_change_nothing() {
         let err = dst
             .import_bundle(&bytes[..], &ImportOptions::new())
             .unwrap_err();
+        assert_verifies(&dst);
         assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
         assert!(
             err.to_string().contains("new ids"),
@@ -673,6 +684,7 @@ fn damaged_bundles_leave_no_files_on_disk() {
         assert_eq!(files_in(&root.join("blobs")), 0, "flip at {i}");
     }
     let imp = s.import_bundle(&good[..], &ImportOptions::new()).unwrap();
+    assert_verifies(&s);
     assert_eq!(imp.blobs_new, 2);
     assert_eq!(files_in(&root.join("blobs")), 2);
     assert_eq!(files_in(&root.join("tmp")), 0);
@@ -844,6 +856,8 @@ fn extension_records_unknown_optional_skipped_unknown_required_refused() {
     let sum = bundle::inspect(&b[..]).unwrap();
     assert_eq!(sum.extension_kinds.get("future_thing"), Some(&1));
     let imp = target.import_bundle(&b[..], &ImportOptions::new()).unwrap();
+    assert_verifies(&target);
+    assert_verifies(&target);
     assert_eq!((imp.extensions_imported, imp.extensions_skipped), (0, 1));
     // Its content has no reference here: garbage for GC, not a leak.
     assert_eq!(target.garbage_count().unwrap(), 1);
@@ -995,12 +1009,14 @@ proptest! {
 
         let dst = Store::memory();
         let imp = dst.import_bundle(&bytes[..], &ImportOptions::new()).unwrap();
+        assert_verifies(&dst);
         prop_assert_eq!(imp.root, root);
         prop_assert_eq!(snapshot(&src, root, true, true), snapshot(&dst, root, true, true));
         let (a, b) = (src.stats().unwrap(), dst.stats().unwrap());
         prop_assert_eq!((a.sessions, a.artifacts, a.logical_bytes), (b.sessions, b.artifacts, b.logical_bytes));
 
         let copy = src.import_bundle(&bytes[..], &ImportOptions::new().new_ids(true)).unwrap();
+        assert_verifies(&src);
         prop_assert_eq!(snapshot(&src, copy.root, true, true), snapshot(&src, root, true, true));
         prop_assert_eq!(copy.blobs_new, 0);
         let (bytes2, _) = export_vec(&dst, root, true);
@@ -1218,6 +1234,7 @@ fn reads_the_checked_in_format_1_bundle() {
     for kind in common::backends() {
         let (s, _d) = common::store(kind, Config::default());
         let imp = s.import_bundle(&bytes[..], &ImportOptions::new()).unwrap();
+        assert_verifies(&s);
         assert_eq!(imp.extensions_skipped, 1);
         let root: SessionId = FIX_ROOT.parse().unwrap();
         let child: SessionId = FIX_CHILD.parse().unwrap();
@@ -1245,6 +1262,7 @@ fn reads_the_checked_in_format_1_bundle() {
                 &ImportOptions::new().new_ids(true).drop_keys(true),
             )
             .unwrap();
+        assert_verifies(&s);
         assert_eq!(
             snapshot(&s, copy.root, true, false),
             snapshot(&s, root, true, false)
@@ -1284,6 +1302,7 @@ fn import_revives_content_waiting_for_gc() {
         let imp = dst
             .import_bundle(&bytes[..], &ImportOptions::new())
             .unwrap();
+        assert_verifies(&dst);
         assert_eq!(imp.blobs_new, 0, "shared with the blob already stored");
         assert_eq!(
             dst.garbage_count().unwrap(),
@@ -1396,6 +1415,7 @@ fn checkpoints_history_and_lineage_round_trip() {
         let imp = dst
             .import_bundle(&bytes[..], &ImportOptions::new())
             .unwrap();
+        assert_verifies(&dst);
         assert_eq!(imp.extensions_skipped, 0);
         assert!(imp.extensions_imported >= 3);
         let got = dst.checkpoint(cp.id).unwrap();
@@ -1449,6 +1469,7 @@ fn checkpoints_history_and_lineage_round_trip() {
         let copy = src
             .import_bundle(&bytes[..], &ImportOptions::new().new_ids(true))
             .unwrap();
+        assert_verifies(&src);
         let copy_cps = src.checkpoints(copy.root).unwrap();
         assert_eq!(copy_cps.len(), 1);
         assert_ne!(copy_cps[0].id, cp.id);
@@ -1668,6 +1689,7 @@ fn reads_the_checked_in_format_1_bundle_with_checkpoints() {
     for kind in common::backends() {
         let (s, _d) = common::store(kind, Config::default());
         let imp = s.import_bundle(&bytes[..], &ImportOptions::new()).unwrap();
+        assert_verifies(&s);
         assert_eq!(imp.extensions_skipped, 0);
         let root = s.session(imp.root).unwrap();
         assert_eq!(root.name.as_deref(), Some("kill-and-resume"));
@@ -1732,6 +1754,7 @@ fn session_metrics_travel_as_an_optional_record() {
         let imp = dst
             .import_bundle(&bytes[..], &ImportOptions::new().new_ids(new_ids))
             .unwrap();
+        assert_verifies(&dst);
         for (m, orig) in imp.sessions.iter().zip([run.id, child.id]) {
             assert_eq!(m.original, orig);
             assert_eq!(dst.metrics(m.id).unwrap(), src.metrics(orig).unwrap());
