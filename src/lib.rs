@@ -30,6 +30,7 @@
 
 mod artifact;
 mod backend;
+pub mod bundle;
 mod checkpoint;
 mod config;
 mod content;
@@ -47,6 +48,7 @@ mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};
+pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use checkpoint::{
     validate_label, Checkpoint, CopyOptions, Lineage, LineageKind, Message, NewCheckpoint,
     Pipeline, PipelineRun, RestoreReport, Role, StateBlob, StepContext, TimelineEntry,

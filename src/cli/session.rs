@@ -66,6 +66,39 @@ pub enum SessionCmd {
     /// Statistics across sessions: counts by status, success and error rates, iteration and
     /// duration percentiles, token totals.
     Stats(session_ops::StatsArgs),
+    /// Write a session (with --subtree, its whole subtree) into one bundle file: sessions,
+    /// artifacts, events, checkpoints and each distinct content once, compressed.
+    Export(ExportArgs),
+    /// Import a bundle file, all or nothing: original ids by default, or new ids (a copy).
+    Import(ImportArgs),
+}
+
+/// `session export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The session (id or key:KEY).
+    pub session: String,
+    /// The bundle file to write (replaced if it exists), or `-` for stdout.
+    pub file: std::path::PathBuf,
+    /// Also export every descendant session.
+    #[arg(long)]
+    pub subtree: bool,
+}
+
+/// `session import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle file to read, or `-` for stdin.
+    pub file: std::path::PathBuf,
+    /// Give every session, artifact and checkpoint a new id (to import a copy beside the original).
+    #[arg(long)]
+    pub new_ids: bool,
+    /// Import the bundle's root session as a child of this session (id or key:KEY).
+    #[arg(long, value_name = "SESSION")]
+    pub parent: Option<String>,
+    /// Drop the sessions' unique keys (a copy in the same store would conflict with them).
+    #[arg(long)]
+    pub drop_keys: bool,
 }
 
 /// `session create`.
@@ -186,6 +219,8 @@ pub fn run(ctx: &Ctx, cmd: SessionCmd) -> CliResult {
         SessionCmd::Say(a) => session_ops::say(ctx, a),
         SessionCmd::History(a) => session_ops::history(ctx, a),
         SessionCmd::Stats(a) => session_ops::stats(ctx, a),
+        SessionCmd::Export(a) => export(ctx, a),
+        SessionCmd::Import(a) => import(ctx, a),
     }
 }
 
@@ -456,6 +491,66 @@ fn delete(ctx: &Ctx, a: DeleteArgs) -> CliResult {
             w,
             "deleted {} session(s) and {} artifact(s); run `cairn gc` to reclaim unreferenced content",
             report.sessions, report.artifacts
+        )
+    })
+}
+
+fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
+    let store = ctx.existing_store()?;
+    let id = session_ref(store, &a.session)?;
+    if a.file.as_os_str() == "-" {
+        // The bundle goes to stdout, so the report goes to stderr.
+        let stdout = io::stdout();
+        let w = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let r = store.export_session(id, a.subtree, w)?;
+        super::note(&format!(
+            "exported {} session(s), {} artifact(s), {} blob(s): {} bytes",
+            r.sessions, r.artifacts, r.blobs, r.bundle_bytes
+        ));
+        return Ok(());
+    }
+    let r = store.export_session_to_path(id, a.subtree, &a.file)?;
+    ctx.emit(&r, |w, _| {
+        writeln!(
+            w,
+            "exported {} session(s), {} artifact(s), {} event(s), {} blob(s) ({}) to {} ({})",
+            r.sessions,
+            r.artifacts,
+            r.events,
+            r.blobs,
+            super::output::human_size(r.content_bytes),
+            a.file.display(),
+            super::output::human_size(r.bundle_bytes)
+        )
+    })
+}
+
+fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
+    let store = ctx.store()?;
+    let mut opts = cairn::ImportOptions::new()
+        .new_ids(a.new_ids)
+        .drop_keys(a.drop_keys);
+    if let Some(p) = &a.parent {
+        opts = opts.parent(session_ref(store, p)?);
+    }
+    let r = if a.file.as_os_str() == "-" {
+        store.import_bundle(io::stdin(), &opts)?
+    } else {
+        if let Err(e) = std::fs::metadata(&a.file) {
+            return Err(Failure::input(&a.file, e));
+        }
+        store.import_bundle_from_path(&a.file, &opts)?
+    };
+    ctx.emit(&r, |w, _| {
+        writeln!(
+            w,
+            "imported {} session(s), {} artifact(s), {} event(s), {} blob(s) ({} new); root {}",
+            r.sessions.len(),
+            r.artifacts,
+            r.events,
+            r.blobs,
+            r.blobs_new,
+            r.root
         )
     })
 }

@@ -10,6 +10,10 @@ mod sessions;
 pub use self::artifacts::{Admin, ContentInfo};
 pub use self::gc::GcReport;
 pub use self::sessions::DeleteReport;
+// For bundle import, which writes records with their indexes and counters directly.
+pub(crate) use self::artifacts::session_count_key;
+pub(crate) use self::checkpoints::RemapIds;
+pub(crate) use self::sessions::status_counter;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

@@ -55,7 +55,7 @@ fn status_key(s: SessionStatus, id: &SessionId) -> Vec<u8> {
     Key::new(keys::SESSION_STATUS).u8(s.code()).sid(id).build()
 }
 
-fn status_counter(s: SessionStatus) -> String {
+pub(crate) fn status_counter(s: SessionStatus) -> String {
     format!("sessions.status.{}", s.as_str())
 }
 
