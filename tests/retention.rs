@@ -520,3 +520,49 @@ fn policies_are_validated_and_progress_is_reported() {
     assert!(phases.contains(&("sessions", 1, 1)), "{phases:?}");
     assert_eq!(phases.last(), Some(&("gc", 1, 1)));
 }
+
+/// A dry run counts the blob references held by the checkpoints of sessions it would delete, so
+/// it predicts exactly the blobs and bytes the real run frees (found through the command line).
+#[test]
+fn dry_run_predicts_blobs_freed_through_checkpoints() {
+    for kind in common::backends() {
+        let (store, _d) = common::store(kind, Config::default());
+        let old = store.create_session(NewSession::new()).unwrap().id;
+        for i in 0..3u64 {
+            store
+                .put(
+                    old,
+                    art(ArtifactKind::ToolResult, &format!("f{i}")),
+                    common::json_text(30_000, 100 + i),
+                )
+                .unwrap();
+        }
+        store
+            .create_checkpoint(
+                old,
+                NewCheckpoint::new("cp").state_bytes(common::random_bytes(5_000, 9)),
+            )
+            .unwrap();
+        // The checkpoint outlives an artifact it captured.
+        let gone = store.artifact_by_name(old, "f0", None).unwrap();
+        store.delete_artifact(old, gone.id).unwrap();
+        store.complete(old).unwrap();
+        let policy = RetentionPolicy::new()
+            .sessions_older_than(Duration::ZERO)
+            .as_of(Utc::now() + chrono::Duration::seconds(5));
+        let dry = store
+            .apply_retention(&policy.clone().dry_run(true))
+            .unwrap();
+        assert_eq!(
+            store.stats().unwrap().blobs,
+            4,
+            "the dry run changed nothing"
+        );
+        let real = store.apply_retention(&policy).unwrap();
+        assert_eq!(dry.sessions.len(), 1);
+        assert_eq!(dry.blobs_freed, 4, "3 artifact contents + the binary state");
+        assert_eq!(dry.blobs_freed, real.blobs_freed);
+        assert_eq!(dry.bytes_freed, real.bytes_freed);
+        assert_eq!(store.stats().unwrap().blobs, 0);
+    }
+}
