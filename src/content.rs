@@ -402,7 +402,7 @@ impl Read for ContentReader<'_> {
         }
         // Ask for one byte more than remains, to detect content longer than recorded.
         let remaining = self.size - self.read;
-        let want = (out.len() as u64).min(remaining + 1) as usize;
+        let want = (out.len() as u64).min(remaining.saturating_add(1)) as usize;
         let n = match self.inner.read(&mut out[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),

@@ -36,6 +36,8 @@ mod config;
 mod content;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod keys;
 mod metrics;

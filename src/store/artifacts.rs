@@ -614,10 +614,24 @@ impl Store {
             }
             skip -= n as u64;
         }
-        let want = len.min(a.size - offset) as usize;
-        let mut out = vec![0u8; want];
-        r.read_exact(&mut out)
+        // Grow the buffer as bytes arrive instead of trusting the recorded size for an up-front
+        // allocation: a crafted record (or `len = u64::MAX` on a huge artifact) must not abort.
+        let want = len.min(a.size - offset);
+        let mut out = Vec::with_capacity(want.min(content::VERIFY_BEFORE_READ) as usize);
+        (&mut r)
+            .take(want)
+            .read_to_end(&mut out)
             .map_err(|e| content::unwrap_integrity(e, a.hash))?;
+        if (out.len() as u64) < want {
+            return Err(Error::Integrity {
+                hash: a.hash,
+                message: format!(
+                    "content ends after {} of {} bytes (truncated)",
+                    offset + out.len() as u64,
+                    a.size
+                ),
+            });
+        }
         // Drain to verify the rest as well.
         std::io::copy(&mut r, &mut std::io::sink())
             .map_err(|e| content::unwrap_integrity(e, a.hash))?;
