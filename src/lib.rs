@@ -42,6 +42,8 @@ mod store;
 mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
+#[cfg(feature = "redb")]
+pub use backend::RedbBackend;
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};
 pub use config::{default_store_path, Config, Durability, Limits};
 pub use content::ContentReader;

@@ -159,6 +159,9 @@ impl Store {
         let db_dir = root.join("db");
         let backend: Box<dyn Backend> = match kind {
             BackendKind::Sled => Box::new(SledBackend::open(&db_dir)?),
+            #[cfg(feature = "redb")]
+            BackendKind::Redb => Box::new(crate::backend::RedbBackend::open(&db_dir)?),
+            #[cfg(not(feature = "redb"))]
             BackendKind::Redb => {
                 return Err(Error::invalid(
                     "backend",
