@@ -30,6 +30,7 @@
 
 mod artifact;
 mod backend;
+pub mod bench;
 mod config;
 mod content;
 mod error;
