@@ -185,15 +185,21 @@ impl BenchOptions {
         }
     }
 
-    /// Applies `CAIRN_BENCH_PRESET` (`full`, `quick`, `tiny`) and then the individual overrides
+    /// Applies `CAIRN_BENCH_PRESET` (`full`, `quick`, `tiny`: sizes only; the corpus and the
+    /// workload list are kept) and then the individual overrides
     /// `CAIRN_BENCH_SMALL`, `_SMALL_SIZE`, `_LARGE`, `_DEDUP`, `_READS`, `_SCALE`, `_QUERY_REPEATS`,
     /// `_STREAM_MIB`, `_RUNS`, `_CORPUS` (a folder) and `_WORKLOADS` (comma-separated names).
     pub fn from_env(self) -> Result<Self> {
+        let keep = |o: BenchOptions| BenchOptions {
+            corpus: self.corpus.clone(),
+            workloads: self.workloads.clone(),
+            ..o
+        };
         let mut o = match std::env::var("CAIRN_BENCH_PRESET").ok().as_deref() {
-            None | Some("") => self,
-            Some("full") => Self::full(),
-            Some("quick") => Self::quick(),
-            Some("tiny") => Self::tiny(),
+            None | Some("") => self.clone(),
+            Some("full") => keep(Self::full()),
+            Some("quick") => keep(Self::quick()),
+            Some("tiny") => keep(Self::tiny()),
             Some(other) => {
                 return Err(Error::invalid(
                     "CAIRN_BENCH_PRESET",
