@@ -372,6 +372,9 @@ pub struct Figure {
     pub baselines: Vec<Baseline>,
     /// The target, in words, if there is one.
     pub target: Option<String>,
+    /// Process CPU time over wall time while its workload ran: about 1 (or 2 with both cores
+    /// busy) on a quiet machine, well below 1 when other tenants starve the run.
+    pub cpu_per_wall: Option<f64>,
 }
 
 impl Figure {
@@ -396,6 +399,7 @@ impl Figure {
             samples: s.samples,
             baselines: Vec::new(),
             target: None,
+            cpu_per_wall: None,
         }
     }
 
@@ -431,17 +435,20 @@ fn safe_div(a: f64, b: f64) -> f64 {
 
 /// A plain-text table of figures.
 pub fn render_table(figs: &[Figure]) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:<20} {:<7} {:<44} {:>12} {:>25} {:<14}  {}\n",
+    let row =
+        |w: &str, b: &str, m: &str, med: &str, spread: &str, u: &str, cpu: &str, base: &str| {
+            format!("{w:<20} {b:<7} {m:<58} {med:>10} {spread:>21} {u:<12} {cpu:>4}  {base}\n")
+        };
+    let mut out = row(
         "workload",
         "backend",
         "metric",
         "median",
         "spread (min..max)",
         "unit",
-        "baselines (ratio, >1 = Cairn better)"
-    ));
+        "cpu",
+        "baselines (ratio, >1 = Cairn better)",
+    );
     for f in figs {
         let base = f
             .baselines
@@ -449,15 +456,17 @@ pub fn render_table(figs: &[Figure]) -> String {
             .map(|b| format!("{} {} ({:.2}x)", b.name, fmt_num(b.median), b.ratio))
             .collect::<Vec<_>>()
             .join("; ");
-        out.push_str(&format!(
-            "{:<20} {:<7} {:<44} {:>12} {:>25} {:<14}  {}\n",
-            f.workload,
-            f.backend,
-            f.metric,
-            fmt_num(f.median),
-            format!("{}..{}", fmt_num(f.min), fmt_num(f.max)),
-            f.unit,
-            base
+        out.push_str(&row(
+            &f.workload,
+            &f.backend,
+            &f.metric,
+            &fmt_num(f.median),
+            &format!("{}..{}", fmt_num(f.min), fmt_num(f.max)),
+            &f.unit,
+            &f.cpu_per_wall
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_default(),
+            &base,
         ));
     }
     out
@@ -826,6 +835,20 @@ pub fn rss() -> Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat (0 if unreadable).
+pub fn process_cpu_secs() -> f64 {
+    let Ok(s) = fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based); `rest` starts at field 3. Linux's
+    // USER_HZ is 100 on every mainstream configuration.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Resets `VmHWM` to the current RSS (Linux `clear_refs` 5), so the next peak is this phase's.
 pub fn reset_peak_rss() -> Result<()> {
     let p = Path::new("/proc/self/clear_refs");
@@ -961,7 +984,8 @@ impl Bench {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let mut out = Vec::new();
         for w in self.opts.workloads.clone() {
-            let figs = match w {
+            let (cpu0, t0) = (process_cpu_secs(), Instant::now());
+            let mut figs = match w {
                 Workload::Small => self.small_ingest()?,
                 Workload::Large => self.large_ingest()?,
                 Workload::Dedup => self.dedup_ingest()?,
@@ -971,6 +995,10 @@ impl Bench {
                 Workload::Memory => self.memory()?,
                 Workload::Corpus => self.corpus()?,
             };
+            let share = (process_cpu_secs() - cpu0) / t0.elapsed().as_secs_f64().max(1e-9);
+            for f in &mut figs {
+                f.cpu_per_wall = Some(share);
+            }
             out.extend(figs);
         }
         Ok(out)
@@ -1001,11 +1029,40 @@ impl Bench {
             .map(|i| small_item(i, self.opts.small_size))
             .collect();
         let (mut batch_s, mut single_s, mut raw_s) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..self.opts.runs {
+        let mut same_s = Vec::new();
+        // Every key and value Cairn wrote for these artifacts (taken from the first run), to
+        // replay into the bare engine: what the engine alone costs for the same data.
+        let mut written: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for run in 0..self.opts.runs {
             let (s, p) = self.fresh_store("small", Config::default())?;
             let sid = s.create_session(NewSession::new().name("bench"))?.id;
             batch_s.push(rate(n as f64, Self::ingest_batches(&s, sid, &items)?));
+            if run == 0 {
+                for e in RangeIter::new(s.backend(), Vec::new(), Vec::new(), false, 4096) {
+                    written.push(e?);
+                }
+                let mut r = Rng::new(11);
+                for i in (1..written.len()).rev() {
+                    written.swap(i, r.below(i as u64 + 1) as usize);
+                }
+            }
             drop(s);
+            self.cleanup(&p);
+
+            let (b, p) = self.fresh_backend()?;
+            let per_batch = written.len().div_ceil(n.div_ceil(BATCH)).max(1);
+            let t = Instant::now();
+            for chunk in written.chunks(per_batch) {
+                b.apply(
+                    chunk
+                        .iter()
+                        .map(|(k, v)| Op::Put(k.clone(), v.clone()))
+                        .collect(),
+                )?;
+                b.flush()?;
+            }
+            same_s.push(rate(n as f64, t.elapsed()));
+            drop(b);
             self.cleanup(&p);
 
             // One put() per artifact with group commit: what an agent loop does.
@@ -1053,7 +1110,28 @@ impl Bench {
                 Summary::of(&batch_s),
             )
             .baseline(&format!("raw {be} insert"), raw)
+            .baseline(&format!("raw {be}, same keys"), Summary::of(&same_s).median)
             .target("at least SQLite's rate (2x aimed); SQLite baseline in bench-suite"),
+            Figure::new(
+                "1 small ingest",
+                be,
+                "engine keys written per artifact",
+                "keys",
+                false,
+                Summary::of(&[written.len() as f64 / n as f64]),
+            ),
+            Figure::new(
+                "1 small ingest",
+                be,
+                "engine bytes (keys + values) per artifact",
+                "bytes",
+                false,
+                Summary::of(&[written
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>() as f64
+                    / n as f64]),
+            ),
             Figure::new(
                 "1 small ingest",
                 be,
@@ -1788,6 +1866,20 @@ pub fn files_under(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_cpu_time_is_read_and_moves_forward() {
+        let before = process_cpu_secs();
+        let t = Instant::now();
+        let mut x = 0u64;
+        while process_cpu_secs() <= before && t.elapsed() < Duration::from_secs(20) {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
+        assert!(process_cpu_secs() > before);
+    }
 
     #[test]
     fn summary_and_percentiles() {

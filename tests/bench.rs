@@ -67,6 +67,14 @@ fn bad_options_are_refused_with_a_clear_message() {
     let figs = Bench::new(cairn::BackendKind::Memory, dir.path(), o)
         .run()
         .unwrap();
-    assert_eq!(figs.len(), 2);
+    assert_eq!(figs.len(), 4);
     assert!(figs.iter().all(|f| f.workload == "1 small ingest"));
+    // The record, its indexes, the blob and the event: several engine keys per artifact.
+    let keys = figs
+        .iter()
+        .find(|f| f.metric == "engine keys written per artifact")
+        .unwrap();
+    assert!(keys.median > 5.0 && keys.median < 30.0, "{keys:?}");
+    let put_batch = &figs[0];
+    assert_eq!(put_batch.baselines.len(), 2, "{put_batch:?}");
 }
