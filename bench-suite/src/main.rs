@@ -355,7 +355,11 @@ fn run() -> Res<()> {
             )
             .baseline("same into an empty database", empty.median),
         );
-        let _ = std::fs::remove_file(&db.path);
+        let path = db.path.clone();
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
     print!("{}", render_table(&all));
 
