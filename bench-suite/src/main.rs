@@ -363,6 +363,44 @@ fn run() -> Res<()> {
     }
     print!("{}", render_table(&all));
 
+    // Workload 1 once more with SQLite interleaved run by run, so both see the same load.
+    if opts.workloads.contains(&Workload::Small) {
+        let items: Vec<GenItem> = (0..opts.small_count as u64)
+            .map(|i| small_item(i, opts.small_size))
+            .collect();
+        for kind in &backends {
+            let one = BenchOptions {
+                runs: 1,
+                workloads: vec![Workload::Small],
+                ..opts.clone()
+            };
+            let (mut cairn_s, mut sqlite_s) = (Vec::new(), Vec::new());
+            let mut name = String::new();
+            for _ in 0..opts.runs {
+                let mut b = Bench::new(*kind, &scratch, one.clone());
+                name = b.backend().to_string();
+                let figs = b.small_ingest()?;
+                cairn_s.push(figs[0].median);
+                sqlite_s.push(sqlite_small(&scratch, &items, 1)?.0.median);
+            }
+            let f = Figure::new(
+                "1 small ingest",
+                &name,
+                "put_batch(1000), interleaved with SQLite",
+                "artifacts/s",
+                true,
+                Summary::of(&cairn_s),
+            )
+            .baseline(
+                "SQLite WAL, 1000/tx, same rounds",
+                Summary::of(&sqlite_s).median,
+            )
+            .target("at least SQLite's rate (2x aimed)");
+            print!("{}", render_table(std::slice::from_ref(&f)));
+            all.push(f);
+        }
+    }
+
     for kind in &backends {
         let t = Instant::now();
         let mut figs = Bench::new(*kind, &scratch, opts.clone()).run()?;
