@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// When a write counts as durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "mode")]
 pub enum Durability {
     /// Every write is flushed before it returns (concurrent writers share flushes).
+    #[default]
     Immediate,
     /// Group commit: writes return at once and a background flush runs every `interval_ms`;
     /// [`crate::Store::flush`] makes everything before it durable.
@@ -19,12 +20,6 @@ pub enum Durability {
         /// Milliseconds between background flushes.
         interval_ms: u64,
     },
-}
-
-impl Default for Durability {
-    fn default() -> Self {
-        Durability::Immediate
-    }
 }
 
 /// Limits the store enforces; exceeding one is [`Error::LimitExceeded`] and stores nothing.
@@ -94,12 +89,8 @@ impl Config {
 
     /// Parses a TOML document. Unknown keys are errors, so typos do not pass silently.
     pub fn from_toml_str(s: &str) -> Result<Self> {
-        let c: Config = toml::from_str(s).map_err(|e| {
-            Error::invalid(
-                "configuration",
-                format!("{}", e.to_string().trim_end()),
-            )
-        })?;
+        let c: Config = toml::from_str(s)
+            .map_err(|e| Error::invalid("configuration", e.to_string().trim_end().to_string()))?;
         c.validate()?;
         Ok(c)
     }
@@ -195,6 +186,16 @@ pub fn default_store_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_path_from_environment() {
+        std::env::set_var("CAIRN_STORE", "/tmp/somewhere");
+        assert_eq!(default_store_path(), PathBuf::from("/tmp/somewhere"));
+        std::env::set_var("CAIRN_STORE", "");
+        assert_eq!(default_store_path(), PathBuf::from(".cairn"));
+        std::env::remove_var("CAIRN_STORE");
+        assert_eq!(default_store_path(), PathBuf::from(".cairn"));
+    }
 
     #[test]
     fn toml_round_trip_and_errors() {

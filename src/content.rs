@@ -275,10 +275,7 @@ fn stream_to_temp(
     }
     sink.flush().map_err(io_err)?;
     drop(sink); // finishes the zstd frame and flushes the BufWriter
-    let file = File::options()
-        .read(true)
-        .open(&path)
-        .map_err(io_err)?;
+    let file = File::options().read(true).open(&path).map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
     let stored_size = file.metadata().map_err(io_err)?.len();
     guard.0 = None;

@@ -43,6 +43,7 @@ macro_rules! uuid_id {
                 Self(Uuid::from_bytes(bytes))
             }
 
+            #[allow(dead_code)]
             pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self> {
                 let arr: [u8; 16] = bytes.try_into().map_err(|_| Error::Corrupt {
                     what: format!("{} id of {} bytes, expected 16", $what, bytes.len()),
@@ -56,8 +57,22 @@ macro_rules! uuid_id {
             }
 
             /// The smallest id whose time is at or after `t`: the start of a time-range scan.
+            #[allow(dead_code)]
             pub(crate) fn min_at(t: DateTime<Utc>) -> Self {
                 Self(time_bound(t, false))
+            }
+
+            /// The smallest id of the first millisecond at or after `t`: the exclusive end of a
+            /// time-range scan whose bound may fall inside a millisecond.
+            #[allow(dead_code)]
+            pub(crate) fn min_after(t: DateTime<Utc>) -> Self {
+                let floor_ms = t.timestamp_millis();
+                let exact = t.timestamp_subsec_nanos() % 1_000_000 == 0;
+                let ms = if exact { floor_ms } else { floor_ms.saturating_add(1) };
+                Self(time_bound(
+                    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(t),
+                    false,
+                ))
             }
         }
 

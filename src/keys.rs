@@ -52,14 +52,19 @@ pub(crate) const GARBAGE: u8 = b'G';
 /// Store-wide counters: `#` + name -> i64 BE.
 pub(crate) const COUNTER: u8 = b'#';
 /// Checkpoints: `P` + checkpoint id -> record.
+#[allow(dead_code)] // reserved for extensions
 pub(crate) const CHECKPOINT: u8 = b'P';
 /// Checkpoints of a session: `p` + session id + checkpoint id.
+#[allow(dead_code)] // reserved for extensions
 pub(crate) const SESSION_CHECKPOINT: u8 = b'p';
 /// Per-session metrics: `M` + session id + metric name -> value.
+#[allow(dead_code)] // reserved for extensions
 pub(crate) const METRIC: u8 = b'M';
 /// Lineage: `F` + source session id + fork id.
+#[allow(dead_code)] // reserved for extensions
 pub(crate) const FORK: u8 = b'F';
 /// Conversation order: `h` + session id + message seq (u64 BE) -> artifact id.
+#[allow(dead_code)] // reserved for extensions
 pub(crate) const HISTORY: u8 = b'h';
 // Reserved for extensions: `x` (retention), `T` (artifact TTL marks). Never reuse a byte.
 

@@ -262,7 +262,7 @@ impl Store {
     /// Runs a query and returns one page. A query without a session searches the whole store.
     pub fn query(&self, q: &Query) -> Result<Page<Artifact>> {
         let plan = self.plan(q)?;
-        self.run_plan(q, &plan)
+        self.run_plan(&plan)
     }
 
     pub(crate) fn plan(&self, q: &Query) -> Result<Plan> {
@@ -352,7 +352,12 @@ impl Store {
     }
 
     /// An ordered source over `prefix + artifact id` keys, bounded by the cursor.
-    fn ordered_prefix<'a>(&'a self, prefix: Vec<u8>, plan: &Plan, sid: Option<SessionId>) -> CandIter<'a> {
+    fn ordered_prefix<'a>(
+        &'a self,
+        prefix: Vec<u8>,
+        plan: &Plan,
+        sid: Option<SessionId>,
+    ) -> CandIter<'a> {
         let backend = self.backend();
         let mut start = prefix.clone();
         let mut end = prefix_end(&prefix);
@@ -366,40 +371,52 @@ impl Store {
             }
         }
         let plen = prefix.len();
-        Box::new(RangeIter::new(backend, start, end, plan.desc, 64).map(move |r| {
-            let (k, v) = r?;
-            if k.len() != plen + 16 {
-                return Err(Error::Corrupt {
-                    what: format!("index key of {} bytes under a {plen}-byte prefix", k.len()),
-                });
-            }
-            let aid = ArtifactId::from_bytes(keys::tail16(&k)?);
-            let sid = match sid {
-                Some(s) => Some(s),
-                None if v.len() == 16 => Some(SessionId::from_slice(&v)?),
-                None => None,
-            };
-            Ok(Cand { aid, sid, record: None })
-        }))
+        Box::new(
+            RangeIter::new(backend, start, end, plan.desc, 64).map(move |r| {
+                let (k, v) = r?;
+                if k.len() != plen + 16 {
+                    return Err(Error::Corrupt {
+                        what: format!("index key of {} bytes under a {plen}-byte prefix", k.len()),
+                    });
+                }
+                let aid = ArtifactId::from_bytes(keys::tail16(&k)?);
+                let sid = match sid {
+                    Some(s) => Some(s),
+                    None if v.len() == 16 => Some(SessionId::from_slice(&v)?),
+                    None => None,
+                };
+                Ok(Cand {
+                    aid,
+                    sid,
+                    record: None,
+                })
+            }),
+        )
     }
 
     /// An unordered source over index keys ending in an artifact id, with the session as value.
     fn unordered_range<'a>(&'a self, start: Vec<u8>, end: Vec<u8>) -> CandIter<'a> {
-        Box::new(RangeIter::new(self.backend(), start, end, false, 64).map(|r| {
-            let (k, v) = r?;
-            Ok(Cand {
-                aid: ArtifactId::from_bytes(keys::tail16(&k)?),
-                sid: if v.len() == 16 {
-                    Some(SessionId::from_slice(&v)?)
-                } else {
-                    None
-                },
-                record: None,
-            })
-        }))
+        Box::new(
+            RangeIter::new(self.backend(), start, end, false, 64).map(|r| {
+                let (k, v) = r?;
+                Ok(Cand {
+                    aid: ArtifactId::from_bytes(keys::tail16(&k)?),
+                    sid: if v.len() == 16 {
+                        Some(SessionId::from_slice(&v)?)
+                    } else {
+                        None
+                    },
+                    record: None,
+                })
+            }),
+        )
     }
 
-    fn merged<'a>(&'a self, prefixes: Vec<(Vec<u8>, Option<SessionId>)>, plan: &Plan) -> CandIter<'a> {
+    fn merged<'a>(
+        &'a self,
+        prefixes: Vec<(Vec<u8>, Option<SessionId>)>,
+        plan: &Plan,
+    ) -> CandIter<'a> {
         if prefixes.len() == 1 {
             let (p, s) = prefixes.into_iter().next().unwrap_or_default();
             return self.ordered_prefix(p, plan, s);
@@ -422,7 +439,7 @@ impl Store {
             start = keys::artifact(&ArtifactId::min_at(f));
         }
         if let Some(t) = plan.to {
-            end = keys::artifact(&ArtifactId::min_at(t));
+            end = keys::artifact(&ArtifactId::min_after(t));
         }
         if let Some(c) = &plan.cursor {
             let at = keys::artifact(c);
@@ -434,14 +451,16 @@ impl Store {
                 start = start.max(s);
             }
         }
-        Box::new(RangeIter::new(self.backend(), start, end, plan.desc, 64).map(|r| {
-            let (k, v) = r?;
-            Ok(Cand {
-                aid: ArtifactId::from_bytes(keys::tail16(&k)?),
-                sid: None,
-                record: Some(v),
-            })
-        }))
+        Box::new(
+            RangeIter::new(self.backend(), start, end, plan.desc, 64).map(|r| {
+                let (k, v) = r?;
+                Ok(Cand {
+                    aid: ArtifactId::from_bytes(keys::tail16(&k)?),
+                    sid: None,
+                    record: Some(v),
+                })
+            }),
+        )
     }
 
     fn sources<'a>(&'a self, plan: &Plan) -> Vec<Source<'a>> {
@@ -470,7 +489,10 @@ impl Store {
             push(true, self.merged(prefixes, plan));
         }
         for t in &plan.tags_all {
-            push(true, self.ordered_prefix(Key::new(keys::TAG).str0(t).build(), plan, None));
+            push(
+                true,
+                self.ordered_prefix(Key::new(keys::TAG).str0(t).build(), plan, None),
+            );
         }
         if !plan.tags_any.is_empty() {
             let prefixes = plan
@@ -488,7 +510,9 @@ impl Store {
                 push(false, self.unordered_range(p, e));
             }
             if !suffix.is_empty() {
-                let p = Key::new(keys::RNAME).bytes(&keys::reversed(&suffix)).build();
+                let p = Key::new(keys::RNAME)
+                    .bytes(&keys::reversed(&suffix))
+                    .build();
                 let e = prefix_end(&p);
                 push(false, self.unordered_range(p, e));
             }
@@ -501,19 +525,28 @@ impl Store {
             };
             push(false, self.unordered_range(start, end));
         }
-        // The record table itself, bounded by time: always a candidate, and the fallback.
-        push(true, self.time_source(plan));
+        // The record table itself, in time order. Bounded by a time range it is a real candidate;
+        // unbounded it is never smaller than any other source, so it is only the fallback.
+        if plan.from.is_some() || plan.to.is_some() || out.is_empty() {
+            out.push(Source {
+                ordered: true,
+                iter: self.time_source(plan),
+                buf: Vec::new(),
+                exhausted: false,
+            });
+        }
         out
     }
 
-    fn run_plan(&self, q: &Query, plan: &Plan) -> Result<Page<Artifact>> {
-        let _ = q;
+    fn run_plan(&self, plan: &Plan) -> Result<Page<Artifact>> {
         let mut sources = self.sources(plan);
         // Race: read each source a little at a time; the first to run out is the smallest.
+        // A single ordered source needs no race: it is streamed from the cursor.
         let mut winner = None;
         let mut step = 32usize;
         let mut pulled = 0usize;
-        'race: while pulled < PROBE_BUDGET {
+        let race = !(sources.len() == 1 && sources[0].ordered);
+        'race: while race && pulled < PROBE_BUDGET {
             for (i, s) in sources.iter_mut().enumerate() {
                 for _ in 0..step {
                     match s.iter.next() {
@@ -549,18 +582,17 @@ impl Store {
                 Ok(paginate(found, plan.limit))
             }
             None => {
-                // Nothing small: stream the ordered source that has buffered least (so is likely the
-                // most selective), in time order from the cursor, until the page is full.
-                let idx = sources
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.ordered)
-                    .min_by_key(|(i, _)| *i)
-                    .map(|(i, _)| i)
-                    .unwrap_or(sources.len() - 1);
-                let src = sources.swap_remove(idx);
+                // Nothing small: stream a time-ordered source from the cursor until the page is
+                // full (the first ordered one: session, kinds, tags; else the record table).
+                let (buf, iter) = match sources.iter().position(|s| s.ordered) {
+                    Some(i) => {
+                        let src = sources.swap_remove(i);
+                        (src.buf, src.iter)
+                    }
+                    None => (Vec::new(), self.time_source(plan)),
+                };
                 let mut found = Vec::with_capacity(plan.limit + 1);
-                for c in src.buf.into_iter().map(Ok).chain(src.iter) {
+                for c in buf.into_iter().map(Ok).chain(iter) {
                     if let Some(a) = self.check(plan, c?, &mut latest_cache)? {
                         found.push(a);
                         if found.len() > plan.limit {
@@ -585,9 +617,9 @@ impl Store {
             }
         }
         let a: Artifact = match c.record {
-            Some(bytes) => keys::decode("artifact", &bytes)?,
+            Some(bytes) => crate::artifact::record::decode(&bytes)?,
             None => match self.backend().get(&keys::artifact(&c.aid))? {
-                Some(bytes) => keys::decode("artifact", &bytes)?,
+                Some(bytes) => crate::artifact::record::decode(&bytes)?,
                 // An index entry whose record is gone is reported by verify; queries skip it.
                 None => return Ok(None),
             },

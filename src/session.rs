@@ -299,7 +299,10 @@ impl SessionFilter {
     }
 }
 
-pub(crate) fn in_range(t: DateTime<Utc>, r: (Option<DateTime<Utc>>, Option<DateTime<Utc>>)) -> bool {
+pub(crate) fn in_range(
+    t: DateTime<Utc>,
+    r: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+) -> bool {
     r.0.is_none_or(|from| t >= from) && r.1.is_none_or(|to| t < to)
 }
 

@@ -13,17 +13,30 @@ pub struct SledBackend {
 
 impl SledBackend {
     /// Opens (or creates) the sled database in `dir`.
+    ///
+    /// A damaged database gives [`Error::NotAStore`], never a panic: sled 0.34 panics on some
+    /// corrupt files instead of returning an error, so the open runs under `catch_unwind`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
-        Ok(Self {
-            db,
-            path: dir.to_path_buf(),
-        })
+        // sled releases its file lock from a background thread shortly after the last handle is
+        // dropped, so a close followed at once by an open in the same process can see the lock
+        // still held. Retry briefly before reporting that another process holds the store.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut wait = std::time::Duration::from_millis(2);
+        loop {
+            match open_db(dir) {
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        path: dir.to_path_buf(),
+                    })
+                }
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Bytes sled uses on disk.
@@ -37,6 +50,33 @@ impl SledBackend {
             other => Error::Backend {
                 message: other.to_string(),
             },
+        }
+    }
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let opened = std::panic::catch_unwind(|| {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(None)
+            .open()
+    });
+    match opened {
+        Ok(r) => r.map_err(|e| open_error(dir, e)),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the sled database is damaged (sled panicked while opening it: {why}); \
+                     restore the store from a backup or export what a copy can still read"
+                ),
+            })
         }
     }
 }
@@ -55,7 +95,9 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
         }
         sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::NotAStore {
             path: dir.to_path_buf(),
-            message: format!("the sled database cannot be read ({e}); it is damaged or not a sled database"),
+            message: format!(
+                "the sled database cannot be read ({e}); it is damaged or not a sled database"
+            ),
         },
         other => Error::NotAStore {
             path: dir.to_path_buf(),
@@ -70,7 +112,11 @@ impl Backend for SledBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(key).map_err(|e| self.err(e))?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {

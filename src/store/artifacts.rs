@@ -119,7 +119,10 @@ impl Store {
 
     /// Stores many artifacts in one atomic batch with one flush: the bulk path.
     /// Content is compressed on all cores before the batch. Either every item is stored or none.
-    pub fn put_batch(&self, items: Vec<(SessionId, NewArtifact, Vec<u8>)>) -> Result<Vec<Artifact>> {
+    pub fn put_batch(
+        &self,
+        items: Vec<(SessionId, NewArtifact, Vec<u8>)>,
+    ) -> Result<Vec<Artifact>> {
         let mut checked = Vec::with_capacity(items.len());
         let mut raw = Vec::with_capacity(items.len());
         for (sid, new, bytes) in items {
@@ -159,13 +162,14 @@ impl Store {
             return Err(Error::SessionClosed {
                 id: session,
                 status: s.status,
-                message: "a finished session takes no new artifacts; fork or copy it to continue".into(),
+                message: "a finished session takes no new artifacts; fork or copy it to continue"
+                    .into(),
             });
         }
         Ok(())
     }
 
-    fn prepare(&self, reader: &mut dyn Read) -> Result<Prepared> {
+    pub(crate) fn prepare(&self, reader: &mut dyn Read) -> Result<Prepared> {
         let c = &self.inner.config;
         content::prepare(
             reader,
@@ -282,7 +286,13 @@ impl Store {
                 }
                 if let (Some(e), Some(paths)) = (encoded.as_ref(), &self.inner.paths) {
                     if e.bytes.len() as u64 >= c.inline_threshold && !*file_written {
-                        content::write_blob_file(&paths.blobs, &paths.tmp, hash, e.codec, &e.bytes)?;
+                        content::write_blob_file(
+                            &paths.blobs,
+                            &paths.tmp,
+                            hash,
+                            e.codec,
+                            &e.bytes,
+                        )?;
                         *file_written = true;
                     }
                 }
@@ -313,7 +323,8 @@ impl Store {
             return Err(Error::SessionClosed {
                 id: session,
                 status: s.status,
-                message: "a finished session takes no new artifacts; fork or copy it to continue".into(),
+                message: "a finished session takes no new artifacts; fork or copy it to continue"
+                    .into(),
             });
         }
         let limit = self.inner.config.limits.max_artifacts_per_session;
@@ -373,8 +384,14 @@ impl Store {
     pub(crate) fn write_artifact_indexes(&self, tx: &mut Tx<'_>, a: &Artifact) {
         let id = &a.id;
         let sid = a.session_id.as_bytes().to_vec();
-        tx.put(keys::artifact(id), keys::encode(a));
-        tx.put(Key::new(keys::SESSION_ARTIFACT).sid(&a.session_id).aid(id).build(), vec![]);
+        tx.put(keys::artifact(id), crate::artifact::record::encode(a));
+        tx.put(
+            Key::new(keys::SESSION_ARTIFACT)
+                .sid(&a.session_id)
+                .aid(id)
+                .build(),
+            vec![],
+        );
         tx.put(
             Key::new(keys::NAME_VERSION)
                 .sid(&a.session_id)
@@ -393,7 +410,7 @@ impl Store {
 
     /// Takes one reference on the staged blob, creating its record if it is new (or was collected
     /// since staging: then the content is written now, under the lock).
-    fn reference_blob(&self, tx: &mut Tx<'_>, staged: &Staged<'_>) -> Result<BlobMeta> {
+    pub(crate) fn reference_blob(&self, tx: &mut Tx<'_>, staged: &Staged<'_>) -> Result<BlobMeta> {
         let key = keys::blob(&staged.hash);
         if let Some(b) = tx.get(&key)? {
             let mut m = BlobMeta::decode(&b)?;
@@ -421,7 +438,8 @@ impl Store {
                         &enc_owned
                     }
                 };
-                let to_file = self.inner.paths.is_some() && e.bytes.len() as u64 >= c.inline_threshold;
+                let to_file =
+                    self.inner.paths.is_some() && e.bytes.len() as u64 >= c.inline_threshold;
                 if to_file {
                     if !file_written {
                         if let Some(paths) = &self.inner.paths {
@@ -482,7 +500,7 @@ impl Store {
 
     pub(crate) fn artifact_any(&self, id: ArtifactId) -> Result<Artifact> {
         match self.backend().get(&keys::artifact(&id))? {
-            Some(b) => keys::decode("artifact", &b),
+            Some(b) => crate::artifact::record::decode(&b),
             None => Err(Error::artifact_not_found(id)),
         }
     }
@@ -511,7 +529,11 @@ impl Store {
             Some(v) => v,
             None => self.latest_version(&session, name)?.ok_or_else(nf)?,
         };
-        let k = Key::new(keys::NAME_VERSION).sid(&session).str0(name).u32(v).build();
+        let k = Key::new(keys::NAME_VERSION)
+            .sid(&session)
+            .str0(name)
+            .u32(v)
+            .build();
         match self.backend().get(&k)? {
             Some(aid) => self.artifact(session, ArtifactId::from_slice(&aid)?),
             None => Err(nf()),
@@ -535,7 +557,10 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Artifact>> {
-        let mut q = Query::new().session(session).subtree(recursive).limit(limit);
+        let mut q = Query::new()
+            .session(session)
+            .subtree(recursive)
+            .limit(limit);
         if let Some(c) = cursor {
             q = q.cursor(c);
         }
@@ -613,7 +638,11 @@ impl Store {
                 .ok_or(Error::ContentMissing { hash: *hash })?;
             content::bytes_source(bytes)
         } else {
-            let paths = self.inner.paths.as_ref().ok_or(Error::ContentMissing { hash: *hash })?;
+            let paths = self
+                .inner
+                .paths
+                .as_ref()
+                .ok_or(Error::ContentMissing { hash: *hash })?;
             let p = content::blob_path(&paths.blobs, hash, m.codec);
             match File::open(&p) {
                 Ok(f) => Box::new(std::io::BufReader::with_capacity(256 << 10, f)),
@@ -674,7 +703,7 @@ impl Store {
     /// remaining version (version numbers are never reused while one version remains).
     pub(crate) fn remove_artifact_in(&self, tx: &mut Tx<'_>, id: ArtifactId) -> Result<bool> {
         let a: Artifact = match tx.get(&keys::artifact(&id))? {
-            Some(b) => keys::decode("artifact", &b)?,
+            Some(b) => crate::artifact::record::decode(&b)?,
             None => return Ok(false),
         };
         let sid = a.session_id;
@@ -743,6 +772,7 @@ impl Store {
     }
 
     /// Takes one more reference on an existing blob (fork, copy, checkpoints). Errors if it is gone.
+    #[allow(dead_code)] // used by checkpoints and forks
     pub(crate) fn retain_blob(&self, tx: &mut Tx<'_>, hash: &ContentHash) -> Result<BlobMeta> {
         let key = keys::blob(hash);
         let b = tx.get(&key)?.ok_or(Error::ContentMissing { hash: *hash })?;
@@ -753,6 +783,19 @@ impl Store {
         m.refs += 1;
         tx.put(key, m.encode());
         Ok(m)
+    }
+
+    /// What the store knows about a piece of content: sizes, codec, and how many artifacts (and
+    /// checkpoints) reference it. `None` if no blob with this hash is stored.
+    pub fn content_info(&self, hash: &ContentHash) -> Result<Option<ContentInfo>> {
+        Ok(self.blob_meta(hash)?.map(|m| ContentInfo {
+            hash: *hash,
+            size: m.size,
+            stored_size: m.stored_size,
+            compressed: m.codec == Codec::Zstd,
+            inline: m.inline,
+            refs: m.refs,
+        }))
     }
 
     /// Store-wide calls that take only an artifact id (the local command line uses them).
@@ -780,6 +823,23 @@ pub(crate) fn index_keys(a: &Artifact) -> Vec<Vec<u8>> {
             .build(),
     );
     v
+}
+
+/// A blob as the store holds it. See [`Store::content_info`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContentInfo {
+    /// The content hash.
+    pub hash: ContentHash,
+    /// Content length.
+    pub size: u64,
+    /// Bytes stored (after compression).
+    pub stored_size: u64,
+    /// Whether it is zstd-compressed.
+    pub compressed: bool,
+    /// Whether it lives inline in the engine (else in a file under `blobs/`).
+    pub inline: bool,
+    /// References from artifacts (and checkpoints). Zero means garbage awaiting GC.
+    pub refs: u64,
 }
 
 /// Administrative access by artifact id alone, across sessions. See [`Store::admin`].

@@ -77,11 +77,7 @@ impl Store {
                 if let Some(paths) = &self.inner.paths {
                     for (hash, codec) in files {
                         let p = content::blob_path(&paths.blobs, &hash, codec);
-                        match fs::remove_file(&p) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(Error::io(p, e)),
-                        }
+                        self.remove_unless_pending(&hash, &p)?;
                     }
                 }
             }
@@ -111,14 +107,32 @@ impl Store {
                 }
                 None => false,
             };
-            if !keep {
-                match fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(path, e)),
-                }
+            if !keep && self.remove_unless_pending(&hash, &path)? {
+                removed += 1;
             }
         }
+        Ok(removed)
+    }
+
+    /// Removes a blob file unless a put has its hash pinned, holding the pin set while it does.
+    /// Puts stage files outside the write lock: a put pins its hash, then checks for the blob
+    /// record, then writes the file. Holding the pins across check and removal means a put either
+    /// pinned first (the file stays for it) or pins after the removal and, finding no record,
+    /// writes the file itself. Checking the pin and removing without holding it lost files
+    /// (`tests/crash.rs`, GC racing puts of the same content). Returns whether a file was removed.
+    fn remove_unless_pending(&self, hash: &ContentHash, path: &std::path::Path) -> Result<bool> {
+        let pins = self.inner.pending.lock().map_err(|_| Error::Backend {
+            message: "pending-put set poisoned by a panic in another thread".into(),
+        })?;
+        if pins.contains_key(hash) {
+            return Ok(false);
+        }
+        let removed = match fs::remove_file(path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        drop(pins);
         Ok(removed)
     }
 

@@ -1,12 +1,19 @@
 //! The store facade: opening, the write path's transaction, durability, statistics.
 
 mod artifacts;
+mod checkpoints;
 mod gc;
+mod integrity;
+mod metrics;
 mod sessions;
 
-pub use self::artifacts::Admin;
+pub use self::artifacts::{Admin, ContentInfo};
 pub use self::gc::GcReport;
 pub use self::sessions::DeleteReport;
+// For bundle import, which writes records with their indexes and counters directly.
+pub(crate) use self::artifacts::session_count_key;
+pub(crate) use self::checkpoints::RemapIds;
+pub(crate) use self::sessions::status_counter;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -59,6 +66,7 @@ pub(crate) struct Paths {
     pub root: PathBuf,
     pub blobs: PathBuf,
     pub tmp: PathBuf,
+    #[allow(dead_code)] // used by repair
     pub quarantine: PathBuf,
 }
 
@@ -101,6 +109,9 @@ pub(crate) struct Inner {
 pub(crate) struct Hooks {
     #[allow(clippy::type_complexity)]
     pub(crate) on_commit: Mutex<Vec<Box<dyn Fn(&[Event]) + Send + Sync>>>,
+    /// Subscriptions: offered each batch's events inside the write lock, so they see commit
+    /// order (`on_commit` runs after the lock is released, where concurrent commits can race).
+    pub(crate) hub: crate::subscribe::Hub,
 }
 
 impl Drop for Inner {
@@ -138,38 +149,70 @@ impl Store {
 
     /// An in-memory store with the default configuration.
     pub fn memory() -> Store {
-        Self::memory_with(Config::default()).unwrap_or_else(|_| unreachable!("default config is valid"))
+        Self::memory_with(Config::default())
+            .unwrap_or_else(|_| unreachable!("default config is valid"))
     }
 
     /// An in-memory store.
     pub fn memory_with(config: Config) -> Result<Store> {
         config.validate()?;
-        Ok(Self::from_parts(Box::new(MemoryBackend::new()), None, config))
+        Ok(Self::from_parts(
+            Box::new(MemoryBackend::new()),
+            None,
+            config,
+        ))
+    }
+
+    /// A store over any engine implementing [`Backend`], with no blob folder: all content lives
+    /// in the engine. For custom engines and instrumented tests.
+    pub fn with_backend(backend: Box<dyn Backend>, config: Config) -> Result<Store> {
+        config.validate()?;
+        Ok(Self::from_parts(backend, None, config))
     }
 
     /// Opens (or creates) a store of the given backend at `path` (ignored for `Memory`).
-    pub fn open_backend(kind: BackendKind, path: impl AsRef<Path>, config: Config) -> Result<Store> {
+    pub fn open_backend(
+        kind: BackendKind,
+        path: impl AsRef<Path>,
+        config: Config,
+    ) -> Result<Store> {
         config.validate()?;
         if kind == BackendKind::Memory {
             return Self::memory_with(config);
         }
+        Self::open_with_backend(kind, path, config, |db_dir| {
+            Ok(match kind {
+                BackendKind::Sled => Box::new(SledBackend::open(db_dir)?),
+                #[cfg(feature = "redb")]
+                BackendKind::Redb => Box::new(crate::backend::RedbBackend::open(db_dir)?),
+                #[cfg(not(feature = "redb"))]
+                BackendKind::Redb => {
+                    return Err(Error::invalid(
+                        "backend",
+                        "this build of Cairn has no redb backend; build with the `redb` feature",
+                    ))
+                }
+                BackendKind::Memory => unreachable!(),
+            })
+        })
+    }
+
+    /// Opens (or creates) a store at `path` whose engine `open_engine` opens in the given database
+    /// folder (`<path>/db`), for example a wrapper around [`SledBackend`] that injects faults or
+    /// counts calls. `kind` is the engine recorded in the store's marker. The folder checks,
+    /// format checks and recovery steps are those of [`Store::open_backend`].
+    pub fn open_with_backend(
+        kind: BackendKind,
+        path: impl AsRef<Path>,
+        config: Config,
+        open_engine: impl FnOnce(&Path) -> Result<Box<dyn Backend>>,
+    ) -> Result<Store> {
+        config.validate()?;
         let root = path.as_ref();
         let paths = Paths::new(root);
         prepare_dir(root, kind)?;
         let db_dir = root.join("db");
-        let backend: Box<dyn Backend> = match kind {
-            BackendKind::Sled => Box::new(SledBackend::open(&db_dir)?),
-            #[cfg(feature = "redb")]
-            BackendKind::Redb => Box::new(crate::backend::RedbBackend::open(&db_dir)?),
-            #[cfg(not(feature = "redb"))]
-            BackendKind::Redb => {
-                return Err(Error::invalid(
-                    "backend",
-                    "this build of Cairn has no redb backend; build with the `redb` feature",
-                ))
-            }
-            BackendKind::Memory => unreachable!(),
-        };
+        let backend = open_engine(&db_dir)?;
         // The engine's lock is held now, so leftovers in tmp/ are from a dead process.
         for dir in [&paths.blobs, &paths.tmp] {
             fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -470,10 +513,12 @@ impl Tx<'_> {
                 Some(s) => *s,
                 None => {
                     let prefix = Key::new(keys::EVENT).sid(&session_id).build();
-                    let last = self
-                        .store
-                        .backend()
-                        .scan(&prefix, &crate::backend::prefix_end(&prefix), true, 1)?;
+                    let last = self.store.backend().scan(
+                        &prefix,
+                        &crate::backend::prefix_end(&prefix),
+                        true,
+                        1,
+                    )?;
                     match last.first() {
                         Some((k, _)) if k.len() == prefix.len() + 8 => {
                             keys::u64_value(&k[prefix.len()..]) + 1
@@ -504,11 +549,6 @@ impl Tx<'_> {
         self.state.next_seq.remove(id);
     }
 
-    /// Number of ops so far.
-    pub(crate) fn len(&self) -> usize {
-        self.ops.len()
-    }
-
     /// Applies the batch atomically and returns the events it wrote.
     pub(crate) fn commit(mut self) -> Result<Vec<Event>> {
         let mut finals = Vec::with_capacity(self.counters.len());
@@ -518,8 +558,10 @@ impl Tx<'_> {
                 continue;
             }
             let v = self.base_counter(&name)? + delta;
-            self.ops
-                .push(Op::Put(keys::counter(&name), (v.max(0) as u64).to_be_bytes().to_vec()));
+            self.ops.push(Op::Put(
+                keys::counter(&name),
+                (v.max(0) as u64).to_be_bytes().to_vec(),
+            ));
             finals.push((name, v));
         }
         if !self.ops.is_empty() {
@@ -537,6 +579,7 @@ impl Tx<'_> {
         for (sid, s) in self.seqs.drain() {
             self.state.next_seq.insert(sid, s);
         }
+        self.store.inner.hooks.hub.publish(&self.events);
         Ok(std::mem::take(&mut self.events))
     }
 }

@@ -34,11 +34,13 @@ fn check_text(what: &str, s: &str, allow_newlines: bool) -> Result<()> {
     if s.len() > MAX_TEXT {
         return Err(Error::invalid(
             what,
-            format!("{} is longer than {MAX_TEXT} bytes", truncate_for_message(s)),
+            format!(
+                "{} is longer than {MAX_TEXT} bytes",
+                truncate_for_message(s)
+            ),
         ));
     }
-    if s
-        .chars()
+    if s.chars()
         .any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t' || c == '\r')))
     {
         return Err(Error::invalid(
@@ -53,7 +55,7 @@ fn status_key(s: SessionStatus, id: &SessionId) -> Vec<u8> {
     Key::new(keys::SESSION_STATUS).u8(s.code()).sid(id).build()
 }
 
-fn status_counter(s: SessionStatus) -> String {
+pub(crate) fn status_counter(s: SessionStatus) -> String {
     format!("sessions.status.{}", s.as_str())
 }
 
@@ -96,11 +98,7 @@ impl Store {
 
     /// Returns the session with `key`, creating it from `new` (with that key) if there is none.
     /// The boolean is true when it was created. Atomic: concurrent callers get the same session.
-    pub fn get_or_create_by_key(
-        &self,
-        key: &str,
-        new: NewSession,
-    ) -> Result<(Session, bool)> {
+    pub fn get_or_create_by_key(&self, key: &str, new: NewSession) -> Result<(Session, bool)> {
         let new = new.key(key);
         let tags = self.validate_new_session(&new)?;
         let mut state = self.lock()?;
@@ -115,7 +113,7 @@ impl Store {
         Ok((s, true))
     }
 
-    fn validate_new_session(&self, new: &NewSession) -> Result<Vec<String>> {
+    pub(crate) fn validate_new_session(&self, new: &NewSession) -> Result<Vec<String>> {
         if let Some(k) = &new.key {
             if k.is_empty() {
                 return Err(Error::invalid("session key", "the key is empty"));
@@ -167,7 +165,9 @@ impl Store {
                 what: format!("session {id}"),
             });
         }
-        let now = id.timestamp().max(Utc::now());
+        // created_at is the millisecond in the id, so time-range scans over ids and the
+        // created_at filter agree exactly.
+        let now = id.timestamp();
         let s = Session {
             id,
             key: new.key,
@@ -472,10 +472,18 @@ impl Store {
         let mut start = prefix.clone();
         let mut end = prefix_end(&prefix);
         if let Some(from) = filter.created.0 {
-            start = Key::new(0).bytes(&prefix).sid(&SessionId::min_at(from)).build()[1..].to_vec();
+            start = Key::new(0)
+                .bytes(&prefix)
+                .sid(&SessionId::min_at(from))
+                .build()[1..]
+                .to_vec();
         }
         if let Some(to) = filter.created.1 {
-            end = Key::new(0).bytes(&prefix).sid(&SessionId::min_at(to)).build()[1..].to_vec();
+            end = Key::new(0)
+                .bytes(&prefix)
+                .sid(&SessionId::min_after(to))
+                .build()[1..]
+                .to_vec();
         }
         if let Some(c) = &filter.cursor {
             let mut s = Key::new(0).bytes(&prefix).sid(c).build()[1..].to_vec();
@@ -520,7 +528,9 @@ impl Store {
             return Err(Error::invalid("event name", "the name is empty"));
         }
         let max = self.inner.config.limits.max_metadata_bytes;
-        let len = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
+        let len = serde_json::to_vec(&payload)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if len > max {
             return Err(Error::LimitExceeded {
                 limit: "max_metadata_bytes",
@@ -620,8 +630,10 @@ impl Store {
     }
 
     /// Removes one session's record, indexes, events and extension data (not its artifacts).
-    fn remove_session_in(&self, tx: &mut Tx<'_>, id: SessionId) -> Result<()> {
+    pub(crate) fn remove_session_in(&self, tx: &mut Tx<'_>, id: SessionId) -> Result<()> {
         let s = self.tx_session(tx, id)?;
+        // Checkpoints (releasing their blob references), lineage and history go with the session.
+        self.remove_checkpoint_data_in(tx, id)?;
         tx.del(keys::session(&id));
         if let Some(k) = &s.key {
             tx.del(Key::new(keys::SESSION_KEY).bytes(k.as_bytes()).build());

@@ -60,7 +60,8 @@ pub fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible.
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    // (seed << 1) | 1: odd (xorshift needs a non-zero state) and distinct for every seed.
+    let mut x = (seed << 1) | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -87,3 +88,5 @@ pub fn json_text(n: usize, seed: u64) -> Vec<u8> {
     out.truncate(n);
     out
 }
+
+pub mod faults;

@@ -1,0 +1,249 @@
+//! Store-wide commands: `cairn stats`, `cairn gc`, `cairn verify [--repair]`.
+
+use clap::Args;
+
+use super::output::{human_size, ratio, Cell, Colour, Table};
+use super::progress::Spinner;
+use super::{CliResult, Ctx, Failure};
+
+/// `cairn stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {}
+
+/// `cairn gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {}
+
+/// `cairn verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also repair: rebuild indexes and reference counts from the records, and move corrupt or
+    /// orphaned blobs into `<store>/quarantine/` (never deleting them); prints what it did.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// Prints store-wide counts and ratios.
+pub fn stats(ctx: &Ctx, _a: StatsArgs) -> CliResult {
+    let store = ctx.existing_store()?;
+    let s = store.stats()?;
+    ctx.emit(&s, |w, style| {
+        let b = |k: &str| style.paint(Colour::Bold, &format!("{k:<13}"));
+        writeln!(
+            w,
+            "{} {}",
+            b("store"),
+            store
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )?;
+        let by_status = s
+            .sessions_by_status
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(w, "{} {}{}", b("sessions"), s.sessions, paren(&by_status))?;
+        let by_kind = s
+            .artifacts_by_kind
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(w, "{} {}{}", b("artifacts"), s.artifacts, paren(&by_kind))?;
+        writeln!(w, "{} {}", b("blobs"), s.blobs)?;
+        writeln!(
+            w,
+            "{} {} ({} bytes)",
+            b("logical"),
+            human_size(s.logical_bytes),
+            s.logical_bytes
+        )?;
+        writeln!(
+            w,
+            "{} {} ({} bytes)",
+            b("unique"),
+            human_size(s.content_bytes),
+            s.content_bytes
+        )?;
+        writeln!(
+            w,
+            "{} {} ({} bytes)",
+            b("stored"),
+            human_size(s.stored_bytes),
+            s.stored_bytes
+        )?;
+        writeln!(
+            w,
+            "{} {} (logical / unique)",
+            b("dedup"),
+            ratio(s.dedup_ratio)
+        )?;
+        writeln!(
+            w,
+            "{} {} (unique / stored)",
+            b("compression"),
+            ratio(s.compression_ratio)
+        )
+    })
+}
+
+fn paren(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(" ({s})")
+    }
+}
+
+/// Collects unreferenced content.
+pub fn gc(ctx: &Ctx, _a: GcArgs) -> CliResult {
+    let store = ctx.existing_store()?;
+    let report = {
+        let _spin = Spinner::start("collecting garbage", ctx.progress_enabled());
+        store.gc()?
+    };
+    ctx.emit(&report, |w, _| {
+        writeln!(
+            w,
+            "removed {} blob(s), freed {}; removed {} orphaned blob file(s)",
+            report.blobs_removed,
+            human_size(report.bytes_freed),
+            report.orphan_files_removed
+        )
+    })
+}
+
+/// Re-hashes every blob and checks indexes; exits 1 when problems are found.
+pub fn verify(ctx: &Ctx, a: VerifyArgs) -> CliResult {
+    if a.repair {
+        return repair(ctx);
+    }
+    let store = ctx.existing_store()?;
+    let report = {
+        let _spin = Spinner::start("verifying", ctx.progress_enabled());
+        store.verify()?
+    };
+    ctx.emit(&report, |w, style| {
+        let verdict = if report.ok {
+            style.paint(Colour::Green, "ok")
+        } else {
+            style.paint(
+                Colour::Red,
+                &format!("{} problem(s)", report.problems.len()),
+            )
+        };
+        writeln!(
+            w,
+            "{verdict}: {} blob(s) re-hashed, {} artifact record(s) and {} index entries checked",
+            report.blobs_checked, report.artifacts_checked, report.index_entries_checked
+        )?;
+        if !report.problems.is_empty() {
+            problem_table(&report.problems).write(w, style)?;
+            writeln!(
+                w,
+                "run `cairn verify --repair` to rebuild indexes and quarantine bad blobs"
+            )?;
+        }
+        Ok(())
+    })?;
+    if report.ok {
+        Ok(())
+    } else {
+        // The report is on stdout; the failure line (and exit 1) tell scripts something is wrong.
+        Err(Failure {
+            code: "integrity".into(),
+            message: format!("verify found {} problem(s)", report.problems.len()),
+            exit: 1,
+        })
+    }
+}
+
+/// The problems `verify` found, one row each, naming the affected artifacts.
+fn problem_table(problems: &[cairn::Problem]) -> Table {
+    let mut t = Table::new(&["KIND", "HASH", "ARTIFACTS", "PROBLEM"]);
+    for p in problems {
+        let arts = match p.artifacts.len() {
+            0 => "-".to_string(),
+            1..=3 => p
+                .artifacts
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            n => format!("{},... ({n})", p.artifacts[0]),
+        };
+        t.row(vec![
+            Cell::painted(p.kind.clone(), Colour::Red),
+            p.hash
+                .map(|h| h.short())
+                .unwrap_or_else(|| "-".into())
+                .into(),
+            arts.into(),
+            p.message.clone().into(),
+        ]);
+    }
+    t
+}
+
+/// `cairn verify --repair`: repairs, prints the report, and exits 1 when problems remain (lost
+/// content cannot be rebuilt: the artifacts that hold it are named).
+fn repair(ctx: &Ctx) -> CliResult {
+    let store = ctx.existing_store()?;
+    let report = {
+        let _spin = Spinner::start("verifying and repairing", ctx.progress_enabled());
+        store.repair()?
+    };
+    ctx.emit(&report, |w, style| {
+        writeln!(
+            w,
+            "repaired: {} index entries and {} reference count(s) fixed, {} file(s) quarantined",
+            report.index_entries_fixed,
+            report.refcounts_fixed,
+            report.quarantined.len()
+        )?;
+        for q in &report.quarantined {
+            writeln!(w, "  quarantined {q}")?;
+        }
+        if !report.artifacts_with_lost_content.is_empty() {
+            writeln!(
+                w,
+                "{} artifact(s) lost their content (records kept; reads fail with an integrity error):",
+                report.artifacts_with_lost_content.len()
+            )?;
+            for a in &report.artifacts_with_lost_content {
+                writeln!(w, "  {}", style.paint(Colour::Red, &a.to_string()))?;
+            }
+        }
+        let after = &report.after;
+        if after.ok {
+            writeln!(w, "{}: the store verifies clean", style.paint(Colour::Green, "ok"))
+        } else {
+            writeln!(
+                w,
+                "{} remain after repair:",
+                style.paint(Colour::Red, &format!("{} problem(s)", after.problems.len()))
+            )?;
+            problem_table(&after.problems).write(w, style)?;
+            writeln!(
+                w,
+                "delete the artifacts named above (`cairn artifact delete ID`) and run `cairn gc`, \
+                 or put the quarantined files back by hand"
+            )
+        }
+    })?;
+    if report.after.ok {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: "integrity".into(),
+            message: format!(
+                "{} problem(s) remain after repair; {} artifact(s) lost their content",
+                report.after.problems.len(),
+                report.artifacts_with_lost_content.len()
+            ),
+            exit: 1,
+        })
+    }
+}

@@ -1,0 +1,700 @@
+//! `cairn artifact ...`: put (a file, stdin, or a folder in bulk), get, show, list, versions,
+//! query, delete.
+
+use std::fs;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use cairn::{Artifact, ArtifactKind, NewArtifact, Page, Query, SessionId, Store};
+
+use super::args::{self, session_ref};
+use super::output::{human_size, relative_time, Cell, Colour, Table};
+use super::progress::Progress;
+use super::session::meta_text;
+use super::{CliResult, Ctx, Failure};
+
+/// Files larger than this go through the streaming single put instead of a batch.
+const STREAM_ABOVE: u64 = 8 << 20;
+/// Most files in one bulk batch (one atomic commit).
+const BATCH_FILES: usize = 1000;
+/// Most content bytes held in memory for one bulk batch.
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// Artifact verbs. A SESSION argument is a session id, or `key:KEY`.
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCmd {
+    /// Store a file, stdin, or (with --recursive) every file under a folder.
+    Put(PutArgs),
+    /// Write an artifact's content, verified against its hash, to stdout or a file.
+    Get(GetArgs),
+    /// Print one artifact's metadata.
+    Show(Which),
+    /// List the artifacts of a session (with --recursive, of its whole subtree).
+    List(ListArgs),
+    /// List every stored version of a name in a session, oldest first.
+    Versions {
+        /// The session (id or key:KEY).
+        session: String,
+        /// The artifact name.
+        name: String,
+    },
+    /// Find artifacts by session, kind, tags, name glob, size and time; all filters must hold.
+    Query(QueryArgs),
+    /// Delete an artifact (its content goes at the next `cairn gc` if nothing else uses it).
+    Delete {
+        /// The artifact id.
+        id: String,
+    },
+}
+
+/// `artifact put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The session to store into (id or key:KEY).
+    pub session: String,
+    /// A file, a folder (with --recursive), or `-` for stdin (the default).
+    pub path: Option<PathBuf>,
+    /// What it is: user_input, tool_result, agent_output, system_generated, checkpoint, or a
+    /// custom lowercase identifier such as `trajectory`.
+    #[arg(long)]
+    pub kind: String,
+    /// The artifact name (default: the file's name; required for stdin).
+    #[arg(long, conflicts_with = "recursive")]
+    pub name: Option<String>,
+    /// A tag (repeat for several).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Metadata KEY=VALUE; VALUE is JSON if it parses as JSON, else text (repeat for several).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// MIME type, e.g. application/json.
+    #[arg(long, value_name = "TYPE")]
+    pub mime: Option<String>,
+    /// PATH is a folder: store every regular file under it, named by its relative path.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// With --recursive: put this in front of every name (e.g. `run1/`).
+    #[arg(long, requires = "recursive")]
+    pub prefix: Option<String>,
+}
+
+/// Which artifact: its id, or `--session S --name N [--version V]`.
+#[derive(Debug, Args)]
+#[command(
+    disable_version_flag = true,
+    group(clap::ArgGroup::new("which").required(true).args(["id", "name"]))
+)]
+pub struct Which {
+    /// The artifact id.
+    pub id: Option<String>,
+    /// Instead of an id: the session holding the artifact (id or key:KEY), with --name.
+    #[arg(long, value_name = "SESSION", requires = "name", conflicts_with = "id")]
+    pub session: Option<String>,
+    /// Instead of an id: the artifact's name in --session (the latest version unless --version).
+    #[arg(long, requires = "session", conflicts_with = "id")]
+    pub name: Option<String>,
+    /// With --name: this version instead of the latest.
+    #[arg(long, value_name = "N", requires = "name")]
+    pub version: Option<u32>,
+}
+
+impl Which {
+    fn resolve(&self, store: &Store) -> CliResult<Artifact> {
+        match (&self.id, &self.session, &self.name) {
+            (Some(id), _, _) => Ok(store.admin().artifact(args::artifact_id(id)?)?),
+            (None, Some(sess), Some(name)) => {
+                let sid = session_ref(store, sess)?;
+                Ok(store.artifact_by_name(sid, name, self.version)?)
+            }
+            _ => Err(Failure::usage(
+                "give an artifact id, or --session SESSION --name NAME",
+            )),
+        }
+    }
+
+    /// Checks what can be checked without a store (a malformed id is invalid input).
+    fn precheck(&self) -> CliResult {
+        if let Some(id) = &self.id {
+            args::artifact_id(id)?;
+        }
+        Ok(())
+    }
+}
+
+/// `artifact get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Which artifact.
+    #[command(flatten)]
+    pub which: Which,
+    /// Write to this file instead of stdout (replaced only once all content is verified).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `artifact list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The session (id or key:KEY).
+    pub session: String,
+    /// Include the artifacts of every descendant session.
+    #[arg(long)]
+    pub recursive: bool,
+    /// At most N per page (default 1000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Continue from a previous page's next_cursor.
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+}
+
+/// `artifact query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Only this session's artifacts (id or key:KEY).
+    #[arg(long, value_name = "SESSION")]
+    pub session: Option<String>,
+    /// With --session: include every descendant session.
+    #[arg(long, requires = "session")]
+    pub subtree: bool,
+    /// Only this kind (repeat: any of several).
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
+    /// Must carry this tag (repeat: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Must carry at least one of the tags given with --any-tag.
+    #[arg(long = "any-tag", value_name = "TAG")]
+    pub any_tags: Vec<String>,
+    /// Name matches this glob (`*` also matches `/`; e.g. '*.json', 'logs/**', '{a,b}.txt').
+    #[arg(long, value_name = "GLOB")]
+    pub name: Option<String>,
+    /// Size at least this (inclusive): 512, 10KiB, 1MB...
+    #[arg(long, value_name = "SIZE")]
+    pub min_size: Option<String>,
+    /// Size at most this (inclusive).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Created at or after TIME: RFC 3339, a date, or an age such as 2h, 7d.
+    #[arg(long, value_name = "TIME")]
+    pub after: Option<String>,
+    /// Created before TIME (exclusive).
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
+    /// Only the latest version of each name in each session.
+    #[arg(long)]
+    pub latest: bool,
+    /// At most N per page (default 1000, at most 100000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Continue from a previous page's next_cursor.
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    /// Newest first.
+    #[arg(long)]
+    pub desc: bool,
+}
+
+/// Runs an artifact verb.
+pub fn run(ctx: &Ctx, cmd: ArtifactCmd) -> CliResult {
+    match cmd {
+        ArtifactCmd::Put(a) => put(ctx, a),
+        ArtifactCmd::Get(a) => get(ctx, a),
+        ArtifactCmd::Show(w) => show(ctx, &w),
+        ArtifactCmd::List(a) => list(ctx, a),
+        ArtifactCmd::Versions { session, name } => versions(ctx, &session, &name),
+        ArtifactCmd::Query(a) => query(ctx, a),
+        ArtifactCmd::Delete { id } => delete(ctx, &id),
+    }
+}
+
+/// The options every put shares, validated before the store is opened.
+struct Template {
+    kind: ArtifactKind,
+    tags: Vec<String>,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    mime: Option<String>,
+}
+
+impl Template {
+    fn artifact(&self, name: String) -> NewArtifact {
+        let mut n = NewArtifact::new(self.kind.clone(), name)
+            .tags(self.tags.iter().cloned())
+            .metadata(self.metadata.clone());
+        if let Some(m) = &self.mime {
+            n = n.mime_type(m.clone());
+        }
+        n
+    }
+}
+
+fn put(ctx: &Ctx, a: PutArgs) -> CliResult {
+    let t = Template {
+        kind: args::kind(&a.kind)?,
+        tags: a.tags,
+        metadata: args::parse_meta(&a.meta, "--meta")?,
+        mime: a.mime,
+    };
+    let stdin = a.path.as_deref().is_none_or(|p| p == Path::new("-"));
+    if stdin {
+        if a.recursive {
+            return Err(Failure::usage(
+                "--recursive needs a folder as PATH, not stdin",
+            ));
+        }
+        let Some(name) = a.name else {
+            return Err(Failure::invalid(
+                "--name",
+                "reading stdin, the artifact needs a name: add --name NAME",
+            ));
+        };
+        let store = ctx.store()?;
+        let sid = session_ref(store, &a.session)?;
+        if io::stdin().is_terminal() && !ctx.json {
+            super::note("reading the artifact's content from stdin; end it with Ctrl-D");
+        }
+        let art = store.put_reader(sid, t.artifact(name), io::stdin().lock())?;
+        return print_artifact(ctx, &art);
+    }
+    let path = a.path.unwrap_or_default();
+    let md = fs::metadata(&path).map_err(|e| Failure::input(&path, e))?;
+    if md.is_dir() {
+        if !a.recursive {
+            return Err(Failure::invalid(
+                "PATH",
+                format!(
+                    "{} is a folder; add --recursive to store every file under it",
+                    path.display()
+                ),
+            ));
+        }
+        return put_dir(
+            ctx,
+            &a.session,
+            &path,
+            &t,
+            a.prefix.as_deref().unwrap_or(""),
+        );
+    }
+    if a.recursive {
+        return Err(Failure::invalid(
+            "PATH",
+            format!(
+                "{} is not a folder; drop --recursive to store one file",
+                path.display()
+            ),
+        ));
+    }
+    let name = match a.name {
+        Some(n) => n,
+        None => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Failure::invalid(
+                    "PATH",
+                    format!(
+                        "{} has no UTF-8 file name; give --name NAME",
+                        path.display()
+                    ),
+                )
+            })?,
+    };
+    let store = ctx.store()?;
+    let sid = session_ref(store, &a.session)?;
+    let art = store.put_file(sid, t.artifact(name), &path)?;
+    print_artifact(ctx, &art)
+}
+
+/// One file found under the folder of a bulk put.
+struct Found {
+    name: String,
+    path: PathBuf,
+    size: u64,
+}
+
+/// Every regular file under `dir` (symbolic links are not followed), sorted by name.
+fn walk(dir: &Path, prefix: &str, skip: Option<&Path>) -> CliResult<Vec<Found>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = fs::read_dir(&d).map_err(|e| Failure::io(&d, e))?;
+        for e in rd {
+            let e = e.map_err(|e| Failure::io(&d, e))?;
+            let p = e.path();
+            let ft = e.file_type().map_err(|e| Failure::io(&p, e))?;
+            if ft.is_dir() {
+                // Never ingest the live store itself (`cairn artifact put S . -r` beside .cairn).
+                let is_store = skip.is_some_and(|s| fs::canonicalize(&p).is_ok_and(|c| c == s));
+                if !is_store {
+                    stack.push(p);
+                }
+            } else if ft.is_file() {
+                let rel = p.strip_prefix(dir).unwrap_or(&p);
+                let mut parts = Vec::new();
+                for c in rel.components() {
+                    let s = c.as_os_str().to_str().ok_or_else(|| {
+                        Failure::invalid(
+                            "file name",
+                            format!(
+                                "{} is not UTF-8; artifact names are text (rename the file or store it alone with --name)",
+                                p.display()
+                            ),
+                        )
+                    })?;
+                    parts.push(s);
+                }
+                let size = e.metadata().map_err(|e| Failure::io(&p, e))?.len();
+                out.push(Found {
+                    name: format!("{prefix}{}", parts.join("/")),
+                    path: p,
+                    size,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn put_dir(ctx: &Ctx, session: &str, dir: &Path, t: &Template, prefix: &str) -> CliResult {
+    let store_dir = fs::canonicalize(&ctx.store_path).ok();
+    let files = walk(dir, prefix, store_dir.as_deref())?;
+    for f in &files {
+        cairn::validate_name(&f.name)?;
+    }
+    let store = ctx.store()?;
+    let sid = session_ref(store, session)?;
+    let s = store.session(sid)?;
+    if s.status.is_terminal() {
+        return Err(cairn::Error::SessionClosed {
+            id: sid,
+            status: s.status,
+            message: "a finished session takes no new artifacts".into(),
+        }
+        .into());
+    }
+    let before = store.stats()?;
+    let total_bytes: u64 = files.iter().map(|f| f.size).sum();
+    let mut progress = Progress::new("storing", files.len() as u64, ctx.progress_enabled());
+    let stored = bulk_put(store, sid, &files, t, &mut progress).map_err(|(f, n)| {
+        if n == 0 {
+            f
+        } else {
+            Failure {
+                message: format!(
+                    "{} ({n} of {} files were stored before this error, in earlier batches)",
+                    f.message,
+                    files.len()
+                ),
+                ..f
+            }
+        }
+    })?;
+    progress.finish();
+    let after = store.stats()?;
+    ctx.emit(&stored, |w, style| {
+        if !stored.is_empty() && stored.len() <= 50 {
+            artifact_table(&stored).write(w, style)?;
+        }
+        writeln!(
+            w,
+            "stored {} file(s), {}, into session {sid}; the store grew by {} (dedup and compression)",
+            stored.len(),
+            human_size(total_bytes),
+            human_size(after.stored_bytes.saturating_sub(before.stored_bytes)),
+        )
+    })
+}
+
+/// Stores `files` in batches; on error, the failure and how many files were already stored.
+fn bulk_put(
+    store: &Store,
+    sid: SessionId,
+    files: &[Found],
+    t: &Template,
+    progress: &mut Progress,
+) -> Result<Vec<Artifact>, (Failure, usize)> {
+    let mut out: Vec<Artifact> = Vec::with_capacity(files.len());
+    let mut batch: Vec<(SessionId, NewArtifact, Vec<u8>)> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let flush = |batch: &mut Vec<(SessionId, NewArtifact, Vec<u8>)>,
+                 batch_bytes: &mut u64,
+                 out: &mut Vec<Artifact>,
+                 progress: &mut Progress|
+     -> Result<(), (Failure, usize)> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len() as u64;
+        let stored = store
+            .put_batch(std::mem::take(batch))
+            .map_err(|e| (Failure::from(e), out.len()))?;
+        out.extend(stored);
+        progress.advance(n, *batch_bytes);
+        *batch_bytes = 0;
+        Ok(())
+    };
+    for f in files {
+        if f.size > STREAM_ABOVE {
+            // Keep the output in name order: what is batched so far goes first.
+            flush(&mut batch, &mut batch_bytes, &mut out, progress)?;
+            let a = store
+                .put_file(sid, t.artifact(f.name.clone()), &f.path)
+                .map_err(|e| (Failure::from(e), out.len()))?;
+            progress.advance(1, a.size);
+            out.push(a);
+            continue;
+        }
+        let bytes = fs::read(&f.path).map_err(|e| (Failure::io(&f.path, e), out.len()))?;
+        batch_bytes += bytes.len() as u64;
+        batch.push((sid, t.artifact(f.name.clone()), bytes));
+        if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+            flush(&mut batch, &mut batch_bytes, &mut out, progress)?;
+        }
+    }
+    flush(&mut batch, &mut batch_bytes, &mut out, progress)?;
+    Ok(out)
+}
+
+fn get(ctx: &Ctx, a: GetArgs) -> CliResult {
+    a.which.precheck()?;
+    let store = ctx.existing_store()?;
+    let art = a.which.resolve(store)?;
+    let mut reader = store.admin().open_reader(art.id)?;
+    let to_stdout = a.output.as_deref().is_none_or(|p| p == Path::new("-"));
+    if to_stdout {
+        let stdout = io::stdout();
+        let mut w = io::BufWriter::with_capacity(256 << 10, stdout.lock());
+        copy_verified(&mut reader, &mut w, &art, Failure::stdout)?;
+        return w.flush().map_err(Failure::stdout);
+    }
+    let dest = a.output.unwrap_or_default();
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Failure::invalid("-o", format!("{} is not a file path", dest.display())))?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Written beside the destination and renamed into place only once every byte is verified,
+    // so a failed read never leaves a partial or corrupt file under the requested name.
+    let tmp = parent.join(format!(".{file_name}.cairn-{}.tmp", std::process::id()));
+    let result = (|| {
+        let f = fs::File::create(&tmp).map_err(|e| Failure::io(&tmp, e))?;
+        let mut w = io::BufWriter::with_capacity(256 << 10, f);
+        copy_verified(&mut reader, &mut w, &art, |e| Failure::io(&tmp, e))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Failure::io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Failure::io(&tmp, e))?;
+        fs::rename(&tmp, &dest).map_err(|e| Failure::io(&dest, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    ctx.emit(&art, |w, _| {
+        writeln!(
+            w,
+            "wrote {} ({}, verified) to {}",
+            art.name,
+            human_size(art.size),
+            dest.display()
+        )
+    })
+}
+
+/// Copies verified content; read errors are integrity failures, write errors go through `werr`.
+fn copy_verified(
+    r: &mut dyn Read,
+    w: &mut dyn Write,
+    art: &Artifact,
+    werr: impl Fn(io::Error) -> Failure,
+) -> CliResult {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Failure {
+                    code: "integrity".into(),
+                    message: format!(
+                        "reading artifact {} (content {}): {e}; run `cairn verify`",
+                        art.id, art.hash
+                    ),
+                    exit: 1,
+                })
+            }
+        };
+        w.write_all(&buf[..n]).map_err(&werr)?;
+    }
+}
+
+fn show(ctx: &Ctx, which: &Which) -> CliResult {
+    which.precheck()?;
+    let store = ctx.existing_store()?;
+    let a = which.resolve(store)?;
+    print_artifact(ctx, &a)
+}
+
+fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
+    let store = ctx.existing_store()?;
+    let sid = session_ref(store, &a.session)?;
+    let page = store.list_artifacts(
+        sid,
+        a.recursive,
+        a.limit.unwrap_or(cairn::DEFAULT_LIMIT),
+        a.cursor.as_deref(),
+    )?;
+    print_page(ctx, &page)
+}
+
+fn versions(ctx: &Ctx, session: &str, name: &str) -> CliResult {
+    let store = ctx.existing_store()?;
+    let sid = session_ref(store, session)?;
+    let v = store.versions(sid, name)?;
+    if v.is_empty() {
+        return Err(cairn::Error::ArtifactNotFound {
+            id: format!("{sid}/{name}"),
+        }
+        .into());
+    }
+    ctx.emit(&v, |w, style| artifact_table(&v).write(w, style))
+}
+
+fn query(ctx: &Ctx, a: QueryArgs) -> CliResult {
+    let mut q = Query::new();
+    for k in &a.kinds {
+        q = q.kind(args::kind(k)?);
+    }
+    for t in a.tags {
+        q = q.tag(t);
+    }
+    for t in a.any_tags {
+        q = q.any_tag(t);
+    }
+    if let Some(g) = a.name {
+        q = q.name_glob(g);
+    }
+    if let Some(s) = &a.min_size {
+        q = q.min_size(args::parse_size(s, "--min-size")?);
+    }
+    if let Some(s) = &a.max_size {
+        q = q.max_size(args::parse_size(s, "--max-size")?);
+    }
+    if let Some(t) = &a.after {
+        q = q.created_from(args::parse_time(t, "--after")?);
+    }
+    if let Some(t) = &a.before {
+        q = q.created_to(args::parse_time(t, "--before")?);
+    }
+    if let Some(n) = a.limit {
+        q = q.limit(n);
+    }
+    if let Some(c) = a.cursor {
+        q = q.cursor(c);
+    }
+    q = q.latest_only(a.latest).descending(a.desc);
+    let store = ctx.existing_store()?;
+    if let Some(s) = &a.session {
+        q = q.session(session_ref(store, s)?).subtree(a.subtree);
+    }
+    let page = store.query(&q)?;
+    print_page(ctx, &page)
+}
+
+fn delete(ctx: &Ctx, id: &str) -> CliResult {
+    let id = args::artifact_id(id)?;
+    let store = ctx.existing_store()?;
+    let a = store.admin().delete(id)?;
+    ctx.emit(&a, |w, _| {
+        writeln!(
+            w,
+            "deleted artifact {} ({} v{}); its content is reclaimed by `cairn gc` once nothing else uses it",
+            a.id, a.name, a.version
+        )
+    })
+}
+
+/// Prints a page of artifacts: `{"items": [...], "next_cursor": ...}` or a table.
+fn print_page(ctx: &Ctx, page: &Page<Artifact>) -> CliResult {
+    ctx.emit(page, |w, style| {
+        if page.items.is_empty() {
+            return writeln!(w, "no artifacts");
+        }
+        artifact_table(&page.items).write(w, style)?;
+        if let Some(c) = &page.next_cursor {
+            writeln!(w, "more artifacts: add --cursor {c}")?;
+        }
+        Ok(())
+    })
+}
+
+/// A table of artifacts for people.
+pub fn artifact_table(items: &[Artifact]) -> Table {
+    let mut t = Table::new(&["ID", "KIND", "NAME", ">VER", ">SIZE", ">STORED", "CREATED"]);
+    for a in items {
+        t.row(vec![
+            a.id.to_string().into(),
+            Cell::painted(a.kind.as_str(), Colour::Cyan),
+            a.name.clone().into(),
+            a.version.to_string().into(),
+            human_size(a.size).into(),
+            human_size(a.stored_size).into(),
+            relative_time(a.created_at).into(),
+        ]);
+    }
+    t
+}
+
+/// Prints one artifact: JSON, or a block of fields for people.
+pub fn print_artifact(ctx: &Ctx, a: &Artifact) -> CliResult {
+    ctx.emit(a, |w, style| {
+        let rows: Vec<(&str, String)> = vec![
+            ("id", style.paint(Colour::Cyan, &a.id.to_string())),
+            ("session", a.session_id.to_string()),
+            ("name", a.name.clone()),
+            ("version", a.version.to_string()),
+            ("kind", a.kind.to_string()),
+            ("hash", a.hash.to_string()),
+            ("size", format!("{} ({} bytes)", human_size(a.size), a.size)),
+            (
+                "stored",
+                format!(
+                    "{}{}",
+                    human_size(a.stored_size),
+                    if a.compressed { " (zstd)" } else { "" }
+                ),
+            ),
+            (
+                "tags",
+                if a.tags.is_empty() {
+                    "-".into()
+                } else {
+                    a.tags.join(", ")
+                },
+            ),
+            ("metadata", meta_text(&a.metadata)),
+            ("mime", a.mime_type.clone().unwrap_or_else(|| "-".into())),
+            (
+                "created",
+                format!(
+                    "{} ({})",
+                    a.created_at.to_rfc3339(),
+                    relative_time(a.created_at)
+                ),
+            ),
+        ];
+        for (k, v) in rows {
+            writeln!(w, "{} {v}", style.paint(Colour::Bold, &format!("{k:<9}")))?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,1024 @@
+//! The engine behind [`Store::verify`] and [`Store::repair`].
+//!
+//! One pass under the write lock walks every table and file that carries meaning and compares it
+//! with what the primary records (sessions, artifacts, blob records) say must exist. Each
+//! difference becomes a [`Problem`] for the report and, where the records allow it, a fix in a
+//! [`Plan`] that `repair` applies. The expected index entries are produced by the write path's own
+//! functions (`write_session_indexes`, `write_artifact_indexes`) run into a scratch batch that is
+//! never committed, so the check cannot drift from what puts actually write.
+//!
+//! Memory: one reference count per distinct blob, one expected value per counter and one latest
+//! version per (session, name); never the artifact records themselves.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Store, WriteState};
+use crate::artifact::Artifact;
+use crate::backend::{prefix_end, Op, RangeIter};
+use crate::content::{self, BlobMeta};
+use crate::error::{Error, Result};
+use crate::ids::{ArtifactId, ContentHash, SessionId};
+use crate::keys;
+use crate::session::Session;
+use crate::verify::{Problem, RepairReport, VerifyReport};
+
+/// Problem kinds, as they appear in [`Problem::kind`].
+pub(crate) mod kind {
+    /// Content does not hash to its name, cannot be decoded, or has the wrong length.
+    pub const HASH_MISMATCH: &str = "hash_mismatch";
+    /// A blob's bytes (inline value or file) are not there.
+    pub const MISSING_BLOB: &str = "missing_blob";
+    /// A blob file's length differs from its record's stored size.
+    pub const STORED_SIZE: &str = "stored_size";
+    /// An artifact's size differs from its blob's size.
+    pub const SIZE_MISMATCH: &str = "size_mismatch";
+    /// A blob's reference count differs from the references in the records.
+    pub const REFCOUNT: &str = "refcount";
+    /// A garbage-list entry is missing, or present for a blob that is referenced or gone.
+    pub const GARBAGE_ENTRY: &str = "garbage_entry";
+    /// An index entry whose record does not exist or does not produce it.
+    pub const DANGLING_INDEX: &str = "dangling_index";
+    /// An index entry a record needs is missing or holds the wrong value.
+    pub const MISSING_INDEX: &str = "missing_index";
+    /// A record that does not decode.
+    pub const CORRUPT_RECORD: &str = "corrupt_record";
+    /// An artifact whose session does not exist.
+    pub const ORPHAN_ARTIFACT: &str = "orphan_artifact";
+    /// A blob file no blob record claims (left by a crash between writing a file and its batch).
+    pub const ORPHAN_FILE: &str = "orphan_file";
+    /// Inline blob bytes no inline blob record claims.
+    pub const ORPHAN_INLINE_DATA: &str = "orphan_inline_data";
+    /// A store-wide counter differs from the records.
+    pub const COUNTER: &str = "counter";
+    /// Records this version of `verify` cannot count references from (reference counts are then
+    /// checked only as lower bounds and `repair` never lowers one).
+    pub const UNCOUNTED_REFERENCES: &str = "uncounted_references";
+}
+
+/// What `repair` will do.
+#[derive(Default)]
+pub(crate) struct Plan {
+    /// Key writes and deletes that rebuild indexes, reference counts and garbage entries.
+    ops: Vec<Op>,
+    /// Counters to set: name -> correct value.
+    counters: BTreeMap<Vec<u8>, i64>,
+    /// Blob files to move into `quarantine/` (with the hash, to re-check pins at the move).
+    files: Vec<(ContentHash, PathBuf)>,
+    /// Keys whose values are moved into `quarantine/records/` and then deleted.
+    records: Vec<Vec<u8>>,
+}
+
+/// The result of one checking pass.
+pub(crate) struct Checked {
+    pub(crate) report: VerifyReport,
+    pub(crate) plan: Plan,
+}
+
+/// Tables that index sessions; for each, how to find the owning session id in an entry.
+const SESSION_INDEXES: [(u8, Owner); 5] = [
+    (keys::SESSION_KEY, Owner::Value),
+    (keys::CHILD, Owner::Tail),
+    (keys::ROOT, Owner::Tail),
+    (keys::SESSION_STATUS, Owner::Tail),
+    (keys::SESSION_TAG, Owner::Tail),
+];
+
+/// Tables that index artifacts; for each, how to find the owning artifact id in an entry.
+const ARTIFACT_INDEXES: [(u8, Owner); 7] = [
+    (keys::SESSION_ARTIFACT, Owner::Tail),
+    (keys::NAME_VERSION, Owner::Value),
+    (keys::KIND, Owner::Tail),
+    (keys::TAG, Owner::Tail),
+    (keys::SIZE, Owner::Tail),
+    (keys::NAME, Owner::Tail),
+    (keys::RNAME, Owner::Tail),
+];
+
+#[derive(Clone, Copy)]
+enum Owner {
+    /// The owner id is the entry's value.
+    Value,
+    /// The owner id is the last 16 bytes of the key.
+    Tail,
+}
+
+/// Counter names `verify` knows how to recompute (exact names and prefixes). Counters other
+/// modules add under other names are left alone.
+const EXACT_COUNTERS: [&[u8]; 6] = [
+    b"sessions",
+    b"artifacts",
+    b"blobs",
+    b"logical_bytes",
+    b"stored_bytes",
+    b"content_bytes",
+];
+const COUNTER_PREFIXES: [&[u8]; 3] = [b"sessions.status.", b"artifacts.kind.", b"sa."];
+
+fn known_counter(name: &[u8]) -> bool {
+    EXACT_COUNTERS.contains(&name) || COUNTER_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+fn counter_label(name: &[u8]) -> String {
+    match name.strip_prefix(b"sa.") {
+        Some(rest) => match SessionId::from_slice(rest) {
+            Ok(sid) => format!("artifacts of session {sid}"),
+            Err(_) => format!("sa.{}", hex(rest)),
+        },
+        None => String::from_utf8_lossy(name).into_owned(),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A readable form of a key for messages: its table letter and hex.
+fn key_label(k: &[u8]) -> String {
+    match k.split_first() {
+        Some((t, rest)) if t.is_ascii_graphic() => {
+            let shown = &rest[..rest.len().min(48)];
+            format!("{}:{}", *t as char, hex(shown))
+        }
+        _ => hex(&k[..k.len().min(49)]),
+    }
+}
+
+fn problem(
+    kind: &str,
+    hash: Option<ContentHash>,
+    artifacts: Vec<ArtifactId>,
+    message: String,
+) -> Problem {
+    Problem {
+        kind: kind.to_string(),
+        hash,
+        artifacts,
+        message,
+    }
+}
+
+impl Store {
+    /// The index entries (key, value) the write path creates for a session record, excluding
+    /// the record itself.
+    fn session_entries(&self, s: &Session) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut scratch = WriteState::default();
+        let mut tx = self.tx(&mut scratch);
+        self.write_session_indexes(&mut tx, s);
+        let record = keys::session(&s.id);
+        puts_except(std::mem::take(&mut tx.ops), &record)
+    }
+
+    /// The index entries (key, value) and counter deltas the write path creates for an artifact
+    /// record, excluding the record itself.
+    #[allow(clippy::type_complexity)]
+    fn artifact_entries(&self, a: &Artifact) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, i64)>) {
+        let mut scratch = WriteState::default();
+        let mut tx = self.tx(&mut scratch);
+        self.write_artifact_indexes(&mut tx, a);
+        let record = keys::artifact(&a.id);
+        let entries = puts_except(std::mem::take(&mut tx.ops), &record);
+        let counters = std::mem::take(&mut tx.counters).into_iter().collect();
+        (entries, counters)
+    }
+
+    /// Adds to `refs` the blob references held by records other than artifacts, and returns
+    /// whether every such record was counted.
+    ///
+    /// This is the one place to add a table that references blobs (checkpoints, retention
+    /// snapshots...): decode its records and add one to `refs` per referenced hash, exactly as its
+    /// write path calls `retain_blob`. A record that cannot be decoded makes this
+    /// return `false`, which turns reference-count checks into lower-bound checks and stops
+    /// `repair` from lowering any count (lowering a count it cannot see would let GC delete
+    /// content a checkpoint still needs).
+    pub(crate) fn sum_extension_references(
+        &self,
+        refs: &mut HashMap<ContentHash, u64>,
+    ) -> Result<bool> {
+        self.checkpoint_blob_refs(refs)
+    }
+
+    /// Runs every check. The caller holds the write lock.
+    pub(crate) fn check_integrity(&self) -> Result<Checked> {
+        let mut c = Checker {
+            store: self,
+            report: VerifyReport::default(),
+            plan: Plan::default(),
+            refs: HashMap::new(),
+            counters: BTreeMap::new(),
+            latest: HashMap::new(),
+            lost: BTreeMap::new(),
+        };
+        for name in EXACT_COUNTERS {
+            c.counters.insert(name.to_vec(), 0);
+        }
+        c.sessions()?;
+        c.session_indexes()?;
+        c.artifacts()?;
+        c.artifact_indexes()?;
+        c.latest_pointers()?;
+        let all_counted = self.sum_extension_references(&mut c.refs)?;
+        if !all_counted {
+            c.report.problems.push(problem(
+                kind::UNCOUNTED_REFERENCES,
+                None,
+                Vec::new(),
+                "checkpoint records exist whose blob references this version of verify does not \
+                 count; reference counts were checked as lower bounds only and repair will not \
+                 lower any"
+                    .into(),
+            ));
+        }
+        c.blobs(all_counted)?;
+        c.inline_data()?;
+        c.garbage()?;
+        c.orphan_files()?;
+        c.check_counters()?;
+        c.report_lost();
+        c.fill_affected()?;
+        c.report.ok = c.report.problems.is_empty();
+        Ok(Checked {
+            report: c.report,
+            plan: c.plan,
+        })
+    }
+
+    /// Applies a plan under the write lock (held by the caller through `state`). Returns what
+    /// was done.
+    pub(crate) fn apply_plan(
+        &self,
+        state: &mut WriteState,
+        plan: Plan,
+        report: &mut RepairReport,
+    ) -> Result<()> {
+        // Files first: a corrupt or orphaned file is moved aside, never deleted.
+        if let Some(paths) = &self.inner.paths {
+            for (hash, path) in &plan.files {
+                if let Some(dest) = self.quarantine_file(&paths.quarantine, hash, path)? {
+                    report.quarantined.push(dest.display().to_string());
+                }
+            }
+        }
+        // Undecodable records and orphaned inline bytes: copy the value aside, then delete.
+        let mut ops = plan.ops;
+        for key in plan.records {
+            if let Some(value) = self.backend().get(&key)? {
+                let dest = self.quarantine_record(&key, &value)?;
+                if let Some(d) = dest {
+                    report.quarantined.push(d.display().to_string());
+                }
+                ops.push(Op::Delete(key));
+            }
+        }
+        report.index_entries_fixed = ops
+            .iter()
+            .filter(|op| {
+                let k = match op {
+                    Op::Put(k, _) | Op::Delete(k) => k,
+                };
+                k.first()
+                    .is_some_and(|t| ![keys::BLOB, keys::GARBAGE, keys::BLOB_DATA].contains(t))
+            })
+            .count() as u64;
+        report.refcounts_fixed = ops
+            .iter()
+            .filter(|op| matches!(op, Op::Put(k, _) if k.first() == Some(&keys::BLOB)))
+            .count() as u64;
+        // Bounded batches; each is atomic, and a crash between them leaves a store that a second
+        // repair finishes.
+        let mut iter = ops.into_iter().peekable();
+        while iter.peek().is_some() {
+            let mut tx = self.tx(state);
+            for op in iter.by_ref().take(2048) {
+                match op {
+                    Op::Put(k, v) => tx.put(k, v),
+                    Op::Delete(k) => tx.del(k),
+                }
+            }
+            tx.commit()?;
+        }
+        if !plan.counters.is_empty() {
+            let mut tx = self.tx(state);
+            for (name, want) in plan.counters {
+                let have = tx.counter(&name)?;
+                tx.add(&name, want - have);
+            }
+            tx.commit()?;
+        }
+        self.flush()
+    }
+
+    /// Moves a blob file into the quarantine folder. Returns where it went, or `None` if it was
+    /// gone already.
+    fn quarantine_file(
+        &self,
+        quarantine: &Path,
+        hash: &ContentHash,
+        path: &Path,
+    ) -> Result<Option<PathBuf>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        fs::create_dir_all(quarantine).map_err(|e| Error::io(quarantine, e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| hash.to_hex());
+        let dest = free_name(quarantine, &name);
+        // Hold the pin set across the check and the move, as GC does: a put that stages this
+        // hash outside the lock either pinned first (the file stays for it) or pins after the
+        // move and, finding no usable file, writes its own.
+        let pins = self.inner.pending.lock().map_err(|_| Error::Backend {
+            message: "pending-put set poisoned by a panic in another thread".into(),
+        })?;
+        if pins.contains_key(hash) {
+            return Ok(None);
+        }
+        fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
+        drop(pins);
+        content::sync_dir(quarantine)?;
+        if let Some(parent) = path.parent() {
+            content::sync_dir(parent)?;
+        }
+        Ok(Some(dest))
+    }
+
+    /// Writes a record's key and value into `quarantine/records/`.
+    fn quarantine_record(&self, key: &[u8], value: &[u8]) -> Result<Option<PathBuf>> {
+        let Some(paths) = &self.inner.paths else {
+            return Ok(None);
+        };
+        let dir = paths.quarantine.join("records");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let stem = ContentHash::of(key).to_hex();
+        let dest = free_name(&dir, &format!("{stem}.record"));
+        let mut f = fs::File::create(&dest).map_err(|e| Error::io(&dest, e))?;
+        // Layout: key length (u32 BE), key, value. Enough to put it back by hand.
+        let mut body = Vec::with_capacity(4 + key.len() + value.len());
+        body.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        body.extend_from_slice(key);
+        body.extend_from_slice(value);
+        f.write_all(&body)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&dest, e))?;
+        content::sync_dir(&dir)?;
+        Ok(Some(dest))
+    }
+}
+
+/// A path in `dir` named `name`, or `name.1`, `name.2`... whichever does not exist yet.
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let mut p = dir.join(name);
+    let mut n = 1;
+    while p.exists() {
+        p = dir.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    p
+}
+
+fn puts_except(ops: Vec<Op>, record: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ops.into_iter()
+        .filter_map(|op| match op {
+            Op::Put(k, v) if k != record => Some((k, v)),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Checker<'a> {
+    store: &'a Store,
+    report: VerifyReport,
+    plan: Plan,
+    /// References per blob, from the records.
+    refs: HashMap<ContentHash, u64>,
+    /// Expected value of every counter `verify` knows.
+    counters: BTreeMap<Vec<u8>, i64>,
+    /// Expected latest version per latest-pointer key.
+    latest: HashMap<Vec<u8>, u32>,
+    /// Blobs whose content is missing or corrupt: the artifacts that lose it are filled in later.
+    lost: BTreeMap<ContentHash, (&'static str, String)>,
+}
+
+impl Checker<'_> {
+    fn backend(&self) -> &dyn crate::backend::Backend {
+        self.store.backend()
+    }
+
+    fn count(&mut self, name: impl AsRef<[u8]>, delta: i64) {
+        *self.counters.entry(name.as_ref().to_vec()).or_insert(0) += delta;
+    }
+
+    fn push(&mut self, p: Problem) {
+        self.report.problems.push(p);
+    }
+
+    /// Checks that `(k, v)` is stored; plans the write if not.
+    fn expect_entry(
+        &mut self,
+        k: Vec<u8>,
+        v: Vec<u8>,
+        owner: &str,
+        affected: Vec<ArtifactId>,
+    ) -> Result<()> {
+        let have = self.backend().get(&k)?;
+        if have.as_deref() != Some(v.as_slice()) {
+            let what = if have.is_some() {
+                "holds a wrong value"
+            } else {
+                "is missing"
+            };
+            self.push(problem(
+                kind::MISSING_INDEX,
+                None,
+                affected,
+                format!("index entry {} of {owner} {what}", key_label(&k)),
+            ));
+            self.plan.ops.push(Op::Put(k, v));
+        }
+        Ok(())
+    }
+
+    /// Undecodable record: report and plan to move it aside.
+    fn corrupt(&mut self, key: &[u8], what: &str, e: Error) {
+        self.push(problem(
+            kind::CORRUPT_RECORD,
+            None,
+            Vec::new(),
+            format!("{what} record {} does not decode: {e}", key_label(key)),
+        ));
+        self.plan.records.push(key.to_vec());
+    }
+
+    fn sessions(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for e in RangeIter::prefix(backend, &[keys::SESSION], false) {
+            let (k, v) = e?;
+            let s = match keys::decode::<Session>("session", &v) {
+                Ok(s) if k.len() == 17 && s.id.as_bytes() == &k[1..] => s,
+                Ok(_) => {
+                    self.corrupt(
+                        &k,
+                        "session",
+                        Error::Corrupt {
+                            what: "its id does not match its key".into(),
+                        },
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.corrupt(&k, "session", e);
+                    continue;
+                }
+            };
+            self.count(b"sessions", 1);
+            self.count(format!("sessions.status.{}", s.status.as_str()), 1);
+            for (ik, iv) in self.store.session_entries(&s) {
+                self.report.index_entries_checked += 1;
+                self.expect_entry(ik, iv, &format!("session {}", s.id), Vec::new())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn session_indexes(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for (table, owner) in SESSION_INDEXES {
+            for e in RangeIter::prefix(backend, &[table], false) {
+                let (k, v) = e?;
+                self.report.index_entries_checked += 1;
+                let id = match owner {
+                    Owner::Value => SessionId::from_slice(&v),
+                    Owner::Tail => keys::tail16(&k).map(SessionId::from_bytes),
+                };
+                let expected = match id {
+                    Ok(id) => match backend.get(&keys::session(&id))? {
+                        Some(b) => match keys::decode::<Session>("session", &b) {
+                            Ok(s) => self.store.session_entries(&s),
+                            Err(_) => Vec::new(),
+                        },
+                        None => Vec::new(),
+                    },
+                    Err(_) => Vec::new(),
+                };
+                if !expected.iter().any(|(ek, _)| *ek == k) {
+                    self.push(problem(
+                        kind::DANGLING_INDEX,
+                        None,
+                        Vec::new(),
+                        format!(
+                            "session index entry {} points to no session that has it",
+                            key_label(&k)
+                        ),
+                    ));
+                    self.plan.ops.push(Op::Delete(k));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn artifacts(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for e in RangeIter::prefix(backend, &[keys::ARTIFACT], false) {
+            let (k, v) = e?;
+            let a = match crate::artifact::record::decode(&v) {
+                Ok(a) if k.len() == 17 && a.id.as_bytes() == &k[1..] => a,
+                Ok(_) => {
+                    self.corrupt(
+                        &k,
+                        "artifact",
+                        Error::Corrupt {
+                            what: "its id does not match its key".into(),
+                        },
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.corrupt(&k, "artifact", e);
+                    continue;
+                }
+            };
+            self.report.artifacts_checked += 1;
+            if backend.get(&keys::session(&a.session_id))?.is_none() {
+                self.push(problem(
+                    kind::ORPHAN_ARTIFACT,
+                    Some(a.hash),
+                    vec![a.id],
+                    format!(
+                        "artifact {} ({:?} v{}) belongs to session {}, which does not exist",
+                        a.id, a.name, a.version, a.session_id
+                    ),
+                ));
+            }
+            let (entries, deltas) = self.store.artifact_entries(&a);
+            for (ik, iv) in entries {
+                self.report.index_entries_checked += 1;
+                self.expect_entry(ik, iv, &format!("artifact {}", a.id), vec![a.id])?;
+            }
+            for (name, d) in deltas {
+                self.count(name, d);
+            }
+            self.count(super::artifacts::session_count_key(&a.session_id), 1);
+            let lk = keys::latest(&a.session_id, &a.name);
+            let v = self.latest.entry(lk).or_insert(0);
+            *v = (*v).max(a.version);
+            *self.refs.entry(a.hash).or_insert(0) += 1;
+            match backend.get(&keys::blob(&a.hash))? {
+                None => {
+                    self.lost.entry(a.hash).or_insert((
+                        kind::MISSING_BLOB,
+                        "no blob record exists for this content".into(),
+                    ));
+                }
+                Some(b) => {
+                    if let Ok(m) = BlobMeta::decode(&b) {
+                        if m.size != a.size {
+                            self.push(problem(
+                                kind::SIZE_MISMATCH,
+                                Some(a.hash),
+                                vec![a.id],
+                                format!(
+                                    "artifact {} records {} bytes but its blob records {}",
+                                    a.id, a.size, m.size
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn artifact_indexes(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for (table, owner) in ARTIFACT_INDEXES {
+            for e in RangeIter::prefix(backend, &[table], false) {
+                let (k, v) = e?;
+                self.report.index_entries_checked += 1;
+                let id = match owner {
+                    Owner::Value => ArtifactId::from_slice(&v),
+                    Owner::Tail => keys::tail16(&k).map(ArtifactId::from_bytes),
+                };
+                let (found, affected) = match id {
+                    Ok(id) => match backend.get(&keys::artifact(&id))? {
+                        Some(b) => match crate::artifact::record::decode(&b) {
+                            Ok(a) => (
+                                self.store
+                                    .artifact_entries(&a)
+                                    .0
+                                    .iter()
+                                    .any(|(ek, _)| *ek == k),
+                                vec![a.id],
+                            ),
+                            Err(_) => (false, vec![id]),
+                        },
+                        None => (false, Vec::new()),
+                    },
+                    Err(_) => (false, Vec::new()),
+                };
+                if !found {
+                    self.push(problem(
+                        kind::DANGLING_INDEX,
+                        None,
+                        affected,
+                        format!(
+                            "artifact index entry {} points to no artifact that has it",
+                            key_label(&k)
+                        ),
+                    ));
+                    self.plan.ops.push(Op::Delete(k));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each latest pointer names the highest version of its (session, name) that exists.
+    fn latest_pointers(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for e in RangeIter::prefix(backend, &[keys::LATEST], false) {
+            let (k, v) = e?;
+            self.report.index_entries_checked += 1;
+            let have = <[u8; 4]>::try_from(v.as_slice())
+                .ok()
+                .map(u32::from_be_bytes);
+            match self.latest.remove(&k) {
+                None => {
+                    self.push(problem(
+                        kind::DANGLING_INDEX,
+                        None,
+                        Vec::new(),
+                        format!(
+                            "latest-version pointer {} names no existing artifact",
+                            key_label(&k)
+                        ),
+                    ));
+                    self.plan.ops.push(Op::Delete(k));
+                }
+                Some(want) if have != Some(want) => {
+                    self.push(problem(
+                        kind::MISSING_INDEX,
+                        None,
+                        Vec::new(),
+                        format!(
+                            "latest-version pointer {} says {:?}; the highest stored version is {want}",
+                            key_label(&k),
+                            have
+                        ),
+                    ));
+                    self.plan.ops.push(Op::Put(k, want.to_be_bytes().to_vec()));
+                }
+                Some(_) => {}
+            }
+        }
+        let missing: Vec<(Vec<u8>, u32)> = self.latest.drain().collect();
+        for (k, want) in missing {
+            self.push(problem(
+                kind::MISSING_INDEX,
+                None,
+                Vec::new(),
+                format!(
+                    "latest-version pointer {} is missing (highest version {want})",
+                    key_label(&k)
+                ),
+            ));
+            self.plan.ops.push(Op::Put(k, want.to_be_bytes().to_vec()));
+        }
+        Ok(())
+    }
+
+    fn blobs(&mut self, all_counted: bool) -> Result<()> {
+        let store = self.store;
+        let backend = store.backend();
+        for e in RangeIter::prefix(backend, &[keys::BLOB], false) {
+            let (k, v) = e?;
+            let hash = match ContentHash::from_slice(&k[1..]) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.corrupt(&k, "blob", e);
+                    continue;
+                }
+            };
+            let m = match BlobMeta::decode(&v) {
+                Ok(m) => m,
+                Err(e) => {
+                    // The content may be fine, but without its record nothing can read it.
+                    self.lost.insert(
+                        hash,
+                        (
+                            kind::CORRUPT_RECORD,
+                            format!("the blob record does not decode: {e}"),
+                        ),
+                    );
+                    continue;
+                }
+            };
+            self.report.blobs_checked += 1;
+            self.count(b"blobs", 1);
+            self.count(b"stored_bytes", m.stored_size as i64);
+            self.count(b"content_bytes", m.size as i64);
+            let want = self.refs.remove(&hash).unwrap_or(0);
+            let refs_wrong = if all_counted {
+                m.refs != want
+            } else {
+                m.refs < want
+            };
+            // With uncounted references, a recorded count above ours may be right: keep it.
+            let refs = if refs_wrong { want } else { m.refs };
+            if refs_wrong {
+                self.push(problem(
+                    kind::REFCOUNT,
+                    Some(hash),
+                    Vec::new(),
+                    format!(
+                        "blob {} records {} reference(s); the records hold {want}",
+                        hash.short(),
+                        m.refs
+                    ),
+                ));
+                self.plan
+                    .ops
+                    .push(Op::Put(k.clone(), BlobMeta { refs, ..m }.encode()));
+            }
+            let listed = backend.get(&keys::garbage(&hash))?.is_some();
+            if listed != (refs == 0) {
+                self.push(problem(
+                    kind::GARBAGE_ENTRY,
+                    Some(hash),
+                    Vec::new(),
+                    if listed {
+                        format!(
+                            "blob {} is listed for GC but has {refs} reference(s)",
+                            hash.short()
+                        )
+                    } else {
+                        format!(
+                            "blob {} has no references but is not listed for GC",
+                            hash.short()
+                        )
+                    },
+                ));
+                self.plan.ops.push(if listed {
+                    Op::Delete(keys::garbage(&hash))
+                } else {
+                    Op::Put(keys::garbage(&hash), Vec::new())
+                });
+            }
+            self.check_content(hash, &m)?;
+        }
+        Ok(())
+    }
+
+    /// Re-hashes one blob's content, streaming (bounded memory whatever its size).
+    fn check_content(&mut self, hash: ContentHash, m: &BlobMeta) -> Result<()> {
+        let store = self.store;
+        let source: Box<dyn Read + Send> = if m.inline {
+            match store.backend().get(&keys::blob_data(&hash))? {
+                Some(b) => content::bytes_source(b),
+                None => {
+                    self.lost.insert(
+                        hash,
+                        (kind::MISSING_BLOB, "its inline bytes are missing".into()),
+                    );
+                    return Ok(());
+                }
+            }
+        } else {
+            let Some(paths) = &store.inner.paths else {
+                self.lost.insert(
+                    hash,
+                    (
+                        kind::MISSING_BLOB,
+                        "a file blob in a store without files".into(),
+                    ),
+                );
+                return Ok(());
+            };
+            let p = content::blob_path(&paths.blobs, &hash, m.codec);
+            match fs::File::open(&p) {
+                Ok(f) => {
+                    let len = f.metadata().map_err(|e| Error::io(&p, e))?.len();
+                    if len != m.stored_size {
+                        self.push(problem(
+                            kind::STORED_SIZE,
+                            Some(hash),
+                            Vec::new(),
+                            format!(
+                                "blob file {} is {len} bytes; its record says {}",
+                                p.display(),
+                                m.stored_size
+                            ),
+                        ));
+                    }
+                    Box::new(io::BufReader::with_capacity(256 << 10, f))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.lost.insert(
+                        hash,
+                        (
+                            kind::MISSING_BLOB,
+                            format!("its blob file {} is missing", p.display()),
+                        ),
+                    );
+                    return Ok(());
+                }
+                Err(e) => return Err(Error::io(p, e)),
+            }
+        };
+        let result = content::decoder(m.codec, source).and_then(|dec| {
+            let mut r = content::ContentReader::new(dec, hash, m.size);
+            io::copy(&mut r, &mut io::sink())
+        });
+        if let Err(e) = result {
+            let message = match content::unwrap_integrity(e, hash) {
+                Error::Integrity { message, .. } => message,
+                other => other.to_string(),
+            };
+            self.lost.insert(hash, (kind::HASH_MISMATCH, message));
+            if let (false, Some(paths)) = (m.inline, &store.inner.paths) {
+                self.plan
+                    .files
+                    .push((hash, content::blob_path(&paths.blobs, &hash, m.codec)));
+            } else if m.inline {
+                self.plan.records.push(keys::blob_data(&hash));
+            }
+        }
+        Ok(())
+    }
+
+    /// Inline bytes whose blob record is missing or says the bytes live in a file.
+    fn inline_data(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for e in RangeIter::prefix(backend, &[keys::BLOB_DATA], false) {
+            let (k, _) = e?;
+            let claimed = match ContentHash::from_slice(&k[1..]) {
+                Ok(h) => match backend.get(&keys::blob(&h))? {
+                    Some(b) => BlobMeta::decode(&b).map(|m| m.inline).unwrap_or(true),
+                    None => false,
+                },
+                Err(_) => false,
+            };
+            if !claimed {
+                self.push(problem(
+                    kind::ORPHAN_INLINE_DATA,
+                    ContentHash::from_slice(&k[1..]).ok(),
+                    Vec::new(),
+                    format!(
+                        "inline blob bytes {} have no inline blob record",
+                        key_label(&k)
+                    ),
+                ));
+                self.plan.records.push(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Garbage entries for blobs that no longer exist (present-but-referenced is checked with
+    /// the blob).
+    fn garbage(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for e in RangeIter::prefix(backend, &[keys::GARBAGE], false) {
+            let (k, _) = e?;
+            let exists = match ContentHash::from_slice(&k[1..]) {
+                Ok(h) => backend.get(&keys::blob(&h))?.is_some(),
+                Err(_) => false,
+            };
+            if !exists {
+                self.push(problem(
+                    kind::GARBAGE_ENTRY,
+                    ContentHash::from_slice(&k[1..]).ok(),
+                    Vec::new(),
+                    format!("GC list entry {} names no blob", key_label(&k)),
+                ));
+                self.plan.ops.push(Op::Delete(k));
+            }
+        }
+        Ok(())
+    }
+
+    fn orphan_files(&mut self) -> Result<()> {
+        let store = self.store;
+        let Some(paths) = &store.inner.paths else {
+            return Ok(());
+        };
+        for (hash, path) in super::gc::blob_files(&paths.blobs)? {
+            if store.is_pending(&hash) {
+                continue; // a put in progress staged it; its batch claims it next
+            }
+            let claimed = match store.backend().get(&keys::blob(&hash))? {
+                Some(b) => match BlobMeta::decode(&b) {
+                    Ok(m) => !m.inline && content::blob_path(&paths.blobs, &hash, m.codec) == path,
+                    // An undecodable record may still own the file: keep it for a person to judge.
+                    Err(_) => true,
+                },
+                None => false,
+            };
+            if !claimed {
+                self.push(problem(
+                    kind::ORPHAN_FILE,
+                    Some(hash),
+                    Vec::new(),
+                    format!(
+                        "blob file {} has no blob record (a crash between writing it and its batch \
+                         leaves this; gc or repair clears it)",
+                        path.display()
+                    ),
+                ));
+                self.plan.files.push((hash, path));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_counters(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        let prefix = keys::counter(b"");
+        let mut expected = std::mem::take(&mut self.counters);
+        for e in RangeIter::prefix(backend, &prefix, false) {
+            let (k, v) = e?;
+            let name = &k[prefix.len()..];
+            if !known_counter(name) {
+                continue;
+            }
+            let have = keys::u64_value(&v) as i64;
+            let want = expected.remove(name).unwrap_or(0);
+            if have != want {
+                self.counter_problem(name, have, want);
+            }
+        }
+        for (name, want) in expected {
+            if want != 0 {
+                self.counter_problem(&name, 0, want);
+            }
+        }
+        Ok(())
+    }
+
+    fn counter_problem(&mut self, name: &[u8], have: i64, want: i64) {
+        self.push(problem(
+            kind::COUNTER,
+            None,
+            Vec::new(),
+            format!(
+                "counter {} is {have}; the records say {want}",
+                counter_label(name)
+            ),
+        ));
+        self.plan.counters.insert(name.to_vec(), want);
+    }
+
+    /// One problem per blob whose content is gone or corrupt.
+    fn report_lost(&mut self) {
+        let lost = std::mem::take(&mut self.lost);
+        for (hash, (k, why)) in lost {
+            self.push(problem(
+                k,
+                Some(hash),
+                Vec::new(),
+                format!(
+                    "content {}: {why}; reads of its artifacts fail with an integrity error",
+                    hash.short()
+                ),
+            ));
+        }
+    }
+
+    /// Fills in the affected artifacts of every blob-level problem, with one more scan of the
+    /// artifact records (only when there is such a problem).
+    fn fill_affected(&mut self) -> Result<()> {
+        let wanted: HashSet<ContentHash> = self
+            .report
+            .problems
+            .iter()
+            .filter(|p| p.artifacts.is_empty())
+            .filter_map(|p| p.hash)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut by_hash: HashMap<ContentHash, Vec<ArtifactId>> = HashMap::new();
+        let backend = self.store.backend();
+        let end = prefix_end(&[keys::ARTIFACT]);
+        for e in RangeIter::new(backend, vec![keys::ARTIFACT], end, false, 256) {
+            let (_, v) = e?;
+            if let Ok(a) = crate::artifact::record::decode(&v) {
+                if wanted.contains(&a.hash) {
+                    by_hash.entry(a.hash).or_default().push(a.id);
+                }
+            }
+        }
+        for p in &mut self.report.problems {
+            if p.artifacts.is_empty() {
+                if let Some(ids) = p.hash.and_then(|h| by_hash.get(&h)) {
+                    p.artifacts = ids.clone();
+                }
+            }
+        }
+        Ok(())
+    }
+}
