@@ -1490,7 +1490,7 @@ impl Bench {
         let mut n = 0;
         for e in RangeIter::prefix(store.backend(), &[keys::ARTIFACT], false) {
             let (_, v) = e?;
-            let a: Artifact = keys::decode("artifact", &v)?;
+            let a: Artifact = crate::artifact::record::decode(&v)?;
             let hit = match q {
                 ScaleQuery::Tag(t) => a.tags.iter().any(|x| x == t),
                 ScaleQuery::KindInSubtree(k) => a.kind == *k && subtree.contains(&a.session_id),
