@@ -122,7 +122,7 @@ pub enum Error {
         message: String,
     },
     /// Another process holds the store open.
-    #[error("store at {path} is locked by another process (sled allows one process at a time); close it or use another --store")]
+    #[error("store at {path} is locked by another process (the storage engine allows one process at a time); close it or use another --store")]
     Locked {
         /// The path.
         path: PathBuf,

@@ -30,6 +30,7 @@
 
 mod artifact;
 mod backend;
+pub mod bench;
 pub mod bundle;
 mod checkpoint;
 mod config;
@@ -49,6 +50,8 @@ mod subscribe;
 mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
+#[cfg(feature = "redb")]
+pub use backend::RedbBackend;
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};
 pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use checkpoint::{

@@ -5,9 +5,13 @@
 //! which writes each logical change as one atomic batch.
 
 mod memory;
+#[cfg(feature = "redb")]
+mod redb;
 mod sled;
 
 pub use self::memory::MemoryBackend;
+#[cfg(feature = "redb")]
+pub use self::redb::RedbBackend;
 pub use self::sled::SledBackend;
 
 use crate::error::Result;

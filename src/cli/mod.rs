@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod args;
 pub mod artifact;
+pub mod bench;
 pub mod checkpoint;
 pub mod cleanup;
 pub mod demo;
@@ -95,6 +96,9 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Play a realistic agent run from fixtures/agent-runs into a demo store and report on it.
     Demo(demo::DemoArgs),
+    /// Measure the standard workloads on one engine (memory, sled, redb) in scratch stores under
+    /// --store (default ./.cairn-bench): throughput, latency and ratios to same-run baselines.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs one parsed command.
@@ -108,6 +112,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
         Command::Gc(a) => admin::gc(ctx, a),
         Command::Verify(a) => admin::verify(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),
+        Command::Bench(a) => bench::run(ctx, a),
     }
 }
 

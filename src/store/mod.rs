@@ -183,6 +183,9 @@ impl Store {
         Self::open_with_backend(kind, path, config, |db_dir| {
             Ok(match kind {
                 BackendKind::Sled => Box::new(SledBackend::open(db_dir)?),
+                #[cfg(feature = "redb")]
+                BackendKind::Redb => Box::new(crate::backend::RedbBackend::open(db_dir)?),
+                #[cfg(not(feature = "redb"))]
                 BackendKind::Redb => {
                     return Err(Error::invalid(
                         "backend",

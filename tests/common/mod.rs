@@ -14,7 +14,11 @@ pub fn store(kind: BackendKind, config: Config) -> (Store, tempfile::TempDir) {
 
 /// Every backend the conformance suite runs on.
 pub fn backends() -> Vec<BackendKind> {
-    vec![BackendKind::Memory, BackendKind::Sled]
+    let mut v = vec![BackendKind::Memory, BackendKind::Sled];
+    if cfg!(feature = "redb") {
+        v.push(BackendKind::Redb);
+    }
+    v
 }
 
 /// The shared corpus of real agent runs, beside the repository.

@@ -1,0 +1,200 @@
+//! The backend trait's contract, checked on every engine (memory, sled, redb), plus the redb
+//! store's open/reopen/lock/corruption behaviour.
+mod common;
+
+use cairn::{
+    ArtifactKind, Backend, BackendKind, Config, Error, MemoryBackend, NewArtifact, NewSession, Op,
+    Query, SledBackend, Store,
+};
+
+fn engines(dir: &std::path::Path) -> Vec<Box<dyn Backend>> {
+    let mut v: Vec<Box<dyn Backend>> = vec![
+        Box::new(MemoryBackend::new()),
+        Box::new(SledBackend::open(&dir.join("sled")).unwrap()),
+    ];
+    #[cfg(feature = "redb")]
+    {
+        std::fs::create_dir_all(dir.join("redb")).unwrap();
+        v.push(Box::new(
+            cairn::RedbBackend::open(&dir.join("redb")).unwrap(),
+        ));
+    }
+    v
+}
+
+fn key(table: u8, i: u32) -> Vec<u8> {
+    let mut k = vec![table];
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
+
+#[test]
+fn get_apply_delete_and_scan_agree_on_every_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    for b in engines(dir.path()) {
+        let name = b.name();
+        assert_eq!(b.get(b"missing").unwrap(), None, "{name}");
+        b.apply(
+            (0..500u32)
+                .map(|i| Op::Put(key(7, i), i.to_le_bytes().to_vec()))
+                .collect(),
+        )
+        .unwrap();
+        b.apply(vec![
+            Op::Put(vec![6], b"below".to_vec()),
+            Op::Put(vec![8], b"above".to_vec()),
+        ])
+        .unwrap();
+        // Overwrite, delete and a delete of an absent key in one batch.
+        b.apply(vec![
+            Op::Put(key(7, 3), b"three".to_vec()),
+            Op::Delete(key(7, 4)),
+            Op::Delete(key(9, 9)),
+        ])
+        .unwrap();
+        assert_eq!(
+            b.get(&key(7, 3)).unwrap(),
+            Some(b"three".to_vec()),
+            "{name}"
+        );
+        assert_eq!(b.get(&key(7, 4)).unwrap(), None, "{name}");
+
+        // Bounded forward scan with a limit.
+        let fwd = b.scan(&key(7, 0), &key(7, 10), false, 100).unwrap();
+        let ids: Vec<Vec<u8>> = fwd.iter().map(|(k, _)| k.clone()).collect();
+        let want: Vec<Vec<u8>> = [0, 1, 2, 3, 5, 6, 7, 8, 9]
+            .iter()
+            .map(|i| key(7, *i))
+            .collect();
+        assert_eq!(ids, want, "{name}");
+        let lim = b.scan(&[7], &[8], false, 5).unwrap();
+        assert_eq!(lim.len(), 5, "{name}");
+        assert_eq!(lim[0].0, key(7, 0), "{name}");
+        // Reverse scan returns the top of the range first.
+        let rev = b.scan(&[7], &[8], true, 3).unwrap();
+        let rk: Vec<Vec<u8>> = rev.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(rk, vec![key(7, 499), key(7, 498), key(7, 497)], "{name}");
+        // Whole range: 499 entries (one deleted), nothing from tables 6 or 8.
+        assert_eq!(
+            b.scan(&[7], &[8], false, usize::MAX).unwrap().len(),
+            499,
+            "{name}"
+        );
+        // Unbounded end.
+        let tail = b.scan(&[8], &[], false, 10).unwrap();
+        assert_eq!(tail, vec![(vec![8], b"above".to_vec())], "{name}");
+        // Empty and inverted ranges.
+        assert!(b.scan(&[8], &[7], false, 10).unwrap().is_empty(), "{name}");
+        assert!(b.scan(&[7], &[7], true, 10).unwrap().is_empty(), "{name}");
+        // Empty values and large values round-trip.
+        let big = common::random_bytes(3 << 20, 5);
+        b.apply(vec![
+            Op::Put(b"\x09empty".to_vec(), vec![]),
+            Op::Put(b"\x09big".to_vec(), big.clone()),
+        ])
+        .unwrap();
+        assert_eq!(b.get(b"\x09empty").unwrap(), Some(vec![]), "{name}");
+        assert_eq!(b.get(b"\x09big").unwrap(), Some(big), "{name}");
+        b.flush().unwrap();
+    }
+}
+
+#[test]
+fn redb_reports_fsync_and_sled_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    for b in engines(dir.path()) {
+        let want = b.name() == "redb";
+        assert_eq!(b.flush_is_fsync(), want, "{}", b.name());
+    }
+}
+
+#[cfg(feature = "redb")]
+#[test]
+fn redb_store_persists_reopens_and_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let big = common::json_text(300_000, 9);
+    let (sid, small_id, big_id) = {
+        let s = Store::open_backend(BackendKind::Redb, &root, Config::default()).unwrap();
+        assert_eq!(s.backend_name(), "redb");
+        let sess = s.create_session(NewSession::new().name("r")).unwrap();
+        let a = s
+            .put(
+                sess.id,
+                NewArtifact::new(ArtifactKind::ToolResult, "a.txt").tag("t1"),
+                b"small",
+            )
+            .unwrap();
+        let b = s
+            .put(
+                sess.id,
+                NewArtifact::new(ArtifactKind::AgentOutput, "b.json"),
+                &big,
+            )
+            .unwrap();
+        assert!(b.compressed);
+        (sess.id, a.id, b.id)
+    };
+    let s = Store::open_backend(BackendKind::Redb, &root, Config::default()).unwrap();
+    assert_eq!(s.read(sid, small_id).unwrap(), b"small");
+    assert_eq!(s.read(sid, big_id).unwrap(), big);
+    let page = s.query(&Query::new().tag("t1")).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, small_id);
+    assert_eq!(s.stats().unwrap().artifacts, 2);
+    // The same folder opened with another backend is refused clearly.
+    let e = Store::open_backend(BackendKind::Sled, &root, Config::default()).unwrap_err();
+    assert!(e.to_string().contains("Redb"), "{e}");
+    // A second open while the first is held is "locked", not a panic or a silent second writer.
+    let e = Store::open_backend(BackendKind::Redb, &root, Config::default()).unwrap_err();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+}
+
+#[cfg(feature = "redb")]
+#[test]
+fn redb_store_with_a_damaged_file_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    drop(Store::open_backend(BackendKind::Redb, &root, Config::default()).unwrap());
+    let file = root.join("db").join("cairn.redb");
+    assert!(file.exists());
+    std::fs::write(
+        &file,
+        b"this is not a redb file, it is text written over it...........",
+    )
+    .unwrap();
+    let e = Store::open_backend(BackendKind::Redb, &root, Config::default()).unwrap_err();
+    assert!(matches!(e, Error::NotAStore { .. }), "{e}");
+    assert!(e.to_string().contains("redb"), "{e}");
+}
+
+#[cfg(feature = "redb")]
+#[test]
+fn redb_group_durability_flushes_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let cfg = Config::default().durability(cairn::Durability::Group {
+        interval_ms: 60_000,
+    });
+    let ids = {
+        let s = Store::open_backend(BackendKind::Redb, &root, cfg.clone()).unwrap();
+        let sess = s.create_session(NewSession::new()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..50 {
+            let a = s
+                .put(
+                    sess.id,
+                    NewArtifact::new(ArtifactKind::ToolResult, format!("f{i}")),
+                    format!("c{i}"),
+                )
+                .unwrap();
+            ids.push((sess.id, a.id, i));
+        }
+        s.flush().unwrap();
+        ids
+    };
+    let s = Store::open_backend(BackendKind::Redb, &root, cfg).unwrap();
+    for (sid, id, i) in ids {
+        assert_eq!(s.read(sid, id).unwrap(), format!("c{i}").as_bytes());
+    }
+}
