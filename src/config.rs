@@ -66,7 +66,13 @@ pub struct Config {
     pub durability: Durability,
     /// If set, `expire_inactive` with no argument uses this idle timeout (seconds).
     pub default_idle_timeout_secs: Option<u64>,
+    /// Page cache of the sled engine, in bytes. Default 256 MiB. Reads of a store larger than its
+    /// cache go to disk (BENCHMARKS.md: 1 KiB reads at 100,000 artifacts with a 64 MiB cache).
+    pub engine_cache_bytes: u64,
 }
+
+/// The default sled page cache: 256 MiB.
+pub const DEFAULT_ENGINE_CACHE: u64 = 256 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -77,6 +83,7 @@ impl Default for Config {
             limits: Limits::default(),
             durability: Durability::Immediate,
             default_idle_timeout_secs: None,
+            engine_cache_bytes: DEFAULT_ENGINE_CACHE,
         }
     }
 }
@@ -131,6 +138,15 @@ impl Config {
                     format!("durability interval_ms = {interval_ms}; use 1 to 60000"),
                 ));
             }
+        }
+        if self.engine_cache_bytes < 1 << 20 {
+            return Err(Error::invalid(
+                "configuration",
+                format!(
+                    "engine_cache_bytes = {}; use at least 1048576 (1 MiB)",
+                    self.engine_cache_bytes
+                ),
+            ));
         }
         if self.inline_threshold > 16 << 20 {
             return Err(Error::invalid(

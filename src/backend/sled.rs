@@ -17,13 +17,18 @@ impl SledBackend {
     /// A damaged database gives [`Error::NotAStore`], never a panic: sled 0.34 panics on some
     /// corrupt files instead of returning an error, so the open runs under `catch_unwind`.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, crate::config::DEFAULT_ENGINE_CACHE)
+    }
+
+    /// Opens (or creates) the sled database in `dir` with a page cache of about `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
         // sled releases its file lock from a background thread shortly after the last handle is
         // dropped, so a close followed at once by an open in the same process can see the lock
         // still held. Retry briefly before reporting that another process holds the store.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let mut wait = std::time::Duration::from_millis(2);
         loop {
-            match open_db(dir) {
+            match open_db(dir, cache_bytes) {
                 Ok(db) => {
                     return Ok(Self {
                         db,
@@ -54,11 +59,11 @@ impl SledBackend {
     }
 }
 
-fn open_db(dir: &Path) -> Result<sled::Db> {
+fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let opened = std::panic::catch_unwind(|| {
         sled::Config::new()
             .path(dir)
-            .cache_capacity(64 << 20)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(None)
             .open()
     });

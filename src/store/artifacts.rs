@@ -81,7 +81,24 @@ impl Store {
         new: NewArtifact,
         bytes: impl AsRef<[u8]>,
     ) -> Result<Artifact> {
-        self.put_reader(session, new, bytes.as_ref())
+        let bytes = bytes.as_ref();
+        if bytes.len() > content::STREAM_BUFFER {
+            return self.put_reader(session, new, bytes);
+        }
+        // In memory already: hash the caller's bytes and copy them once (no growing buffer).
+        let max = self.inner.config.limits.max_artifact_size;
+        if bytes.len() as u64 > max {
+            return Err(Error::LimitExceeded {
+                limit: "max_artifact_size",
+                message: format!(
+                    "the input is {} bytes, larger than {max}; nothing was stored (raise limits.max_artifact_size to accept it)",
+                    bytes.len()
+                ),
+            });
+        }
+        let checked = self.check_new(new)?;
+        self.check_writable(session)?;
+        self.put_prepared(session, checked, Self::prepared_bytes(bytes.to_vec()))
     }
 
     /// Stores everything `reader` yields, streaming: a large input is never held in memory whole.
@@ -94,6 +111,15 @@ impl Store {
         let checked = self.check_new(new)?;
         self.check_writable(session)?;
         let prepared = self.prepare(&mut reader)?;
+        self.put_prepared(session, checked, prepared)
+    }
+
+    fn put_prepared(
+        &self,
+        session: SessionId,
+        checked: Checked,
+        prepared: Prepared,
+    ) -> Result<Artifact> {
         let staged = self.stage(prepared)?;
         let mut state = self.lock()?;
         let mut tx = self.tx(&mut state);

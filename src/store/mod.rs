@@ -180,9 +180,10 @@ impl Store {
         if kind == BackendKind::Memory {
             return Self::memory_with(config);
         }
+        let cache = config.engine_cache_bytes;
         Self::open_with_backend(kind, path, config, |db_dir| {
             Ok(match kind {
-                BackendKind::Sled => Box::new(SledBackend::open(db_dir)?),
+                BackendKind::Sled => Box::new(SledBackend::open_with_cache(db_dir, cache)?),
                 #[cfg(feature = "redb")]
                 BackendKind::Redb => Box::new(crate::backend::RedbBackend::open(db_dir)?),
                 #[cfg(not(feature = "redb"))]
