@@ -13,7 +13,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -30,7 +29,7 @@ use crate::events::{Event, EventKind};
 use crate::ids::{ArtifactId, CheckpointId, SessionId};
 use crate::keys::{self, Key};
 use crate::query::{Page, MAX_LIMIT};
-use crate::session::{NewSession, Session, SessionStatus};
+use crate::session::{NewSession, Session};
 
 /// `h` value: which artifact holds message `seq`, and who said it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -887,50 +886,8 @@ impl Store {
         sources: &[(SessionId, Option<CheckpointId>)],
         kind: LineageKind,
     ) -> Result<Session> {
-        let max = self.inner.config.limits.max_sessions;
-        if tx.counter(b"sessions")? as u64 >= max {
-            return Err(Error::LimitExceeded {
-                limit: "max_sessions",
-                message: format!("the store holds {max} sessions already"),
-            });
-        }
-        if let Some(p) = &new.parent {
-            if tx.get(&keys::session(p))?.is_none() {
-                return Err(Error::session_not_found(*p));
-            }
-        }
-        if let Some(k) = &new.key {
-            let kk = Key::new(keys::SESSION_KEY).bytes(k.as_bytes()).build();
-            if let Some(v) = tx.get(&kk)? {
-                return Err(Error::KeyConflict {
-                    key: k.clone(),
-                    existing: SessionId::from_slice(&v)?,
-                });
-            }
-        }
-        let id = SessionId::new();
-        let now = id.timestamp().max(Utc::now());
-        let s = Session {
-            id,
-            key: new.key,
-            name: new.name,
-            description: new.description,
-            parent_id: new.parent,
-            status: SessionStatus::Active,
-            tags,
-            metadata: new.metadata,
-            created_at: now,
-            updated_at: now,
-            ended_at: None,
-            reason: None,
-            options: new.options,
-        };
-        self.write_session_indexes(tx, &s);
-        tx.add(b"sessions", 1);
-        tx.add(
-            format!("sessions.status.{}", SessionStatus::Active.as_str()),
-            1,
-        );
+        let s = self.insert_session_record(tx, new, tags, None)?;
+        let id = s.id;
         for (source, checkpoint) in sources {
             let ev = tx.event(
                 id,

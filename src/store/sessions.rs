@@ -130,8 +130,28 @@ impl Store {
         self.check_tags(&new.tags)
     }
 
-    /// Inserts a new session in `tx`. `id` lets import and fork choose ids.
+    /// Inserts a new session in `tx` with its `created` event. `id` lets callers choose ids.
     pub(crate) fn insert_session(
+        &self,
+        tx: &mut Tx<'_>,
+        new: NewSession,
+        tags: Vec<String>,
+        id: Option<SessionId>,
+    ) -> Result<Session> {
+        let s = self.insert_session_record(tx, new, tags, id)?;
+        tx.event(
+            s.id,
+            EventKind::Created {
+                parent_id: s.parent_id,
+            },
+        )?;
+        Ok(s)
+    }
+
+    /// Checks limits, parent and key, then writes a new session's record, indexes and counters
+    /// in `tx`, without an event: the caller writes the session's first event (`created`, or
+    /// `forked` for forks, copies and merges).
+    pub(crate) fn insert_session_record(
         &self,
         tx: &mut Tx<'_>,
         new: NewSession,
@@ -186,12 +206,6 @@ impl Store {
         self.write_session_indexes(tx, &s);
         tx.add(b"sessions", 1);
         tx.add(status_counter(s.status), 1);
-        tx.event(
-            id,
-            EventKind::Created {
-                parent_id: s.parent_id,
-            },
-        )?;
         Ok(s)
     }
 
