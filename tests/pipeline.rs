@@ -156,7 +156,9 @@ fn pipeline_killed_during_analyze_resumes_there() {
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
             panic!("the child exited ({status}) before reaching analyze: {err}");
         }
-        assert!(Instant::now() < deadline, "the child never reached analyze");
+        if Instant::now() >= deadline {
+            panic!("the child never reached analyze (a hang guard, not a timing check)");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
