@@ -509,7 +509,10 @@ fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
         ));
         return Ok(());
     }
-    let r = store.export_session_to_path(id, a.subtree, &a.file)?;
+    let spin = super::progress::Spinner::start("exporting", ctx.progress_enabled());
+    let r = store.export_session_to_path(id, a.subtree, &a.file);
+    drop(spin);
+    let r = r?;
     ctx.emit(&r, |w, _| {
         writeln!(
             w,
@@ -533,6 +536,7 @@ fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
     if let Some(p) = &a.parent {
         opts = opts.parent(session_ref(store, p)?);
     }
+    let spin = super::progress::Spinner::start("importing", ctx.progress_enabled());
     let r = if a.file.as_os_str() == "-" {
         store.import_bundle(io::stdin(), &opts)?
     } else {
@@ -541,6 +545,7 @@ fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
         }
         store.import_bundle_from_path(&a.file, &opts)?
     };
+    drop(spin);
     ctx.emit(&r, |w, _| {
         writeln!(
             w,
