@@ -104,13 +104,12 @@ pub(crate) struct Inner {
     pub(crate) hooks: Hooks,
 }
 
-/// Callbacks other modules register to observe committed writes.
+/// Observers of committed writes.
 #[derive(Default)]
 pub(crate) struct Hooks {
-    #[allow(clippy::type_complexity)]
-    pub(crate) on_commit: Mutex<Vec<Box<dyn Fn(&[Event]) + Send + Sync>>>,
-    /// Subscriptions: offered each batch's events inside the write lock, so they see commit
-    /// order (`on_commit` runs after the lock is released, where concurrent commits can race).
+    /// Subscriptions: offered each batch's events inside the write lock (in `Tx::commit`), so
+    /// they see commit order; observers called after the lock is released could see concurrent
+    /// commits out of order.
     pub(crate) hub: crate::subscribe::Hub,
 }
 
@@ -320,17 +319,11 @@ impl Store {
         }
     }
 
-    /// Called after a commit: durability per the configured mode, then observers.
-    pub(crate) fn after_commit(&self, events: &[Event]) -> Result<()> {
+    /// Called after a commit, outside the write lock: durability per the configured mode.
+    /// (Subscribers were already given the batch's events inside the lock.)
+    pub(crate) fn after_commit(&self, _events: &[Event]) -> Result<()> {
         if self.inner.config.group_interval().is_none() {
             self.inner.backend.flush()?;
-        }
-        if !events.is_empty() {
-            if let Ok(hooks) = self.inner.hooks.on_commit.lock() {
-                for h in hooks.iter() {
-                    h(events);
-                }
-            }
         }
         Ok(())
     }
