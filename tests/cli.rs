@@ -4,180 +4,18 @@
 //! a closed stdout pipe, the demo, and a bulk put of the shared corpus whose query results are
 //! checked against what this test computes from the files themselves.
 
+#[path = "common/cli.rs"]
+mod cli_env;
 mod common;
 
+use cli_env::{bin, one_json, s, Env};
+
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-/// A temporary folder with a store path inside it (the store itself is created by the CLI).
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("--store")
-            .arg(self.store())
-            .args(args)
-            .env_remove("CAIRN_STORE")
-            .env("NO_COLOR", "1")
-            .current_dir(self.dir.path());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run cairn")
-    }
-
-    fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cairn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let input = input.to_vec();
-        // Written from a thread so a large input cannot deadlock against a full stdout pipe.
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let out = child.wait_with_output().expect("wait");
-        writer.join().expect("writer");
-        out
-    }
-
-    /// Runs with `--json`, expects success, and returns the one JSON value printed.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        one_json(&self.run(&a), &a)
-    }
-
-    /// Runs with `--json`, expects `exit`, and returns the error's code and message.
-    fn fails(&self, args: &[&str], exit: i32) -> (String, String) {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        assert_eq!(
-            out.status.code(),
-            Some(exit),
-            "{a:?}: stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "{a:?}: stdout must be empty on error"
-        );
-        let e: Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
-            panic!(
-                "{a:?}: stderr is not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        let code = e["error"]["code"].as_str().expect("error.code").to_string();
-        let message = e["error"]["message"]
-            .as_str()
-            .expect("error.message")
-            .to_string();
-        assert!(!message.is_empty());
-        (code, message)
-    }
-
-    /// Runs without `--json`, expects success, and returns stdout.
-    fn human(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s = String::from_utf8(out.stdout).expect("utf-8 stdout");
-        assert!(!s.contains('\x1b'), "{args:?}: colour codes on a pipe: {s}");
-        s
-    }
-
-    /// Runs without `--json`, expects `exit`, and returns stderr (one line for people).
-    fn human_fails(&self, args: &[&str], exit: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(exit), "{args:?}");
-        let e = String::from_utf8(out.stderr).expect("utf-8 stderr");
-        assert!(e.starts_with("cairn: error: "), "{e}");
-        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
-        e
-    }
-}
-
-fn bin() -> &'static str {
-    static CHECKED: std::sync::Once = std::sync::Once::new();
-    // CAIRN_TEST_BIN runs the tests against a copy of the binary (useful when the target
-    // directory is shared with other builds); by default, the binary cargo built for this test.
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let path: &'static str = PATH.get_or_init(|| {
-        std::env::var("CAIRN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cairn").to_string())
-    });
-    CHECKED.call_once(|| {
-        // Several worktrees may share one CARGO_TARGET_DIR, and the binary's path in it is the
-        // same for all of them: say so clearly instead of failing every assertion.
-        let out = Command::new(path)
-            .arg("--version")
-            .output()
-            .expect("run cairn");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).starts_with("cairn "),
-            "{path} is not this package's cairn command line (another build in a shared target \
-             directory replaced it?); rebuild with `touch src/main.rs && cargo test --test cli`"
-        );
-    });
-    path
-}
-
-/// Asserts success and that stdout holds exactly one JSON value.
-fn one_json(out: &Output, args: &[&str]) -> Value {
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut values = serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>();
-    let v = values
-        .next()
-        .unwrap_or_else(|| panic!("{args:?}: no JSON on stdout"))
-        .unwrap_or_else(|e| panic!("{args:?}: bad JSON on stdout: {e}"));
-    assert!(
-        values.next().is_none(),
-        "{args:?}: more than one JSON value on stdout"
-    );
-    assert!(v.is_object() || v.is_array(), "{args:?}: {v}");
-    v
-}
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str()
-        .unwrap_or_else(|| panic!("{k} is not a string in {v}"))
-}
 
 fn rfc3339(v: &Value, k: &str) {
     chrono::DateTime::parse_from_rfc3339(s(v, k)).unwrap_or_else(|e| panic!("{k}: {e} in {v}"));

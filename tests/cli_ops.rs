@@ -2,107 +2,23 @@
 //! session statistics, cleanup (retention) and verify/repair, run for real against temporary
 //! sled stores, in both output modes, with their error cases.
 
+#[path = "common/cli.rs"]
+mod cli_env;
 mod common;
 
-use std::io::Write;
+use cli_env::{failure, one_json, parse_one, s, Env};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
-/// A temporary folder with a store path inside it (the store itself is created by the CLI).
-struct Env {
-    dir: tempfile::TempDir,
+/// Helpers of these tests on top of the shared `Env`.
+trait EnvExt {
+    fn session(&self, extra: &[&str]) -> String;
+    fn put(&self, sid: &str, name: &str, kind: &str, content: &[u8]) -> Value;
 }
 
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        c.arg("--store")
-            .arg(self.store())
-            .args(args)
-            .env_remove("CAIRN_STORE")
-            .env("NO_COLOR", "1")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run cairn")
-    }
-
-    fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cairn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let out = child.wait_with_output().expect("wait");
-        writer.join().expect("writer");
-        out
-    }
-
-    /// Runs with `--json`, expects success, and returns the one JSON value printed.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        one_json(&self.run(&a), &a)
-    }
-
-    /// Runs with `--json`, expects `exit`, an empty stdout, and returns the error's code and
-    /// message from stderr.
-    fn fails(&self, args: &[&str], exit: i32) -> (String, String) {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(&a);
-        failure(&out, &a, exit)
-    }
-
-    /// Runs without `--json`, expects success, and returns stdout.
-    fn human(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s = String::from_utf8(out.stdout).expect("utf-8 stdout");
-        assert!(!s.contains('\x1b'), "{args:?}: colour codes on a pipe: {s}");
-        s
-    }
-
-    /// Runs without `--json`, expects `exit`, and returns stderr (one line for people).
-    fn human_fails(&self, args: &[&str], exit: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(exit), "{args:?}");
-        let e = String::from_utf8(out.stderr).expect("utf-8 stderr");
-        assert!(e.starts_with("cairn: error: "), "{e}");
-        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
-        e
-    }
-
+impl EnvExt for Env {
     fn session(&self, extra: &[&str]) -> String {
         let mut a = vec!["session", "create"];
         a.extend_from_slice(extra);
@@ -116,66 +32,6 @@ impl Env {
         ];
         one_json(&self.run_stdin(&args, content), &args)
     }
-}
-
-/// Asserts an exit code, an empty stdout, and a JSON error on stderr; returns (code, message).
-fn failure(out: &Output, args: &[&str], exit: i32) -> (String, String) {
-    assert_eq!(
-        out.status.code(),
-        Some(exit),
-        "{args:?}: stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "{args:?}: stdout must be empty on error"
-    );
-    let e: Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
-        panic!(
-            "{args:?}: stderr is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let code = s(&e["error"], "code").to_string();
-    let message = s(&e["error"], "message").to_string();
-    assert!(!message.is_empty());
-    (code, message)
-}
-
-/// Asserts success, exactly one JSON value on stdout, and nothing on stderr (no progress with
-/// --json).
-fn one_json(out: &Output, args: &[&str]) -> Value {
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "{args:?}: stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_one(&out.stdout, args)
-}
-
-fn parse_one(stdout: &[u8], args: &[&str]) -> Value {
-    let mut values = serde_json::Deserializer::from_slice(stdout).into_iter::<Value>();
-    let v = values
-        .next()
-        .unwrap_or_else(|| panic!("{args:?}: no JSON on stdout"))
-        .unwrap_or_else(|e| panic!("{args:?}: bad JSON on stdout: {e}"));
-    assert!(
-        values.next().is_none(),
-        "{args:?}: more than one JSON value on stdout"
-    );
-    v
-}
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str()
-        .unwrap_or_else(|| panic!("{k} is not a string in {v}"))
 }
 
 fn ids(items: &Value, k: &str) -> Vec<String> {
