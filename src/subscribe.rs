@@ -416,10 +416,8 @@ mod tests {
         let rest: Vec<_> = std::iter::from_fn(|| take(&mut q)).collect();
         assert_eq!(rest.len(), 3, "{rest:?}");
         assert!(matches!(&rest[1], Delivery::Missed(1)), "{rest:?}");
-        assert!(
-            matches!(&rest[2], Delivery::Event(e) if e.seq == 5),
-            "{rest:?}"
-        );
+        let matched = matches!(&rest[2], Delivery::Event(e) if e.seq == 5);
+        assert!(matched, "{rest:?}");
         assert_eq!(q.missed_total, 1);
     }
 

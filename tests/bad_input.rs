@@ -231,10 +231,8 @@ fn a_zstd_bomb_whose_output_exceeds_the_recorded_size_is_cut_off() {
     fs::write(blob_file(&path, &a.hash), bomb).unwrap();
     let store = Store::open_with(&path, Config::default().inline_threshold(1024)).unwrap();
     let e = store.read(sid, a.id).unwrap_err();
-    assert!(
-        matches!(&e, Error::Integrity { message, .. } if message.contains("longer")),
-        "{e}"
-    );
+    let matched = matches!(&e, Error::Integrity { message, .. } if message.contains("longer"));
+    assert!(matched, "{e}");
     let mut r = store.open_reader(sid, a.id).map(|_| ()).unwrap_err();
     assert_eq!(r.code(), "integrity");
     r = store.read_range(sid, a.id, 0, 10).unwrap_err();
@@ -275,16 +273,14 @@ fn max_artifact_size_is_enforced_while_streaming() {
                 Endless,
             )
             .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    limit: "max_artifact_size",
-                    ..
-                }
-            ),
-            "{e}"
+        let matched = matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_artifact_size",
+                ..
+            }
         );
+        assert!(matched, "{e}");
         // Exactly at the limit is fine; one byte over is not.
         let e = store
             .put_reader(

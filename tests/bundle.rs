@@ -894,16 +894,14 @@ fn limits_bound_what_a_bundle_may_hold() {
     let err = small
         .import_bundle(&good[..], &ImportOptions::new())
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LimitExceeded {
-                limit: "max_artifact_size",
-                ..
-            }
-        ),
-        "{err}"
+    let matched = matches!(
+        err,
+        Error::LimitExceeded {
+            limit: "max_artifact_size",
+            ..
+        }
     );
+    assert!(matched, "{err}");
     assert_empty(&small);
     let one = Store::memory_with(Config::default().limits(Limits {
         max_sessions: 1,
@@ -913,16 +911,14 @@ fn limits_bound_what_a_bundle_may_hold() {
     let err = one
         .import_bundle(&good[..], &ImportOptions::new())
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LimitExceeded {
-                limit: "max_sessions",
-                ..
-            }
-        ),
-        "{err}"
+    let matched = matches!(
+        err,
+        Error::LimitExceeded {
+            limit: "max_sessions",
+            ..
+        }
     );
+    assert!(matched, "{err}");
     assert_empty(&one);
 }
 

@@ -29,10 +29,9 @@ fn create_list_latest_show_delete() {
         // Its position in the event log is its own checkpoint_created event.
         let evs = s.events(sess.id, None, 100).unwrap().items;
         let ev = evs.iter().find(|e| e.seq == c1.event_seq).unwrap();
-        assert!(
-            matches!(&ev.kind, EventKind::CheckpointCreated { checkpoint_id, label }
-            if *checkpoint_id == c1.id && label == "step-1")
-        );
+        let matched = matches!(&ev.kind, EventKind::CheckpointCreated { checkpoint_id, label }
+            if *checkpoint_id == c1.id && label == "step-1");
+        assert!(matched);
 
         put(&s, sess.id, "b.txt", b"beta");
         let c2 = s
@@ -89,9 +88,9 @@ fn create_list_latest_show_delete() {
 
         let gone = s.delete_checkpoint(c3.id).unwrap();
         assert_eq!(gone.id, c3.id);
-        assert!(
-            matches!(s.checkpoint(c3.id), Err(Error::CheckpointNotFound { id }) if id == c3.id)
-        );
+        let matched =
+            matches!(s.checkpoint(c3.id), Err(Error::CheckpointNotFound { id }) if id == c3.id);
+        assert!(matched);
         assert!(matches!(
             s.delete_checkpoint(c3.id),
             Err(Error::CheckpointNotFound { .. })
@@ -426,16 +425,14 @@ fn bad_input_is_refused_with_clear_errors() {
     let e = s
         .create_checkpoint(sess.id, NewCheckpoint::new("big").state(big))
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::LimitExceeded {
-                limit: "max_metadata_bytes",
-                ..
-            }
-        ),
-        "{e}"
+    let matched = matches!(
+        e,
+        Error::LimitExceeded {
+            limit: "max_metadata_bytes",
+            ..
+        }
     );
+    assert!(matched, "{e}");
     assert!(e.to_string().contains("state_bytes"), "{e}");
     let ghost = SessionId::new();
     assert!(s
@@ -449,10 +446,8 @@ fn bad_input_is_refused_with_clear_errors() {
         s.checkpoint_artifacts(missing).unwrap_err(),
         s.delete_checkpoint(missing).unwrap_err(),
     ] {
-        assert!(
-            matches!(e, Error::CheckpointNotFound { id } if id == missing),
-            "{e}"
-        );
+        let matched = matches!(e, Error::CheckpointNotFound { id } if id == missing);
+        assert!(matched, "{e}");
     }
     assert!(s.checkpoints_page(sess.id, None, 0).is_err());
     assert!(s.checkpoints(ghost).unwrap_err().is_not_found());

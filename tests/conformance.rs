@@ -555,68 +555,58 @@ fn limits_are_enforced_and_store_nothing() {
         s.create_session(NewSession::new()).unwrap();
         s.create_session(NewSession::new()).unwrap();
         let e = s.create_session(NewSession::new()).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    limit: "max_sessions",
-                    ..
-                }
-            ),
-            "{e}"
+        let matched = matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_sessions",
+                ..
+            }
         );
+        assert!(matched, "{e}");
         assert_eq!(s.stats().unwrap().sessions, 3);
 
         let e = s.put(a.id, tool("big"), vec![7u8; 1001]).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    limit: "max_artifact_size",
-                    ..
-                }
-            ),
-            "{e}"
+        let matched = matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_artifact_size",
+                ..
+            }
         );
+        assert!(matched, "{e}");
         let e = s
             .put_reader(a.id, tool("big"), std::io::repeat(1).take_ext(50_000_000))
             .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    limit: "max_artifact_size",
-                    ..
-                }
-            ),
-            "{e}"
+        let matched = matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_artifact_size",
+                ..
+            }
         );
+        assert!(matched, "{e}");
         let e = s
             .put(a.id, tool("t").tag("1").tag("2").tag("3"), b"x")
             .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    limit: "max_tags",
-                    ..
-                }
-            ),
-            "{e}"
+        let matched = matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_tags",
+                ..
+            }
         );
+        assert!(matched, "{e}");
         let e = s
             .put(a.id, tool("m").meta("k", "v".repeat(100)), b"x")
             .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    limit: "max_metadata_bytes",
-                    ..
-                }
-            ),
-            "{e}"
+        let matched = matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_metadata_bytes",
+                ..
+            }
         );
+        assert!(matched, "{e}");
         let e = s
             .create_session(NewSession::new().meta("k", "v".repeat(100)))
             .unwrap_err();
@@ -625,16 +615,14 @@ fn limits_are_enforced_and_store_nothing() {
         s.put(a.id, tool("1"), vec![1u8; 1000]).unwrap();
         s.put(a.id, tool("2"), b"2").unwrap();
         let e = s.put(a.id, tool("3"), b"3").unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::LimitExceeded {
-                    limit: "max_artifacts_per_session",
-                    ..
-                }
-            ),
-            "{e}"
+        let matched = matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_artifacts_per_session",
+                ..
+            }
         );
+        assert!(matched, "{e}");
         let e = s
             .put_batch(vec![(a.id, tool("4"), b"4".to_vec())])
             .unwrap_err();

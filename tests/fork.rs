@@ -408,16 +408,14 @@ fn derived_sessions_respect_limits_and_store_nothing_on_failure() {
     let e = s
         .merge_sessions(&[a.id, b.id], NewSession::new())
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::LimitExceeded {
-                limit: "max_artifacts_per_session",
-                ..
-            }
-        ),
-        "{e}"
+    let matched = matches!(
+        e,
+        Error::LimitExceeded {
+            limit: "max_artifacts_per_session",
+            ..
+        }
     );
+    assert!(matched, "{e}");
     let after = s.stats().unwrap();
     assert_eq!(after.sessions, before.sessions);
     assert_eq!(after.artifacts, before.artifacts);

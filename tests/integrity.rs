@@ -290,10 +290,8 @@ fn a_flipped_byte_in_inline_content_is_found_and_moved_aside() {
     }
     let store = f.open();
     let e = store.read(f.session, a.id).unwrap_err();
-    assert!(
-        matches!(e, Error::Integrity { hash, .. } if hash == a.hash),
-        "{e}"
-    );
+    let matched = matches!(e, Error::Integrity { hash, .. } if hash == a.hash);
+    assert!(matched, "{e}");
     let r = store.verify().unwrap();
     let p = r
         .problems

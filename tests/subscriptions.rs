@@ -163,9 +163,8 @@ fn filters_by_subtree_session_and_type() {
         types(&st),
         vec![(child, "artifact_stored"), (grandchild, "artifact_stored")]
     );
-    assert!(
-        matches!(&st[1].kind, EventKind::ArtifactStored { artifact_id, .. } if *artifact_id == g.id)
-    );
+    let matched = matches!(&st[1].kind, EventKind::ArtifactStored { artifact_id, .. } if *artifact_id == g.id);
+    assert!(matched);
     assert_eq!(
         types(&drain(&only_child)),
         vec![(child, "artifact_stored"), (child, "artifact_deleted")]
