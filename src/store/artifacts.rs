@@ -390,19 +390,26 @@ impl Store {
             pinned: new.pinned,
         };
         tx.put(latest_key, version.to_be_bytes().to_vec());
-        self.write_artifact_indexes(tx, &a);
-        tx.add(&count_key, 1);
+        self.add_artifact_in(tx, &a)?;
+        Ok(a)
+    }
+
+    /// Writes a new artifact's record and index entries, counts it in its session, and logs
+    /// `artifact_stored` (the caller has taken its blob reference and set the latest pointer).
+    pub(crate) fn add_artifact_in(&self, tx: &mut Tx<'_>, a: &Artifact) -> Result<()> {
+        self.write_artifact_indexes(tx, a);
+        tx.add(session_count_key(&a.session_id), 1);
         tx.event(
-            session,
+            a.session_id,
             EventKind::ArtifactStored {
-                artifact_id: id,
+                artifact_id: a.id,
                 name: a.name.clone(),
-                version,
+                version: a.version,
                 hash: a.hash,
                 size: a.size,
             },
         )?;
-        Ok(a)
+        Ok(())
     }
 
     /// Writes an artifact record and every index entry for it (not the latest pointer or counts

@@ -635,18 +635,7 @@ impl Store {
         if latest.is_none_or(|l| version > l) {
             tx.put(latest_key, version.to_be_bytes().to_vec());
         }
-        self.write_artifact_indexes(tx, &a);
-        tx.add(&count_key, 1);
-        tx.event(
-            session,
-            EventKind::ArtifactStored {
-                artifact_id: id,
-                name: a.name.clone(),
-                version,
-                hash: a.hash,
-                size: a.size,
-            },
-        )?;
+        self.add_artifact_in(tx, &a)?;
         Ok(a)
     }
 
