@@ -211,11 +211,7 @@ impl Error {
 
     /// True for the "does not exist" family.
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            Error::SessionNotFound { .. }
-                | Error::ArtifactNotFound { .. }
-                | Error::CheckpointNotFound { .. }
-        )
+        // session_not_found, artifact_not_found, checkpoint_not_found: `code()` is the one list.
+        self.code().ends_with("_not_found")
     }
 }

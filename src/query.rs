@@ -41,6 +41,19 @@ impl<T> Page<T> {
     pub fn has_more(&self) -> bool {
         self.next_cursor.is_some()
     }
+
+    /// A page from up to `limit + 1` items read in order: the extra item, if present, only says
+    /// that more exist; the cursor is made from the last item kept.
+    pub(crate) fn from_overfetch(
+        mut items: Vec<T>,
+        limit: usize,
+        cursor: impl FnOnce(&T) -> String,
+    ) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = if more { items.last().map(cursor) } else { None };
+        Page { items, next_cursor }
+    }
 }
 
 /// A query over artifacts. Every filter is optional; all given filters must hold.
@@ -645,18 +658,8 @@ impl Store {
     }
 }
 
-fn paginate(mut found: Vec<Artifact>, limit: usize) -> Page<Artifact> {
-    let more = found.len() > limit;
-    found.truncate(limit);
-    let next_cursor = if more {
-        found.last().map(|a| cursor_encode(&a.id))
-    } else {
-        None
-    };
-    Page {
-        items: found,
-        next_cursor,
-    }
+fn paginate(found: Vec<Artifact>, limit: usize) -> Page<Artifact> {
+    Page::from_overfetch(found, limit, |a| cursor_encode(&a.id))
 }
 
 #[cfg(test)]

@@ -88,9 +88,8 @@ fn create_list_latest_show_delete() {
 
         let gone = s.delete_checkpoint(c3.id).unwrap();
         assert_eq!(gone.id, c3.id);
-        let matched =
-            matches!(s.checkpoint(c3.id), Err(Error::CheckpointNotFound { id }) if id == c3.id);
-        assert!(matched);
+        let after = s.checkpoint(c3.id);
+        assert!(matches!(after, Err(Error::CheckpointNotFound { id }) if id == c3.id));
         assert!(matches!(
             s.delete_checkpoint(c3.id),
             Err(Error::CheckpointNotFound { .. })

@@ -259,16 +259,7 @@ impl Store {
                 break;
             }
         }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        Ok(Page {
-            next_cursor: if more {
-                items.last().map(|c| c.id.to_string())
-            } else {
-                None
-            },
-            items,
-        })
+        Ok(Page::from_overfetch(items, limit, |c| c.id.to_string()))
     }
 
     /// Every checkpoint of `session`, oldest first (a checkpoint record is small: its artifact
@@ -1002,13 +993,8 @@ impl Store {
                 break;
             }
         }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_cursor = if more {
-            items.last().map(|e| encode_cursor(&time_key(e)))
-        } else {
-            None
-        };
+        let Page { items, next_cursor } =
+            Page::from_overfetch(items, limit, |e| encode_cursor(&time_key(e)));
         let mut out = Vec::with_capacity(items.len());
         for event in items {
             let artifact = match &event.kind {

@@ -462,7 +462,7 @@ impl Tx<'_> {
 
     /// Whether this batch deleted `key`.
     pub(crate) fn deleted(&self, key: &[u8]) -> bool {
-        matches!(self.overlay.get(key), Some(None))
+        self.overlay.get(key).is_some_and(Option::is_none)
     }
 
     pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {

@@ -523,16 +523,7 @@ impl Store {
                 }
             }
         }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        Ok(Page {
-            next_cursor: if more {
-                items.last().map(|s| s.id.to_string())
-            } else {
-                None
-            },
-            items,
-        })
+        Ok(Page::from_overfetch(items, limit, |s| s.id.to_string()))
     }
 
     /// Appends a custom event with a JSON payload.
@@ -583,16 +574,7 @@ impl Store {
                 break;
             }
         }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        Ok(Page {
-            next_cursor: if more {
-                items.last().map(|e| e.seq.to_string())
-            } else {
-                None
-            },
-            items,
-        })
+        Ok(Page::from_overfetch(items, limit, |e| e.seq.to_string()))
     }
 
     /// Deletes a session. With children, `recursive` is required and the whole subtree goes,
