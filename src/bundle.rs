@@ -28,7 +28,8 @@ use crate::events::{Event, EventKind};
 use crate::ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
 use crate::keys::{self, Key};
 use crate::session::Session;
-use crate::store::{session_count_key, status_counter, PendingGuard, Store, Tx};
+use crate::store::counters;
+use crate::store::{PendingGuard, Store, Tx};
 
 /// The first 8 bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"CAIRNBDL";
@@ -329,6 +330,7 @@ pub fn inspect_with(reader: impl Read, limits: &BundleLimits) -> Result<BundleSu
 
 /// Old-to-new id mapping of one import. Ids of things inside the bundle map to their new ids;
 /// ids of anything outside it (a fork's source in another store) are kept as they are.
+#[derive(Clone)]
 pub(crate) struct IdMap {
     new_ids: bool,
     sessions: HashMap<SessionId, SessionId>,
@@ -2124,191 +2126,176 @@ impl Store {
         }
         let root_old = p.header.root;
 
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let sessions_now = tx.counter(b"sessions")?.max(0) as u64;
-        if sessions_now + p.sessions.len() as u64 > limits.max_sessions {
-            return Err(Error::LimitExceeded {
-                limit: "max_sessions",
-                message: format!(
-                    "the store holds {sessions_now} sessions and the bundle {}; the limit is {}",
-                    p.sessions.len(),
-                    limits.max_sessions
-                ),
-            });
-        }
-        if let Some(parent) = options.parent {
-            if tx.get(&keys::session(&parent))?.is_none() {
-                return Err(Error::session_not_found(parent));
-            }
-        }
-        let mut imported = Vec::with_capacity(p.sessions.len());
-        for s in &p.sessions {
-            let mut s = s.clone();
-            let original = s.id;
-            s.id = map.session(original);
-            s.parent_id = if original == root_old {
-                options.parent
-            } else {
-                s.parent_id.map(|x| map.session(x))
-            };
-            if options.drop_keys {
-                s.key = None;
-            }
-            if tx.get(&keys::session(&s.id))?.is_some() {
-                return Err(Error::AlreadyExists {
-                    what: format!(
-                        "session {} (from the bundle); nothing was imported. Import with new ids \
-                         (--new-ids) to make a copy beside it",
-                        s.id
+        let (imported, new_blobs, stored_bytes_new, extensions_imported, extensions_skipped) =
+            self.write(|tx| {
+                let mut map = map.clone();
+            let sessions_now = tx.counter(counters::SESSIONS)? as u64;
+            if sessions_now + p.sessions.len() as u64 > limits.max_sessions {
+                return Err(Error::LimitExceeded {
+                    limit: "max_sessions",
+                    message: format!(
+                        "the store holds {sessions_now} sessions and the bundle {}; the limit is {}",
+                        p.sessions.len(),
+                        limits.max_sessions
                     ),
                 });
             }
-            if let Some(k) = &s.key {
-                let kk = Key::new(keys::SESSION_KEY).bytes(k.as_bytes()).build();
-                if let Some(v) = tx.get(&kk)? {
-                    return Err(Error::KeyConflict {
-                        key: k.clone(),
-                        existing: SessionId::from_slice(&v)?,
+            if let Some(parent) = options.parent {
+                if tx.get(&keys::session(&parent))?.is_none() {
+                    return Err(Error::session_not_found(parent));
+                }
+            }
+            let mut imported = Vec::with_capacity(p.sessions.len());
+            for s in &p.sessions {
+                let mut s = s.clone();
+                let original = s.id;
+                s.id = map.session(original);
+                s.parent_id = if original == root_old {
+                    options.parent
+                } else {
+                    s.parent_id.map(|x| map.session(x))
+                };
+                if options.drop_keys {
+                    s.key = None;
+                }
+                if tx.get(&keys::session(&s.id))?.is_some() {
+                    return Err(Error::AlreadyExists {
+                        what: format!(
+                            "session {} (from the bundle); nothing was imported. Import with new ids \
+                             (--new-ids) to make a copy beside it",
+                            s.id
+                        ),
                     });
                 }
-            }
-            self.write_session_indexes(&mut tx, &s);
-            tx.add(b"sessions", 1);
-            tx.add(status_counter(s.status), 1);
-            imported.push(ImportedSession { original, id: s.id });
-        }
-
-        // Content: new blobs get their record (references are added below); known ones are shared.
-        let paths = self.inner.paths.clone();
-        let inline_max = self.inner.config.inline_threshold;
-        let mut metas: HashMap<ContentHash, BlobMeta> = HashMap::new();
-        let mut new_blobs = Vec::new();
-        let mut stored_bytes_new = 0u64;
-        for b in staged.iter_mut() {
-            if let Some(v) = tx.get(&keys::blob(&b.hash))? {
-                metas.insert(b.hash, BlobMeta::decode(&v)?);
-                continue;
-            }
-            let to_file = paths.is_some() && b.encoded_len >= inline_max;
-            match (&mut b.bytes, &paths) {
-                (StagedBytes::File(t), Some(pp)) if to_file => {
-                    if let Some(tmp) = &t.0 {
-                        content::install_temp(&pp.blobs, tmp, &b.hash, b.codec)?;
+                if let Some(k) = &s.key {
+                    let kk = Key::new(keys::SESSION_KEY).bytes(k.as_bytes()).build();
+                    if let Some(v) = tx.get(&kk)? {
+                        return Err(Error::KeyConflict {
+                            key: k.clone(),
+                            existing: SessionId::from_slice(&v)?,
+                        });
                     }
                 }
-                (StagedBytes::Memory(m), Some(pp)) if to_file => {
-                    content::write_blob_file(&pp.blobs, &pp.tmp, &b.hash, b.codec, m)?;
+                self.write_session_indexes(tx, &s);
+                tx.add(counters::SESSIONS, 1);
+                tx.add(counters::sessions_in(s.status), 1);
+                imported.push(ImportedSession { original, id: s.id });
+            }
+
+            // Content: new blobs get their record (references are added below); known ones are shared.
+            let paths = self.inner.paths.clone();
+            let inline_max = self.inner.config.inline_threshold;
+            let mut metas: HashMap<ContentHash, BlobMeta> = HashMap::new();
+            let mut new_blobs = Vec::new();
+            let mut stored_bytes_new = 0u64;
+            for b in staged.iter_mut() {
+                if let Some(v) = tx.get(&keys::blob(&b.hash))? {
+                    metas.insert(b.hash, BlobMeta::decode(&v)?);
+                    continue;
                 }
-                (StagedBytes::Memory(m), _) => tx.put(keys::blob_data(&b.hash), std::mem::take(m)),
-                (StagedBytes::File(t), _) => {
-                    let path = t.0.clone().unwrap_or_default();
-                    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                    tx.put(keys::blob_data(&b.hash), bytes);
+                let to_file = paths.is_some() && b.encoded_len >= inline_max;
+                match (&mut b.bytes, &paths) {
+                    (StagedBytes::File(t), Some(pp)) if to_file => {
+                        if let Some(tmp) = &t.0 {
+                            content::install_temp(&pp.blobs, tmp, &b.hash, b.codec)?;
+                        }
+                    }
+                    (StagedBytes::Memory(m), Some(pp)) if to_file => {
+                        content::write_blob_file(&pp.blobs, &pp.tmp, &b.hash, b.codec, m)?;
+                    }
+                    (StagedBytes::Memory(m), _) => tx.put(keys::blob_data(&b.hash), std::mem::take(m)),
+                    (StagedBytes::File(t), _) => {
+                        let path = t.0.clone().unwrap_or_default();
+                        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                        tx.put(keys::blob_data(&b.hash), bytes);
+                    }
+                }
+                let m = BlobMeta {
+                    codec: b.codec,
+                    inline: !to_file,
+                    size: b.size,
+                    stored_size: b.encoded_len,
+                    refs: 0,
+                };
+                tx.put(keys::blob(&b.hash), m.encode());
+                tx.add(counters::BLOBS, 1);
+                tx.add(counters::STORED_BYTES, m.stored_size as i64);
+                tx.add(counters::CONTENT_BYTES, m.size as i64);
+                stored_bytes_new += m.stored_size;
+                metas.insert(b.hash, m);
+                new_blobs.push(b.hash);
+            }
+
+            let mut latest: HashMap<(SessionId, String), u32> = HashMap::new();
+            for a in &p.artifacts {
+                let mut a = a.clone();
+                a.id = map.artifact(a.id);
+                a.session_id = map.session(a.session_id);
+                if tx.get(&keys::artifact(&a.id))?.is_some() {
+                    return Err(Error::AlreadyExists {
+                        what: format!(
+                            "artifact {} (from the bundle); nothing was imported. Import with new ids \
+                             (--new-ids) to make a copy",
+                            a.id
+                        ),
+                    });
+                }
+                let m = metas
+                    .get(&a.hash)
+                    .ok_or(Error::ContentMissing { hash: a.hash })?;
+                a.stored_size = m.stored_size;
+                a.compressed = m.codec == Codec::Zstd;
+                self.write_artifact_indexes(tx, &a);
+                self.retain_blob(tx, &a.hash)?;
+                tx.add(counters::session_artifacts(&a.session_id), 1);
+                let v = latest.entry((a.session_id, a.name.clone())).or_insert(0);
+                *v = (*v).max(a.version);
+            }
+            for ((sid, name), v) in latest {
+                tx.put(keys::latest(&sid, &name), v.to_be_bytes().to_vec());
+            }
+
+            for e in &p.events {
+                let e = remap_event(e, &mut map);
+                tx.append_event(e);
+            }
+
+            let mut extensions_imported = 0;
+            let mut extensions_skipped = 0;
+            for x in &p.extensions {
+                match handler(&x.kind) {
+                    Some(h) => {
+                        (h.import)(self, tx, &mut map, x)?;
+                        extensions_imported += 1;
+                    }
+                    None => extensions_skipped += 1,
                 }
             }
-            let m = BlobMeta {
-                codec: b.codec,
-                inline: !to_file,
-                size: b.size,
-                stored_size: b.encoded_len,
-                refs: 0,
-            };
-            tx.put(keys::blob(&b.hash), m.encode());
-            tx.add(b"blobs", 1);
-            tx.add(b"stored_bytes", m.stored_size as i64);
-            tx.add(b"content_bytes", m.size as i64);
-            stored_bytes_new += m.stored_size;
-            metas.insert(b.hash, m);
-            new_blobs.push(b.hash);
-        }
-
-        let mut latest: HashMap<(SessionId, String), u32> = HashMap::new();
-        for a in &p.artifacts {
-            let mut a = a.clone();
-            a.id = map.artifact(a.id);
-            a.session_id = map.session(a.session_id);
-            if tx.get(&keys::artifact(&a.id))?.is_some() {
-                return Err(Error::AlreadyExists {
-                    what: format!(
-                        "artifact {} (from the bundle); nothing was imported. Import with new ids \
-                         (--new-ids) to make a copy",
-                        a.id
-                    ),
-                });
-            }
-            let m = metas
-                .get(&a.hash)
-                .ok_or(Error::ContentMissing { hash: a.hash })?;
-            a.stored_size = m.stored_size;
-            a.compressed = m.codec == Codec::Zstd;
-            self.write_artifact_indexes(&mut tx, &a);
-            self.retain_blob(&mut tx, &a.hash)?;
-            tx.add(session_count_key(&a.session_id), 1);
-            let v = latest.entry((a.session_id, a.name.clone())).or_insert(0);
-            *v = (*v).max(a.version);
-        }
-        for ((sid, name), v) in latest {
-            tx.put(keys::latest(&sid, &name), v.to_be_bytes().to_vec());
-        }
-
-        let mut last_seq: HashMap<SessionId, u64> = HashMap::new();
-        for e in &p.events {
-            let e = remap_event(e, &mut map);
-            last_seq.insert(e.session_id, e.seq);
-            tx.put(
-                Key::new(keys::EVENT).sid(&e.session_id).u64(e.seq).build(),
-                keys::encode(&e),
-            );
-        }
-
-        let mut extensions_imported = 0;
-        let mut extensions_skipped = 0;
-        for x in &p.extensions {
-            match handler(&x.kind) {
-                Some(h) => {
-                    (h.import)(self, &mut tx, &mut map, x)?;
-                    extensions_imported += 1;
-                }
-                None => extensions_skipped += 1,
-            }
-        }
-        // Content only a skipped record referenced has no reference: it is garbage for GC.
-        for h in &new_blobs {
-            if let Some(v) = tx.get(&keys::blob(h))? {
-                if BlobMeta::decode(&v)?.refs == 0 {
-                    tx.put(keys::garbage(h), vec![]);
+            // Content only a skipped record referenced has no reference: it is garbage for GC.
+            for h in &new_blobs {
+                if let Some(v) = tx.get(&keys::blob(h))? {
+                    if BlobMeta::decode(&v)?.refs == 0 {
+                        tx.put(keys::garbage(h), vec![]);
+                    }
                 }
             }
-        }
 
-        let now = Utc::now();
-        let mut new_events = Vec::with_capacity(imported.len());
-        for s in &imported {
-            let seq = last_seq.get(&s.id).copied().unwrap_or(0) + 1;
-            let e = Event {
-                session_id: s.id,
-                seq,
-                at: now,
-                kind: EventKind::Custom {
-                    name: "imported".into(),
-                    payload: json!({
-                        "original_id": s.original,
-                        "bundle_root": root_old,
-                        "bundle_created_at": p.header.created_at,
-                        "new_ids": options.new_ids,
-                    }),
-                },
-            };
-            tx.put(
-                Key::new(keys::EVENT).sid(&s.id).u64(seq).build(),
-                keys::encode(&e),
-            );
-            new_events.push(e);
-        }
-        tx.commit()?;
-        drop(state);
-        self.after_commit(&new_events)?;
+            for s in &imported {
+                tx.event(
+                    s.id,
+                    EventKind::Custom {
+                        name: "imported".into(),
+                        payload: json!({
+                            "original_id": s.original,
+                            "bundle_root": root_old,
+                            "bundle_created_at": p.header.created_at,
+                            "new_ids": options.new_ids,
+                        }),
+                    },
+                )?;
+            }
+                Ok((imported, new_blobs, stored_bytes_new, extensions_imported, extensions_skipped))
+            })?;
         Ok(ImportReport {
             root: map.session(root_old),
             sessions: imported,

@@ -52,7 +52,7 @@ mod verify;
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
 #[cfg(feature = "redb")]
 pub use backend::RedbBackend;
-pub use backend::{Backend, MemoryBackend, Op, SledBackend};
+pub use backend::{Backend, BatchTx, MemoryBackend, Op, SledBackend, WriteTx};
 pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use checkpoint::{
     validate_label, Checkpoint, CopyOptions, Lineage, LineageKind, Message, NewCheckpoint,

@@ -1,8 +1,9 @@
 //! In-process subscriptions to store events.
 //!
-//! Every committed batch is offered to the subscriptions inside the store's write lock, right
-//! after the batch is applied, so each subscriber sees events in commit order (per session that is
-//! `seq` order) and never an event of a batch that failed. Offering an event is a filter check and
+//! A committed batch is offered to the subscriptions once it is durable (after the flush that
+//! acknowledges it: see the store's write path), in commit order, so each subscriber sees events
+//! in commit order (per session that is `seq` order) and never an event of a batch that failed or
+//! that a crash could still lose. Offering an event is a filter check and
 //! a push onto a bounded per-subscriber queue: a writer never waits for a subscriber. When a queue
 //! is full the event is dropped and counted; the subscriber then receives [`Delivery::Missed`] at
 //! the point of the gap, so it knows exactly how many events it lost and where.
@@ -226,9 +227,11 @@ struct Entry {
     /// Whether `members` grows with children created later (subtree) or not (one session).
     grows: bool,
     types: Vec<String>,
+    /// The last batch committed when it subscribed: it receives only later ones.
+    since: u64,
 }
 
-/// The subscriptions of one store. Fed under the write lock by the store's commit.
+/// The subscriptions of one store. Fed by the store's publish queue after each flush.
 #[derive(Default)]
 pub(crate) struct Hub {
     entries: Mutex<Vec<Entry>>,
@@ -236,9 +239,10 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// Offers committed events to every subscription. Called with the write lock held, in commit
-    /// order; never calls back into the store and never waits for a subscriber.
-    pub(crate) fn publish(&self, events: &[Event]) {
+    /// Offers the events of durable batch `batch` to every subscription registered before it
+    /// was committed. Called in commit order (by the store's publish queue); never calls back
+    /// into the store and never waits for a subscriber.
+    pub(crate) fn publish(&self, batch: u64, events: &[Event]) {
         if events.is_empty() || self.live.load(Ordering::Acquire) == 0 {
             return;
         }
@@ -246,6 +250,9 @@ impl Hub {
         entries.retain(|e| e.shared.strong_count() > 0);
         self.live.store(entries.len(), Ordering::Release);
         for entry in entries.iter_mut() {
+            if batch <= entry.since {
+                continue;
+            }
             let Some(shared) = entry.shared.upgrade() else {
                 continue;
             };
@@ -344,11 +351,12 @@ impl Store {
             }
             (None, None) => (None, false),
         };
-        self.inner.hooks.hub.register(Entry {
+        self.inner.hub.register(Entry {
             shared: Arc::downgrade(&shared),
             members,
             grows,
             types: filter.types,
+            since: self.inner.acks.last_committed(),
         });
         Ok(Subscription { shared })
     }

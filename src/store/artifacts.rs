@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::counters;
 use super::{PendingGuard, Store, Tx};
 use crate::artifact::{validate_name, Artifact, NewArtifact};
 use crate::backend::RangeIter;
@@ -16,12 +17,6 @@ use crate::query::{Page, Query};
 
 fn u32_value(b: &[u8]) -> u32 {
     b.try_into().map(u32::from_be_bytes).unwrap_or(0)
-}
-
-pub(crate) fn session_count_key(sid: &SessionId) -> Vec<u8> {
-    let mut k = b"sa.".to_vec();
-    k.extend_from_slice(sid.as_bytes());
-    k
 }
 
 /// Content staged before the batch: hashed, and (if its blob is new) encoded and in place.
@@ -54,6 +49,7 @@ impl Drop for StagedData {
 }
 
 /// Validated artifact options.
+#[derive(Clone)]
 pub(crate) struct Checked {
     pub(crate) new: NewArtifact,
 }
@@ -121,14 +117,10 @@ impl Store {
         prepared: Prepared,
     ) -> Result<Artifact> {
         let staged = self.stage(prepared)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let a = self.insert_artifact(&mut tx, session, checked, &staged, None)?;
-        let events = tx.commit()?;
-        drop(state);
-        drop(staged);
-        self.after_commit(&events)?;
-        Ok(a)
+        self.write(|tx| {
+            let a = self.insert_artifact(tx, session, checked.clone(), &staged, None)?;
+            Ok(a)
+        })
     }
 
     /// Stores the file at `path`. The name defaults to nothing: set it in `new`.
@@ -169,17 +161,13 @@ impl Store {
             }
         }
         let staged = self.stage_parallel(raw)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let mut out = Vec::with_capacity(checked.len());
-        for ((sid, c), st) in checked.into_iter().zip(&staged) {
-            out.push(self.insert_artifact(&mut tx, sid, c, st, None)?);
-        }
-        let events = tx.commit()?;
-        drop(state);
-        drop(staged);
-        self.after_commit(&events)?;
-        Ok(out)
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(checked.len());
+            for ((sid, c), st) in checked.iter().zip(&staged) {
+                out.push(self.insert_artifact(tx, *sid, c.clone(), st, None)?);
+            }
+            Ok(out)
+        })
     }
 
     fn check_writable(&self, session: SessionId) -> Result<()> {
@@ -354,7 +342,7 @@ impl Store {
             });
         }
         let limit = self.inner.config.limits.max_artifacts_per_session;
-        let count_key = session_count_key(&session);
+        let count_key = counters::session_artifacts(&session);
         if tx.counter(&count_key)? as u64 >= limit {
             return Err(Error::LimitExceeded {
                 limit: "max_artifacts_per_session",
@@ -398,7 +386,7 @@ impl Store {
     /// `artifact_stored` (the caller has taken its blob reference and set the latest pointer).
     pub(crate) fn add_artifact_in(&self, tx: &mut Tx<'_>, a: &Artifact) -> Result<()> {
         self.write_artifact_indexes(tx, a);
-        tx.add(session_count_key(&a.session_id), 1);
+        tx.add(counters::session_artifacts(&a.session_id), 1);
         tx.event(
             a.session_id,
             EventKind::ArtifactStored {
@@ -415,30 +403,13 @@ impl Store {
     /// Writes an artifact record and every index entry for it (not the latest pointer or counts
     /// per session), and counts it.
     pub(crate) fn write_artifact_indexes(&self, tx: &mut Tx<'_>, a: &Artifact) {
-        let id = &a.id;
-        let sid = a.session_id.as_bytes().to_vec();
-        tx.put(keys::artifact(id), crate::artifact::record::encode(a));
-        tx.put(
-            Key::new(keys::SESSION_ARTIFACT)
-                .sid(&a.session_id)
-                .aid(id)
-                .build(),
-            vec![],
-        );
-        tx.put(
-            Key::new(keys::NAME_VERSION)
-                .sid(&a.session_id)
-                .str0(&a.name)
-                .u32(a.version)
-                .build(),
-            id.as_bytes().to_vec(),
-        );
-        for k in index_keys(a) {
-            tx.put(k, sid.clone());
+        tx.put(keys::artifact(&a.id), crate::artifact::record::encode(a));
+        for (k, v) in artifact_index_entries(a) {
+            tx.put(k, v);
         }
-        tx.add(b"artifacts", 1);
-        tx.add(format!("artifacts.kind.{}", a.kind), 1);
-        tx.add(b"logical_bytes", a.size as i64);
+        for (name, delta) in artifact_counter_deltas(a) {
+            tx.add(name, delta);
+        }
     }
 
     /// Takes one reference on the staged blob, creating its record if it is new (or was collected
@@ -515,9 +486,9 @@ impl Store {
             }
         };
         tx.put(key, m.encode());
-        tx.add(b"blobs", 1);
-        tx.add(b"stored_bytes", m.stored_size as i64);
-        tx.add(b"content_bytes", m.size as i64);
+        tx.add(counters::BLOBS, 1);
+        tx.add(counters::STORED_BYTES, m.stored_size as i64);
+        tx.add(counters::CONTENT_BYTES, m.size as i64);
         Ok(m)
     }
 
@@ -734,14 +705,12 @@ impl Store {
     }
 
     fn delete_artifact_record(&self, a: Artifact) -> Result<Artifact> {
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        if !self.remove_artifact_in(&mut tx, a.id)? {
-            return Err(Error::artifact_not_found(a.id));
-        }
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
+        self.write(|tx| {
+            if !self.remove_artifact_in(tx, a.id)? {
+                return Err(Error::artifact_not_found(a.id));
+            }
+            Ok(())
+        })?;
         Ok(a)
     }
 
@@ -773,26 +742,21 @@ impl Store {
             // The next-highest remaining version, or none. Version numbers are not reused: a new put
             // after deleting the latest gets the next number after the highest remaining.
             let prefix = keys::name_versions_prefix(&sid, &a.name);
-            let mut prev = None;
             let end = crate::backend::prefix_end(&prefix);
-            for e in RangeIter::new(self.backend(), prefix, end, true, 8) {
-                let (k, _) = e?;
-                if tx.deleted(&k) {
-                    continue;
-                }
-                prev = Some(u32_value(&k[k.len() - 4..]));
-                break;
-            }
+            let prev = tx
+                .scan(&prefix, &end, true, 1)?
+                .first()
+                .map(|(k, _)| u32_value(&k[k.len() - 4..]));
             match prev {
                 Some(v) => tx.put(latest_key, v.to_be_bytes().to_vec()),
                 None => tx.del(latest_key),
             }
         }
         self.release_blob(tx, &a.hash)?;
-        tx.add(b"artifacts", -1);
-        tx.add(format!("artifacts.kind.{}", a.kind), -1);
-        tx.add(b"logical_bytes", -(a.size as i64));
-        tx.add(session_count_key(&sid), -1);
+        for (name, delta) in artifact_counter_deltas(&a) {
+            tx.add(name, -delta);
+        }
+        tx.add(counters::session_artifacts(&sid), -1);
         tx.event(
             sid,
             EventKind::ArtifactDeleted {
@@ -850,6 +814,41 @@ impl Store {
     pub fn admin(&self) -> Admin<'_> {
         Admin { store: self }
     }
+}
+
+/// Every index entry (key, value) of an artifact record, without the record itself.
+pub(crate) fn artifact_index_entries(a: &Artifact) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let id = &a.id;
+    let sid = a.session_id.as_bytes().to_vec();
+    let mut out = Vec::with_capacity(7 + a.tags.len());
+    out.push((
+        Key::new(keys::SESSION_ARTIFACT)
+            .sid(&a.session_id)
+            .aid(id)
+            .build(),
+        vec![],
+    ));
+    out.push((
+        Key::new(keys::NAME_VERSION)
+            .sid(&a.session_id)
+            .str0(&a.name)
+            .u32(a.version)
+            .build(),
+        id.as_bytes().to_vec(),
+    ));
+    for k in index_keys(a) {
+        out.push((k, sid.clone()));
+    }
+    out
+}
+
+/// The store-wide counter changes of adding an artifact record (its session's count aside).
+pub(crate) fn artifact_counter_deltas(a: &Artifact) -> [(Vec<u8>, i64); 3] {
+    [
+        (counters::ARTIFACTS.to_vec(), 1),
+        (counters::artifacts_of_kind(&a.kind), 1),
+        (counters::LOGICAL_BYTES.to_vec(), a.size as i64),
+    ]
 }
 
 /// The secondary index keys of an artifact (kind, tags, size, name, reversed name).

@@ -10,6 +10,7 @@ use std::fs;
 
 use serde::{Deserialize, Serialize};
 
+use super::counters;
 use super::Store;
 use crate::backend::RangeIter;
 use crate::content::{self, BlobMeta};
@@ -39,38 +40,40 @@ impl Store {
             if batch.is_empty() {
                 break;
             }
-            let mut files = Vec::new();
-            let mut progressed = false;
-            {
-                let mut state = self.lock()?;
-                let mut tx = self.tx(&mut state);
-                for (k, _) in &batch {
-                    let hash = ContentHash::from_slice(&k[1..])?;
-                    if self.is_pending(&hash) {
-                        continue;
+            let progressed = self.write_batches(|w| {
+                let (files, progressed, removed, freed) = w.batch(|tx| {
+                    let mut files = Vec::new();
+                    let (mut progressed, mut removed, mut freed) = (false, 0, 0);
+                    for (k, _) in &batch {
+                        let hash = ContentHash::from_slice(&k[1..])?;
+                        if self.is_pending(&hash) {
+                            continue;
+                        }
+                        tx.del(k.clone());
+                        progressed = true;
+                        let Some(b) = tx.get(&keys::blob(&hash))? else {
+                            continue;
+                        };
+                        let m = BlobMeta::decode(&b)?;
+                        if m.refs > 0 {
+                            continue; // referenced again since it was listed
+                        }
+                        tx.del(keys::blob(&hash));
+                        if m.inline {
+                            tx.del(keys::blob_data(&hash));
+                        } else {
+                            files.push((hash, m.codec));
+                        }
+                        tx.add(counters::BLOBS, -1);
+                        tx.add(counters::STORED_BYTES, -(m.stored_size as i64));
+                        tx.add(counters::CONTENT_BYTES, -(m.size as i64));
+                        removed += 1;
+                        freed += m.stored_size;
                     }
-                    tx.del(k.clone());
-                    progressed = true;
-                    let Some(b) = tx.get(&keys::blob(&hash))? else {
-                        continue;
-                    };
-                    let m = BlobMeta::decode(&b)?;
-                    if m.refs > 0 {
-                        continue; // referenced again since it was listed
-                    }
-                    tx.del(keys::blob(&hash));
-                    if m.inline {
-                        tx.del(keys::blob_data(&hash));
-                    } else {
-                        files.push((hash, m.codec));
-                    }
-                    tx.add(b"blobs", -1);
-                    tx.add(b"stored_bytes", -(m.stored_size as i64));
-                    tx.add(b"content_bytes", -(m.size as i64));
-                    report.blobs_removed += 1;
-                    report.bytes_freed += m.stored_size;
-                }
-                tx.commit()?;
+                    Ok((files, progressed, removed, freed))
+                })?;
+                report.blobs_removed += removed;
+                report.bytes_freed += freed;
                 // The records are gone (durably) before the files go: a crash in between leaves
                 // orphan files, which the sweep below removes, never a record without its file.
                 self.flush()?;
@@ -80,7 +83,8 @@ impl Store {
                         self.remove_unless_pending(&hash, &p)?;
                     }
                 }
-            }
+                Ok(progressed)
+            })?;
             if !progressed {
                 break; // everything left is pending: a later GC gets it
             }
