@@ -29,7 +29,7 @@ use crate::ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
 use crate::keys::{self, Key};
 use crate::session::Session;
 use crate::store::counters;
-use crate::store::{PendingGuard, Store, Tx};
+use crate::store::{EncodedBytes, PendingGuard, Store, Tx};
 
 /// The first 8 bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"CAIRNBDL";
@@ -1612,7 +1612,6 @@ struct StagedBlob {
     hash: ContentHash,
     size: u64,
     codec: Codec,
-    encoded_len: u64,
     bytes: StagedBytes,
 }
 
@@ -1750,7 +1749,7 @@ impl BlobSink for StageSink<'_> {
             }
             spool.write(&buf[..n])?;
         }
-        let (mut bytes, mut encoded_len) = spool.finish()?;
+        let (mut bytes, encoded_len) = spool.finish()?;
         let fail = |m: String| bad(info.at, format!("blob {}: {m}", info.hash));
         // Verified the way the store will read it back: same decoder, same window bound.
         verify_content(info.codec, &mut bytes.reader()?, &info.hash, info.size).map_err(fail)?;
@@ -1787,14 +1786,12 @@ impl BlobSink for StageSink<'_> {
             }
             self.buffered -= bytes.memory_len();
             bytes = raw;
-            encoded_len = raw_len;
             codec = Codec::Raw;
         }
         self.staged.push(StagedBlob {
             hash: info.hash,
             size: info.size,
             codec,
-            encoded_len,
             bytes,
         });
         Ok(())
@@ -1902,26 +1899,13 @@ impl Store {
     ) -> Result<ExportReport> {
         let path = path.as_ref();
         self.session(id)?;
-        let file_name = path.file_name().ok_or_else(|| {
-            Error::invalid("bundle path", format!("{} names no file", path.display()))
-        })?;
-        let mut tmp_name = file_name.to_os_string();
-        tmp_name.push(format!(".partial-{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        let mut guard = TempFile(Some(tmp.clone()));
-        let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let w = BufWriter::with_capacity(1 << 20, f);
-        let report = self.export_inner(id, subtree, w, Some(path))?;
-        // `export_inner` flushed the writer; reopen to sync what reached the file.
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        guard.0 = None;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let _ = content::sync_dir(parent);
+        if path.file_name().is_none() {
+            return Err(Error::invalid(
+                "bundle path",
+                format!("{} names no file", path.display()),
+            ));
         }
-        Ok(report)
+        crate::fsutil::atomic_write_with(path, |w| self.export_inner(id, subtree, w, Some(path)))
     }
 
     fn export_inner<W: Write>(
@@ -2066,7 +2050,7 @@ impl Store {
     fn commit_import(
         &self,
         p: Parsed,
-        mut staged: Vec<StagedBlob>,
+        staged: Vec<StagedBlob>,
         options: &ImportOptions,
     ) -> Result<ImportReport> {
         let limits = &self.inner.config.limits;
@@ -2125,6 +2109,17 @@ impl Store {
             }
         }
         let root_old = p.header.root;
+        let staged = staged
+            .into_iter()
+            .map(|mut b| {
+                let bytes = match &mut b.bytes {
+                    StagedBytes::Memory(m) => EncodedBytes::Memory(std::mem::take(m)),
+                    // The path moves to the staged blob, which removes it if it is not installed.
+                    StagedBytes::File(t) => EncodedBytes::File(t.0.take().unwrap_or_default()),
+                };
+                self.stage_encoded(b.hash, b.size, b.codec, bytes)
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         let (imported, new_blobs, stored_bytes_new, extensions_imported, extensions_skipped) =
             self.write(|tx| {
@@ -2182,48 +2177,18 @@ impl Store {
                 imported.push(ImportedSession { original, id: s.id });
             }
 
-            // Content: new blobs get their record (references are added below); known ones are shared.
-            let paths = self.inner.paths.clone();
-            let inline_max = self.inner.config.inline_threshold;
+            // Content: new blobs get their record, listed as garbage until the references
+            // below take them off the list; known ones are shared.
             let mut metas: HashMap<ContentHash, BlobMeta> = HashMap::new();
             let mut new_blobs = Vec::new();
             let mut stored_bytes_new = 0u64;
-            for b in staged.iter_mut() {
-                if let Some(v) = tx.get(&keys::blob(&b.hash))? {
-                    metas.insert(b.hash, BlobMeta::decode(&v)?);
-                    continue;
+            for b in &staged {
+                let (m, new) = tx.add_blob(b, 0)?;
+                if new {
+                    stored_bytes_new += m.stored_size;
+                    new_blobs.push(b.hash);
                 }
-                let to_file = paths.is_some() && b.encoded_len >= inline_max;
-                match (&mut b.bytes, &paths) {
-                    (StagedBytes::File(t), Some(pp)) if to_file => {
-                        if let Some(tmp) = &t.0 {
-                            content::install_temp(&pp.blobs, tmp, &b.hash, b.codec)?;
-                        }
-                    }
-                    (StagedBytes::Memory(m), Some(pp)) if to_file => {
-                        content::write_blob_file(&pp.blobs, &pp.tmp, &b.hash, b.codec, m)?;
-                    }
-                    (StagedBytes::Memory(m), _) => tx.put(keys::blob_data(&b.hash), std::mem::take(m)),
-                    (StagedBytes::File(t), _) => {
-                        let path = t.0.clone().unwrap_or_default();
-                        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                        tx.put(keys::blob_data(&b.hash), bytes);
-                    }
-                }
-                let m = BlobMeta {
-                    codec: b.codec,
-                    inline: !to_file,
-                    size: b.size,
-                    stored_size: b.encoded_len,
-                    refs: 0,
-                };
-                tx.put(keys::blob(&b.hash), m.encode());
-                tx.add(counters::BLOBS, 1);
-                tx.add(counters::STORED_BYTES, m.stored_size as i64);
-                tx.add(counters::CONTENT_BYTES, m.size as i64);
-                stored_bytes_new += m.stored_size;
                 metas.insert(b.hash, m);
-                new_blobs.push(b.hash);
             }
 
             let mut latest: HashMap<(SessionId, String), u32> = HashMap::new();
@@ -2246,7 +2211,7 @@ impl Store {
                 a.stored_size = m.stored_size;
                 a.compressed = m.codec == Codec::Zstd;
                 self.write_artifact_indexes(tx, &a);
-                self.retain_blob(tx, &a.hash)?;
+                tx.retain_blob(&a.hash)?;
                 tx.add(counters::session_artifacts(&a.session_id), 1);
                 let v = latest.entry((a.session_id, a.name.clone())).or_insert(0);
                 *v = (*v).max(a.version);
@@ -2271,14 +2236,7 @@ impl Store {
                     None => extensions_skipped += 1,
                 }
             }
-            // Content only a skipped record referenced has no reference: it is garbage for GC.
-            for h in &new_blobs {
-                if let Some(v) = tx.get(&keys::blob(h))? {
-                    if BlobMeta::decode(&v)?.refs == 0 {
-                        tx.put(keys::garbage(h), vec![]);
-                    }
-                }
-            }
+            // Content only a skipped record referenced keeps no reference: it stays garbage.
 
             for s in &imported {
                 tx.event(

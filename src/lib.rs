@@ -37,6 +37,7 @@ mod config;
 mod content;
 mod error;
 mod events;
+mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;

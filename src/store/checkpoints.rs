@@ -129,7 +129,7 @@ impl Store {
         self.write(|tx| {
             let blob = match &staged {
                 Some((blob, st)) => {
-                    self.reference_blob(tx, st)?;
+                    tx.reference_blob(st)?;
                     Some(*blob)
                 }
                 None => None,
@@ -170,7 +170,7 @@ impl Store {
         let id = CheckpointId::new();
         let members = self.tx_session_artifacts(tx, session)?;
         for a in &members {
-            self.retain_blob(tx, &a.hash)?;
+            tx.retain_blob(&a.hash)?;
             tx.put(
                 cp_member_key(&id, &a.id),
                 crate::artifact::record::encode(a),
@@ -385,12 +385,12 @@ impl Store {
             if k.len() > 17 {
                 // A captured artifact (the 17-byte key is the header).
                 let a: Artifact = crate::artifact::record::decode(&v)?;
-                self.release_blob(tx, &a.hash)?;
+                tx.release_blob(&a.hash)?;
             }
             tx.del(k);
         }
         if let Some(b) = &cp.state_blob {
-            self.release_blob(tx, &b.hash)?;
+            tx.release_blob(&b.hash)?;
         }
         tx.del(session_cp_key(&cp.session_id, &id));
         tx.add(super::counters::CHECKPOINTS, -1);
@@ -572,7 +572,7 @@ impl Store {
                 ),
             });
         }
-        let meta = self.retain_blob(tx, &template.hash)?;
+        let meta = tx.retain_blob(&template.hash)?;
         let latest_key = keys::latest(&session, &template.name);
         let latest = tx
             .get(&latest_key)?
@@ -1290,7 +1290,7 @@ impl Store {
                         )));
                     }
                     crate::artifact::validate_name(&a.name)?;
-                    let m = self.retain_blob(tx, &a.hash)?;
+                    let m = tx.retain_blob(&a.hash)?;
                     if m.size != a.size {
                         return Err(bad(format!(
                             "artifact {} says {} bytes; its content has {}",
@@ -1305,7 +1305,7 @@ impl Store {
                     );
                 }
                 if let Some(sb) = &cp.state_blob {
-                    let m = self.retain_blob(tx, &sb.hash)?;
+                    let m = tx.retain_blob(&sb.hash)?;
                     if m.size != sb.size {
                         return Err(bad(format!(
                             "the binary state says {} bytes; its content has {}",

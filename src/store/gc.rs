@@ -10,7 +10,6 @@ use std::fs;
 
 use serde::{Deserialize, Serialize};
 
-use super::counters;
 use super::Store;
 use crate::backend::RangeIter;
 use crate::content::{self, BlobMeta};
@@ -49,24 +48,13 @@ impl Store {
                         if self.is_pending(&hash) {
                             continue;
                         }
-                        tx.del(k.clone());
                         progressed = true;
-                        let Some(b) = tx.get(&keys::blob(&hash))? else {
+                        let Some(m) = tx.remove_garbage_blob(&hash)? else {
                             continue;
                         };
-                        let m = BlobMeta::decode(&b)?;
-                        if m.refs > 0 {
-                            continue; // referenced again since it was listed
-                        }
-                        tx.del(keys::blob(&hash));
-                        if m.inline {
-                            tx.del(keys::blob_data(&hash));
-                        } else {
+                        if !m.inline {
                             files.push((hash, m.codec));
                         }
-                        tx.add(counters::BLOBS, -1);
-                        tx.add(counters::STORED_BYTES, -(m.stored_size as i64));
-                        tx.add(counters::CONTENT_BYTES, -(m.size as i64));
                         removed += 1;
                         freed += m.stored_size;
                     }
@@ -125,19 +113,17 @@ impl Store {
     /// writes the file itself. Checking the pin and removing without holding it lost files
     /// (`tests/crash.rs`, GC racing puts of the same content). Returns whether a file was removed.
     fn remove_unless_pending(&self, hash: &ContentHash, path: &std::path::Path) -> Result<bool> {
-        let pins = self.inner.pending.lock().map_err(|_| Error::Backend {
-            message: "pending-put set poisoned by a panic in another thread".into(),
-        })?;
-        if pins.contains_key(hash) {
-            return Ok(false);
-        }
-        let removed = match fs::remove_file(path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        drop(pins);
-        Ok(removed)
+        // The pin set stays locked across the removal, so no put can pin the hash meanwhile.
+        self.inner.pins.locked(|pins| {
+            if pins.contains_key(hash) {
+                return Ok(false);
+            }
+            match fs::remove_file(path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::io(path, e)),
+            }
+        })?
     }
 
     /// Number of blobs waiting for GC.

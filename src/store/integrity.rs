@@ -331,17 +331,19 @@ impl Store {
         // Hold the pin set across the check and the move, as GC does: a put that stages this
         // hash outside the lock either pinned first (the file stays for it) or pins after the
         // move and, finding no usable file, writes its own.
-        let pins = self.inner.pending.lock().map_err(|_| Error::Backend {
-            message: "pending-put set poisoned by a panic in another thread".into(),
+        let moved = self.inner.pins.locked(|pins| {
+            if pins.contains_key(hash) {
+                return Ok(false);
+            }
+            fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
+            Ok(true)
         })?;
-        if pins.contains_key(hash) {
+        if !moved? {
             return Ok(None);
         }
-        fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
-        drop(pins);
-        content::sync_dir(quarantine)?;
+        crate::fsutil::sync_dir(quarantine)?;
         if let Some(parent) = path.parent() {
-            content::sync_dir(parent)?;
+            crate::fsutil::sync_dir(parent)?;
         }
         Ok(Some(dest))
     }
@@ -364,7 +366,7 @@ impl Store {
         f.write_all(&body)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&dest, e))?;
-        content::sync_dir(&dir)?;
+        crate::fsutil::sync_dir(&dir)?;
         Ok(Some(dest))
     }
 }

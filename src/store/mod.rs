@@ -1,6 +1,7 @@
 //! The store facade: opening, the write path's transaction, durability, statistics.
 
 mod artifacts;
+mod blobs;
 mod checkpoints;
 pub(crate) mod counters;
 mod gc;
@@ -13,11 +14,14 @@ pub use self::artifacts::{Admin, ContentInfo};
 pub use self::gc::GcReport;
 pub use self::sessions::DeleteReport;
 // For bundle import, which writes records with their indexes and counters directly.
+use self::blobs::{BlobFiles, LocalFiles, Pins};
+pub(crate) use self::blobs::{EncodedBytes, PendingGuard, Staged};
 pub(crate) use self::checkpoints::RemapIds;
 use self::tx::Acks;
-pub(crate) use self::tx::{Tx, WriteState, Writer};
+use self::tx::WriteState;
+pub(crate) use self::tx::{Tx, Writer};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -27,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, MemoryBackend, Op, SledBackend};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ids::ContentHash;
 use crate::keys::{self, Key};
 
 /// The on-disk format this version writes and reads.
@@ -93,8 +96,10 @@ pub(crate) struct Inner {
     pub(crate) paths: Option<Paths>,
     pub(crate) config: Config,
     write: Mutex<WriteState>,
-    /// Content hashes a put is about to reference: GC leaves their blobs and files alone.
-    pending: Mutex<HashMap<ContentHash, usize>>,
+    /// Where large blobs' files live (`None`: in memory, all content inline).
+    pub(crate) files: Option<Box<dyn BlobFiles>>,
+    /// Content hashes a write is about to reference: GC leaves their blobs and files alone.
+    pub(crate) pins: Pins,
     /// Committed batches waiting for the flush that acknowledges them.
     pub(crate) acks: Acks,
     /// Subscriptions, offered each batch's events once it is durable, in commit order.
@@ -237,13 +242,17 @@ impl Store {
 
     fn from_parts(backend: Box<dyn Backend>, paths: Option<Paths>, config: Config) -> Store {
         let interval = config.group_interval();
+        let files = paths.as_ref().map(|p| {
+            Box::new(LocalFiles::new(p.blobs.clone(), p.tmp.clone())) as Box<dyn BlobFiles>
+        });
         let store = Store {
             inner: Arc::new(Inner {
                 backend,
                 paths,
                 config,
                 write: Mutex::new(WriteState::default()),
-                pending: Mutex::new(HashMap::new()),
+                files,
+                pins: Pins::default(),
                 acks: Acks::default(),
                 hub: crate::subscribe::Hub::default(),
             }),
@@ -289,21 +298,6 @@ impl Store {
 
     pub(crate) fn backend(&self) -> &dyn Backend {
         &*self.inner.backend
-    }
-
-    pub(crate) fn pin_pending(&self, hash: ContentHash) -> PendingGuard<'_> {
-        if let Ok(mut p) = self.inner.pending.lock() {
-            *p.entry(hash).or_insert(0) += 1;
-        }
-        PendingGuard { store: self, hash }
-    }
-
-    pub(crate) fn is_pending(&self, hash: &ContentHash) -> bool {
-        self.inner
-            .pending
-            .lock()
-            .map(|p| p.contains_key(hash))
-            .unwrap_or(true)
     }
 
     /// Reads a counter (committed value).
@@ -384,25 +378,6 @@ pub struct Stats {
     pub compression_ratio: f64,
 }
 
-/// Keeps a content hash marked as "about to be referenced" until dropped.
-pub(crate) struct PendingGuard<'a> {
-    store: &'a Store,
-    hash: ContentHash,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut p) = self.store.inner.pending.lock() {
-            if let Some(n) = p.get_mut(&self.hash) {
-                *n -= 1;
-                if *n == 0 {
-                    p.remove(&self.hash);
-                }
-            }
-        }
-    }
-}
-
 /// Checks or initialises the store folder and its `CAIRN` marker.
 fn prepare_dir(root: &Path, kind: BackendKind) -> Result<()> {
     let not_store = |message: String| Error::NotAStore {
@@ -460,17 +435,11 @@ fn prepare_dir(root: &Path, kind: BackendKind) -> Result<()> {
     }
     let db = root.join("db");
     fs::create_dir_all(&db).map_err(|e| Error::io(&db, e))?;
-    let tmp = root.join(".CAIRN.tmp");
     let body = serde_json::to_vec(&Marker {
         format: FORMAT_VERSION,
         backend: kind,
     })
     .unwrap_or_default();
-    fs::write(&tmp, body).map_err(|e| Error::io(&tmp, e))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, &marker).map_err(|e| Error::io(&marker, e))?;
-    crate::content::sync_dir(root)?;
+    crate::fsutil::atomic_write(root, &marker, &body)?;
     Ok(())
 }
