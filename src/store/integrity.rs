@@ -15,6 +15,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::verify::{Problem, RepairReport, VerifyReport};
 use super::{counters, Store, Writer};
 use crate::artifact::Artifact;
 use crate::backend::{prefix_end, Op, RangeIter};
@@ -23,7 +24,6 @@ use crate::error::{Error, Result};
 use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys;
 use crate::session::Session;
-use crate::verify::{Problem, RepairReport, VerifyReport};
 
 /// Problem kinds, as they appear in [`Problem::kind`].
 pub(crate) mod kind {

@@ -7,8 +7,12 @@ pub(crate) mod counters;
 mod gc;
 mod integrity;
 mod metrics;
+mod query;
+pub(crate) mod retention;
 mod sessions;
+mod subscriptions;
 mod tx;
+pub(crate) mod verify;
 
 pub use self::artifacts::{Admin, ContentInfo};
 pub use self::gc::GcReport;
