@@ -209,7 +209,7 @@ pub(crate) fn truncate_for_message(s: &str) -> String {
     }
 }
 
-/// Checks an artifact name: not empty, at most [`MAX_NAME_LEN`] bytes, no NUL or control characters.
+/// Checks an artifact name: not empty, at most `MAX_NAME_LEN` (1024) bytes, no NUL or control characters.
 pub fn validate_name(name: &str) -> Result<()> {
     let bad = |m: &str| {
         Err(Error::invalid(
@@ -233,7 +233,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a tag: 1 to [`MAX_TAG_LEN`] bytes, no whitespace, NUL or control characters.
+/// Checks a tag: 1 to `MAX_TAG_LEN` (128) bytes, no whitespace, NUL or control characters.
 pub fn validate_tag(tag: &str) -> Result<()> {
     if tag.is_empty()
         || tag.len() > MAX_TAG_LEN

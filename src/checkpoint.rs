@@ -1,5 +1,5 @@
-//! Checkpoints, lineage, timelines and conversation history: the types, and the [`Pipeline`]
-//! helper that resumes step-by-step work from the last checkpoint.
+//! Checkpoints, lineage, timelines and conversation history: the types. (The `Pipeline` helper
+//! that resumes step-by-step work from the last checkpoint is in `pipeline.rs`.)
 //!
 //! The store operations live in `store/checkpoints.rs`; see DESIGN.md, "Checkpoints, forks and
 //! history", for the records and how they hold references on content.
@@ -15,7 +15,6 @@ use crate::artifact::{Artifact, ArtifactKind};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
-use crate::store::Store;
 
 /// Longest checkpoint label, in bytes.
 pub const MAX_LABEL_LEN: usize = 256;
@@ -37,7 +36,7 @@ pub struct Checkpoint {
     pub state: Value,
     /// The larger binary state, stored as content, if one was given.
     pub state_blob: Option<StateBlob>,
-    /// How many artifact versions it captured (see [`Store::checkpoint_artifacts`]).
+    /// How many artifact versions it captured (see [`Store::checkpoint_artifacts`](crate::Store::checkpoint_artifacts)).
     pub artifact_count: u64,
     /// The sequence number of its `checkpoint_created` event: every event up to and including
     /// this one happened before the checkpoint.
@@ -111,7 +110,7 @@ pub fn validate_label(label: &str) -> Result<()> {
     Ok(())
 }
 
-/// What [`Store::restore`] did.
+/// What [`Store::restore_checkpoint`](crate::Store::restore_checkpoint) did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RestoreReport {
     /// The checkpoint restored.
@@ -129,11 +128,11 @@ pub struct RestoreReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineageKind {
-    /// [`Store::fork`]: a child of its source, at a checkpoint or at the source's state then.
+    /// [`Store::fork`](crate::Store::fork): a child of its source, at a checkpoint or at the source's state then.
     Fork,
-    /// [`Store::copy_session`].
+    /// [`Store::copy_session`](crate::Store::copy_session).
     Copy,
-    /// [`Store::merge_sessions`]: one record per source.
+    /// [`Store::merge_sessions`](crate::Store::merge_sessions): one record per source.
     Merge,
 }
 
@@ -152,7 +151,7 @@ pub struct Lineage {
     pub at: DateTime<Utc>,
 }
 
-/// Options for [`Store::copy_session`]: build with [`CopyOptions::new`].
+/// Options for [`Store::copy_session`](crate::Store::copy_session): build with [`CopyOptions::new`].
 #[derive(Clone, Debug, Default)]
 pub struct CopyOptions {
     pub(crate) subtree: bool,
@@ -182,7 +181,7 @@ impl CopyOptions {
     }
 }
 
-/// Options for [`Store::timeline`]: build with [`TimelineOptions::new`].
+/// Options for [`Store::timeline`](crate::Store::timeline): build with [`TimelineOptions::new`].
 #[derive(Clone, Debug)]
 pub struct TimelineOptions {
     pub(crate) subtree: bool,
@@ -223,7 +222,7 @@ impl TimelineOptions {
 }
 
 /// One entry of a timeline: an event, with the artifact or checkpoint it is about (when that
-/// still exists). Read the artifact's content on demand with [`Store::read`].
+/// still exists). Read the artifact's content on demand with [`Store::read`](crate::Store::read).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEntry {
     /// The event.
@@ -306,225 +305,4 @@ pub struct Message {
     pub artifact_id: ArtifactId,
     /// When it was said.
     pub at: DateTime<Utc>,
-}
-
-/// The context a pipeline step runs in.
-pub struct StepContext<'a> {
-    store: &'a Store,
-    session: SessionId,
-    pipeline: &'a str,
-    step: &'a str,
-    input: &'a Value,
-}
-
-impl StepContext<'_> {
-    /// The store.
-    pub fn store(&self) -> &Store {
-        self.store
-    }
-    /// The session the pipeline runs in.
-    pub fn session(&self) -> SessionId {
-        self.session
-    }
-    /// The pipeline's name.
-    pub fn pipeline(&self) -> &str {
-        self.pipeline
-    }
-    /// This step's name.
-    pub fn step(&self) -> &str {
-        self.step
-    }
-    /// The state the previous step returned (for the first step, the pipeline's initial state).
-    pub fn input(&self) -> &Value {
-        self.input
-    }
-}
-
-type StepFn<'s> = Box<dyn FnMut(&StepContext<'_>) -> Result<Value> + 's>;
-
-/// Step-by-step work that survives being killed: after each step succeeds, its output is saved
-/// in a checkpoint labelled `<pipeline>/<step>`. Running the pipeline again skips the leading
-/// steps whose checkpoint exists and hands the next step the saved output of the last one.
-///
-/// Once a step runs, every later step runs too (their older checkpoints would be stale).
-/// A failed step saves nothing, so the next run retries it. Before each step runs, the pipeline
-/// appends a `pipeline.step_started` event to the session (an audit trail of executions).
-///
-/// ```
-/// use cairn::{NewSession, Pipeline, Store};
-/// use serde_json::json;
-///
-/// # fn main() -> cairn::Result<()> {
-/// let store = Store::memory();
-/// let s = store.create_session(NewSession::new().name("etl"))?;
-/// let run = Pipeline::new(&store, s.id, "etl")
-///     .step("double", |ctx| Ok(json!(ctx.input().as_i64().unwrap_or(0) * 2)))
-///     .step("plus_one", |ctx| Ok(json!(ctx.input().as_i64().unwrap_or(0) + 1)))
-///     .run(json!(20))?;
-/// assert_eq!(run.output, json!(41));
-/// assert_eq!(run.executed, ["double", "plus_one"]);
-/// # Ok(())
-/// # }
-/// ```
-pub struct Pipeline<'s> {
-    store: &'s Store,
-    session: SessionId,
-    name: String,
-    steps: Vec<(String, StepFn<'s>)>,
-}
-
-/// What a pipeline run did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PipelineRun {
-    /// Steps skipped because their checkpoint existed, in order.
-    pub skipped: Vec<String>,
-    /// Steps run now, in order.
-    pub executed: Vec<String>,
-    /// The checkpoint of every step (found or created), in step order.
-    pub checkpoints: Vec<CheckpointId>,
-    /// The last step's output (the initial state if there are no steps).
-    pub output: Value,
-}
-
-impl<'s> Pipeline<'s> {
-    /// A pipeline named `name` (part of every checkpoint label) in `session`.
-    pub fn new(store: &'s Store, session: SessionId, name: impl Into<String>) -> Self {
-        Self {
-            store,
-            session,
-            name: name.into(),
-            steps: Vec::new(),
-        }
-    }
-
-    /// Adds a step: it gets the previous step's output and returns its own.
-    pub fn step(
-        mut self,
-        name: impl Into<String>,
-        f: impl FnMut(&StepContext<'_>) -> Result<Value> + 's,
-    ) -> Self {
-        self.steps.push((name.into(), Box::new(f)));
-        self
-    }
-
-    /// The checkpoint label of `step`.
-    pub fn label(&self, step: &str) -> String {
-        format!("{}/{}", self.name, step)
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.name.is_empty() || self.name.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "pipeline name",
-                format!("{:?}: give a non-empty printable name", self.name),
-            ));
-        }
-        for (i, (step, _)) in self.steps.iter().enumerate() {
-            validate_label(&self.label(step))?;
-            if step.is_empty() {
-                return Err(Error::invalid("pipeline step name", "a step name is empty"));
-            }
-            if self.steps[..i].iter().any(|(s, _)| s == step) {
-                return Err(Error::invalid(
-                    "pipeline step name",
-                    format!("{step:?} appears twice; step names must be unique"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs the steps not yet done, in order, starting from `initial` (used only when the first
-    /// step runs). A step's error stops the run and is returned naming the step.
-    pub fn run(&mut self, initial: Value) -> Result<PipelineRun> {
-        self.check()?;
-        let store = self.store;
-        let mut run = PipelineRun {
-            skipped: Vec::new(),
-            executed: Vec::new(),
-            checkpoints: Vec::new(),
-            output: initial,
-        };
-        let mut resuming = true;
-        for i in 0..self.steps.len() {
-            let label = self.label(&self.steps[i].0);
-            if resuming {
-                if let Some(cp) = store.latest_checkpoint(self.session, Some(&label))? {
-                    run.output = self.saved_output(&cp)?;
-                    run.skipped.push(self.steps[i].0.clone());
-                    run.checkpoints.push(cp.id);
-                    continue;
-                }
-                resuming = false;
-            }
-            let (step, f) = &mut self.steps[i];
-            store.append_event(
-                self.session,
-                "pipeline.step_started",
-                serde_json::json!({ "pipeline": self.name, "step": step }),
-            )?;
-            let ctx = StepContext {
-                store,
-                session: self.session,
-                pipeline: &self.name,
-                step,
-                input: &run.output,
-            };
-            let out = f(&ctx).map_err(|e| Error::Other {
-                message: format!("pipeline {:?}: step {step:?} failed: {e}", self.name),
-            })?;
-            let step = step.clone();
-            let cp = store
-                .create_checkpoint(self.session, self.output_checkpoint(&label, &step, &out))?;
-            run.executed.push(step);
-            run.checkpoints.push(cp.id);
-            run.output = out;
-        }
-        Ok(run)
-    }
-
-    /// Small outputs live in the checkpoint's JSON state; large ones in its binary state.
-    fn output_checkpoint(&self, label: &str, step: &str, out: &Value) -> NewCheckpoint {
-        let json = serde_json::to_vec(out).unwrap_or_default();
-        let max = self.store.config().limits.max_metadata_bytes;
-        let base = NewCheckpoint::new(label);
-        if json.len() + 256 + self.name.len() + step.len() <= max {
-            base.state(serde_json::json!({
-                "pipeline": self.name, "step": step, "output": out
-            }))
-        } else {
-            base.state(serde_json::json!({
-                "pipeline": self.name, "step": step, "output_in_state_bytes": true
-            }))
-            .state_bytes(json)
-        }
-    }
-
-    fn saved_output(&self, cp: &Checkpoint) -> Result<Value> {
-        if cp.state.get("output_in_state_bytes") == Some(&Value::Bool(true)) {
-            let bytes =
-                self.store
-                    .checkpoint_state_bytes(cp.id)?
-                    .ok_or_else(|| Error::Corrupt {
-                        what: format!(
-                        "checkpoint {} says its output is in its binary state, which it has not",
-                        cp.id
-                    ),
-                    })?;
-            return serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-                what: format!(
-                    "checkpoint {} binary state is not the JSON output: {e}",
-                    cp.id
-                ),
-            });
-        }
-        cp.state.get("output").cloned().ok_or_else(|| Error::InvalidInput {
-            what: "pipeline checkpoint".into(),
-            message: format!(
-                "checkpoint {} labelled {:?} has no pipeline output in its state; it was not written \
-                 by this pipeline: delete it or rename the pipeline",
-                cp.id, cp.label
-            ),
-        })
-    }
 }

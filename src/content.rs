@@ -298,48 +298,6 @@ pub(crate) fn blob_path(blob_dir: &Path, hash: &ContentHash, codec: Codec) -> Pa
         .join(format!("{hex}.{}", codec.ext()))
 }
 
-/// Writes `bytes` to its final path: temporary file, fsync, rename, fsync of the directory.
-pub(crate) fn write_blob_file(
-    blob_dir: &Path,
-    tmp_dir: &Path,
-    hash: &ContentHash,
-    codec: Codec,
-    bytes: &[u8],
-) -> Result<()> {
-    let tmp = temp_path(tmp_dir);
-    let mut guard = TempGuard(Some(tmp.clone()));
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    install_temp(blob_dir, &tmp, hash, codec)?;
-    guard.0 = None;
-    Ok(())
-}
-
-/// Renames a finished, fsynced temporary file into place and fsyncs the directory.
-pub(crate) fn install_temp(
-    blob_dir: &Path,
-    tmp: &Path,
-    hash: &ContentHash,
-    codec: Codec,
-) -> Result<()> {
-    let dest = blob_path(blob_dir, hash, codec);
-    let parent = dest.parent().unwrap_or(blob_dir);
-    if !parent.exists() {
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        sync_dir(blob_dir)?;
-    }
-    fs::rename(tmp, &dest).map_err(|e| Error::io(&dest, e))?;
-    sync_dir(parent)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
 /// Opens the decoded byte stream of a blob from its encoded source.
 pub(crate) fn decoder<'a>(
     codec: Codec,

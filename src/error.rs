@@ -149,6 +149,14 @@ pub enum Error {
         /// The engine's message.
         message: String,
     },
+    /// A write lost a race with a concurrent writer of a shared engine (a serialization
+    /// conflict) and was not applied. The store retries such writes itself; this reaches a caller
+    /// only after the retries ran out: try again.
+    #[error("write conflict: {message}; nothing was written, try again")]
+    WriteConflict {
+        /// The engine's message.
+        message: String,
+    },
     /// A pipeline step or other caller code failed.
     #[error("{message}")]
     Other {
@@ -205,6 +213,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::InputIo { .. } => "input_io",
             Error::Backend { .. } => "backend",
+            Error::WriteConflict { .. } => "write_conflict",
             Error::Other { .. } => "other",
         }
     }

@@ -40,28 +40,27 @@ mod config;
 mod content;
 mod error;
 mod events;
+mod fsutil;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
 mod keys;
 mod metrics;
+mod pipeline;
 mod query;
-mod retention;
 mod session;
 mod store;
 mod subscribe;
-mod verify;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
 #[cfg(feature = "redb")]
 pub use backend::RedbBackend;
-pub use backend::{Backend, MemoryBackend, Op, SledBackend};
+pub use backend::{Backend, BatchTx, MemoryBackend, Op, SledBackend, WriteTx};
 pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use checkpoint::{
     validate_label, Checkpoint, CopyOptions, Lineage, LineageKind, Message, NewCheckpoint,
-    Pipeline, PipelineRun, RestoreReport, Role, StateBlob, StepContext, TimelineEntry,
-    TimelineOptions, MAX_LABEL_LEN,
+    RestoreReport, Role, StateBlob, TimelineEntry, TimelineOptions, MAX_LABEL_LEN,
 };
 pub use config::{default_store_path, Config, Durability, Limits};
 pub use content::ContentReader;
@@ -71,14 +70,16 @@ pub use ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
 pub use metrics::{
     Distribution, IterationOutcome, MetricsDelta, SessionMetrics, SessionStats, MAX_METRIC_NAME_LEN,
 };
+pub use pipeline::{Pipeline, PipelineRun, StepContext};
 pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
-pub use retention::{
-    ArtifactRemoval, ExpiryReport, RetentionPolicy, RetentionProgress, RetentionReport,
-    RetentionRule, SessionRemoval,
-};
 pub use session::{
     MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,
 };
+pub use store::retention::{
+    ArtifactRemoval, ExpiryReport, RetentionPolicy, RetentionProgress, RetentionReport,
+    RetentionRule, SessionRemoval,
+};
+pub use store::verify::{Problem, RepairReport, VerifyReport};
 pub use store::{
     Admin, BackendKind, ContentInfo, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION,
 };
@@ -86,7 +87,6 @@ pub use subscribe::{
     Delivery, Subscription, SubscriptionFilter, DEFAULT_SUBSCRIPTION_CAPACITY, EVENT_TYPES,
     MAX_SUBSCRIPTION_CAPACITY,
 };
-pub use verify::{Problem, RepairReport, VerifyReport};
 
 /// The README's examples run as doc tests, so the README cannot drift from the API.
 #[cfg(doctest)]

@@ -1,8 +1,9 @@
 //! In-process subscriptions to store events.
 //!
-//! Every committed batch is offered to the subscriptions inside the store's write lock, right
-//! after the batch is applied, so each subscriber sees events in commit order (per session that is
-//! `seq` order) and never an event of a batch that failed. Offering an event is a filter check and
+//! A committed batch is offered to the subscriptions once it is durable (after the flush that
+//! acknowledges it: see the store's write path), in commit order, so each subscriber sees events
+//! in commit order (per session that is `seq` order) and never an event of a batch that failed or
+//! that a crash could still lose. Offering an event is a filter check and
 //! a push onto a bounded per-subscriber queue: a writer never waits for a subscriber. When a queue
 //! is full the event is dropped and counted; the subscriber then receives [`Delivery::Missed`] at
 //! the point of the gap, so it knows exactly how many events it lost and where.
@@ -17,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::ids::SessionId;
-use crate::store::Store;
 
 /// Queue length of a subscription unless [`SubscriptionFilter::capacity`] says otherwise.
 pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1024;
@@ -69,6 +69,36 @@ impl SubscriptionFilter {
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = Some(n);
         self
+    }
+
+    /// Checks the event type names and the queue length.
+    pub(crate) fn validate(&self) -> Result<()> {
+        for t in &self.types {
+            if !EVENT_TYPES.contains(&t.as_str()) {
+                return Err(Error::invalid(
+                    "event type",
+                    format!("{t:?}; expected one of {}", EVENT_TYPES.join(", ")),
+                ));
+            }
+        }
+        self.checked_capacity().map(|_| ())
+    }
+
+    /// The checked queue length.
+    fn checked_capacity(&self) -> Result<usize> {
+        let cap = self.capacity.unwrap_or(DEFAULT_SUBSCRIPTION_CAPACITY);
+        if !(2..=MAX_SUBSCRIPTION_CAPACITY).contains(&cap) {
+            return Err(Error::invalid(
+                "subscription capacity",
+                format!("{cap}; use 2 to {MAX_SUBSCRIPTION_CAPACITY}"),
+            ));
+        }
+        Ok(cap)
+    }
+
+    /// The subtree root and the single session asked for.
+    pub(crate) fn scope(&self) -> (Option<SessionId>, Option<SessionId>) {
+        (self.subtree, self.session)
     }
 }
 
@@ -226,9 +256,11 @@ struct Entry {
     /// Whether `members` grows with children created later (subtree) or not (one session).
     grows: bool,
     types: Vec<String>,
+    /// The last batch committed when it subscribed: it receives only later ones.
+    since: u64,
 }
 
-/// The subscriptions of one store. Fed under the write lock by the store's commit.
+/// The subscriptions of one store. Fed by the store's publish queue after each flush.
 #[derive(Default)]
 pub(crate) struct Hub {
     entries: Mutex<Vec<Entry>>,
@@ -236,9 +268,10 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// Offers committed events to every subscription. Called with the write lock held, in commit
-    /// order; never calls back into the store and never waits for a subscriber.
-    pub(crate) fn publish(&self, events: &[Event]) {
+    /// Offers the events of durable batch `batch` to every subscription registered before it
+    /// was committed. Called in commit order (by the store's publish queue); never calls back
+    /// into the store and never waits for a subscriber.
+    pub(crate) fn publish(&self, batch: u64, events: &[Event]) {
         if events.is_empty() || self.live.load(Ordering::Acquire) == 0 {
             return;
         }
@@ -246,6 +279,9 @@ impl Hub {
         entries.retain(|e| e.shared.strong_count() > 0);
         self.live.store(entries.len(), Ordering::Release);
         for entry in entries.iter_mut() {
+            if batch <= entry.since {
+                continue;
+            }
             let Some(shared) = entry.shared.upgrade() else {
                 continue;
             };
@@ -271,7 +307,37 @@ impl Hub {
         }
     }
 
-    fn register(&self, entry: Entry) {
+    /// Registers a new subscription: `members` is the session set (`None`: every session),
+    /// growing with new children when `grows`; it receives batches numbered after `since`.
+    pub(crate) fn register(
+        &self,
+        filter: SubscriptionFilter,
+        members: Option<HashSet<SessionId>>,
+        grows: bool,
+        since: u64,
+    ) -> Result<Subscription> {
+        let cap = filter.checked_capacity()?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                gap: 0,
+                missed_total: 0,
+                cap,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
+        self.add(Entry {
+            shared: Arc::downgrade(&shared),
+            members,
+            grows,
+            types: filter.types,
+            since,
+        });
+        Ok(Subscription { shared })
+    }
+
+    fn add(&self, entry: Entry) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|e| e.shared.strong_count() > 0);
         entries.push(entry);
@@ -287,70 +353,6 @@ impl Drop for Hub {
                 s.close();
             }
         }
-    }
-}
-
-impl Store {
-    /// Subscribes to events committed from now on that pass `filter`.
-    ///
-    /// Events arrive in commit order. A subscriber that falls behind by more than the filter's
-    /// capacity loses events and is told how many with [`Delivery::Missed`]; writers never wait.
-    /// Events are `crate::Event`s, which serialize to JSON with a `type` field.
-    pub fn subscribe(&self, filter: SubscriptionFilter) -> Result<Subscription> {
-        for t in &filter.types {
-            if !EVENT_TYPES.contains(&t.as_str()) {
-                return Err(Error::invalid(
-                    "event type",
-                    format!("{t:?}; expected one of {}", EVENT_TYPES.join(", ")),
-                ));
-            }
-        }
-        let cap = filter.capacity.unwrap_or(DEFAULT_SUBSCRIPTION_CAPACITY);
-        if !(2..=MAX_SUBSCRIPTION_CAPACITY).contains(&cap) {
-            return Err(Error::invalid(
-                "subscription capacity",
-                format!("{cap}; use 2 to {MAX_SUBSCRIPTION_CAPACITY}"),
-            ));
-        }
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                items: VecDeque::new(),
-                gap: 0,
-                missed_total: 0,
-                cap,
-                closed: false,
-            }),
-            ready: Condvar::new(),
-        });
-        // Hold the write lock while taking the subtree and registering, so that no commit falls
-        // between the snapshot and the first event offered.
-        let _state = self.lock()?;
-        let (members, grows) = match (filter.subtree, filter.session) {
-            (Some(root), only) => {
-                let mut set: HashSet<SessionId> = self.subtree_ids(root)?.into_iter().collect();
-                if let Some(one) = only {
-                    if !set.contains(&one) {
-                        self.session(one)?;
-                    }
-                    set = HashSet::from([one]);
-                    (Some(set), false)
-                } else {
-                    (Some(set), true)
-                }
-            }
-            (None, Some(one)) => {
-                self.session(one)?;
-                (Some(HashSet::from([one])), false)
-            }
-            (None, None) => (None, false),
-        };
-        self.inner.hooks.hub.register(Entry {
-            shared: Arc::downgrade(&shared),
-            members,
-            grows,
-            types: filter.types,
-        });
-        Ok(Subscription { shared })
     }
 }
 

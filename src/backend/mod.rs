@@ -14,6 +14,9 @@ pub use self::memory::MemoryBackend;
 pub use self::redb::RedbBackend;
 pub use self::sled::SledBackend;
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use crate::error::Result;
 
 /// One write in an atomic batch.
@@ -43,6 +46,133 @@ pub trait Backend: Send + Sync + 'static {
     fn flush(&self) -> Result<()>;
     /// Whether [`Backend::flush`] is a real fsync (survives power loss) or only survives a killed process.
     fn flush_is_fsync(&self) -> bool;
+    /// Begins a write transaction: reads through it see its own writes, and
+    /// [`WriteTx::commit`] applies all of its writes atomically or none.
+    ///
+    /// The store calls this with its in-process write lock held, so an embedded engine needs no
+    /// isolation of its own: the default is a [`BatchTx`] (an overlay of the writes, then one
+    /// [`Backend::apply`]). An engine with its own serializable transactions (a database server
+    /// shared by several processes) returns its own transaction instead and reports a lost race
+    /// from `commit` as [`Error::WriteConflict`](crate::Error::WriteConflict): the store then runs
+    /// the whole write again.
+    fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>> {
+        Ok(Box::new(BatchTx::new(self)))
+    }
+}
+
+/// A write transaction of a [`Backend`]. See [`Backend::begin_write`].
+pub trait WriteTx {
+    /// The value of `key` as this transaction sees it (its own writes first).
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Like [`Backend::scan`], as this transaction sees the key space (its own writes included).
+    fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>>;
+    /// Inserts or overwrites `key` in this transaction.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    /// Removes `key` in this transaction (no error if absent).
+    fn delete(&mut self, key: Vec<u8>);
+    /// Whether this transaction has written nothing.
+    fn is_empty(&self) -> bool;
+    /// Applies every write atomically, or none (an error). Dropping a transaction without
+    /// committing discards it.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// The write transaction of an engine whose writers the store serializes: writes gather in an
+/// ordered overlay that reads consult first, and commit is one atomic [`Backend::apply`].
+pub struct BatchTx<'a, B: ?Sized> {
+    backend: &'a B,
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a, B: Backend + ?Sized> BatchTx<'a, B> {
+    /// An empty transaction over `backend`.
+    pub fn new(backend: &'a B) -> Self {
+        Self {
+            backend,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    fn overlay_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl DoubleEndedIterator<Item = (&Vec<u8>, &Option<Vec<u8>>)> {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let empty = !end.is_empty() && start >= end;
+        self.overlay
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .filter(move |_| !empty)
+    }
+}
+
+impl<B: Backend + ?Sized> WriteTx for BatchTx<'_, B> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.backend.get(key),
+        }
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
+        if !end.is_empty() && start >= end {
+            return Ok(Vec::new());
+        }
+        // Each overlay key in range can hide at most one committed entry, so `limit` plus that
+        // many committed entries always hold the first `limit` entries of the merged view.
+        let shadowing = self.overlay_range(start, end).count();
+        let base = self
+            .backend
+            .scan(start, end, reverse, limit.saturating_add(shadowing))?;
+        if shadowing == 0 {
+            return Ok(base);
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base
+            .into_iter()
+            .filter(|(k, _)| !self.overlay.contains_key(k))
+            .collect();
+        for (k, v) in self.overlay_range(start, end) {
+            if let Some(v) = v {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(if reverse {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        })
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert(key, Some(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key, None);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.overlay.is_empty()
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        if self.overlay.is_empty() {
+            return Ok(());
+        }
+        let ops = self
+            .overlay
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => Op::Put(k, v),
+                None => Op::Delete(k),
+            })
+            .collect();
+        self.backend.apply(ops)
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (empty: no upper bound).
@@ -151,5 +281,48 @@ mod tests {
             .map(|e| e.unwrap().1[0])
             .collect();
         assert_eq!(rev, (0..100).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batch_tx_reads_its_own_writes_and_commits_all_at_once() {
+        let b = MemoryBackend::new();
+        b.apply((0u8..10).map(|i| Op::Put(vec![i], vec![i])).collect())
+            .unwrap();
+        let mut tx = b.begin_write().unwrap();
+        tx.delete(vec![2]);
+        tx.delete(vec![3]);
+        tx.put(vec![4], vec![40]);
+        tx.put(vec![3, 5], vec![35]);
+        assert_eq!(tx.get(&[4]).unwrap(), Some(vec![40]));
+        assert_eq!(tx.get(&[2]).unwrap(), None);
+        // The engine sees nothing before commit.
+        assert_eq!(b.get(&[2]).unwrap(), Some(vec![2]));
+        let keys = |v: Vec<Entry>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(tx.scan(&[1], &[6], false, 4).unwrap()),
+            vec![vec![1], vec![3, 5], vec![4], vec![5]]
+        );
+        assert_eq!(
+            keys(tx.scan(&[0], &[], true, 3).unwrap()),
+            vec![vec![9], vec![8], vec![7]]
+        );
+        assert_eq!(
+            keys(tx.scan(&[1], &[5], true, 10).unwrap()),
+            vec![vec![4], vec![3, 5], vec![1]]
+        );
+        assert_eq!(tx.scan(&[5], &[5], false, 10).unwrap(), vec![]);
+        tx.commit().unwrap();
+        assert_eq!(b.get(&[2]).unwrap(), None);
+        assert_eq!(b.get(&[4]).unwrap(), Some(vec![40]));
+        assert_eq!(b.get(&[3, 5]).unwrap(), Some(vec![35]));
+    }
+
+    #[test]
+    fn dropped_batch_tx_writes_nothing() {
+        let b = MemoryBackend::new();
+        let mut tx = b.begin_write().unwrap();
+        tx.put(vec![1], vec![1]);
+        drop(tx);
+        assert_eq!(b.get(&[1]).unwrap(), None);
     }
 }

@@ -2,12 +2,13 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::{PendingGuard, Store, Tx};
+use super::counters;
+use super::{Staged, Store, Tx};
 use crate::artifact::{validate_name, Artifact, NewArtifact};
 use crate::backend::RangeIter;
-use crate::content::{self, BlobMeta, Codec, Encoded, Prepared, PreparedData};
+use crate::content::{self, Codec, Prepared};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::ids::{ArtifactId, ContentHash, SessionId};
@@ -18,42 +19,8 @@ fn u32_value(b: &[u8]) -> u32 {
     b.try_into().map(u32::from_be_bytes).unwrap_or(0)
 }
 
-pub(crate) fn session_count_key(sid: &SessionId) -> Vec<u8> {
-    let mut k = b"sa.".to_vec();
-    k.extend_from_slice(sid.as_bytes());
-    k
-}
-
-/// Content staged before the batch: hashed, and (if its blob is new) encoded and in place.
-pub(crate) struct Staged<'a> {
-    hash: ContentHash,
-    size: u64,
-    data: StagedData,
-    _pending: PendingGuard<'a>,
-}
-
-enum StagedData {
-    Memory {
-        raw: Vec<u8>,
-        encoded: Option<Encoded>,
-        file_written: bool,
-    },
-    File {
-        tmp: Option<PathBuf>,
-        codec: Codec,
-        stored_size: u64,
-    },
-}
-
-impl Drop for StagedData {
-    fn drop(&mut self) {
-        if let StagedData::File { tmp: Some(p), .. } = self {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// Validated artifact options.
+#[derive(Clone)]
 pub(crate) struct Checked {
     pub(crate) new: NewArtifact,
 }
@@ -98,7 +65,11 @@ impl Store {
         }
         let checked = self.check_new(new)?;
         self.check_writable(session)?;
-        self.put_prepared(session, checked, Self::prepared_bytes(bytes.to_vec()))
+        self.put_prepared(
+            session,
+            checked,
+            super::blobs::prepared_bytes(bytes.to_vec()),
+        )
     }
 
     /// Stores everything `reader` yields, streaming: a large input is never held in memory whole.
@@ -121,14 +92,10 @@ impl Store {
         prepared: Prepared,
     ) -> Result<Artifact> {
         let staged = self.stage(prepared)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let a = self.insert_artifact(&mut tx, session, checked, &staged, None)?;
-        let events = tx.commit()?;
-        drop(state);
-        drop(staged);
-        self.after_commit(&events)?;
-        Ok(a)
+        self.write(|tx| {
+            let a = self.insert_artifact(tx, session, checked.clone(), &staged, None)?;
+            Ok(a)
+        })
     }
 
     /// Stores the file at `path`. The name defaults to nothing: set it in `new`.
@@ -169,17 +136,13 @@ impl Store {
             }
         }
         let staged = self.stage_parallel(raw)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let mut out = Vec::with_capacity(checked.len());
-        for ((sid, c), st) in checked.into_iter().zip(&staged) {
-            out.push(self.insert_artifact(&mut tx, sid, c, st, None)?);
-        }
-        let events = tx.commit()?;
-        drop(state);
-        drop(staged);
-        self.after_commit(&events)?;
-        Ok(out)
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(checked.len());
+            for ((sid, c), st) in checked.iter().zip(&staged) {
+                out.push(self.insert_artifact(tx, *sid, c.clone(), st, None)?);
+            }
+            Ok(out)
+        })
     }
 
     fn check_writable(&self, session: SessionId) -> Result<()> {
@@ -206,133 +169,6 @@ impl Store {
         )
     }
 
-    fn blob_meta(&self, hash: &ContentHash) -> Result<Option<BlobMeta>> {
-        self.backend()
-            .get(&keys::blob(hash))?
-            .map(|b| BlobMeta::decode(&b))
-            .transpose()
-    }
-
-    /// Hashes are known; if the blob is new, encode it and put any file in place now, outside the lock.
-    pub(crate) fn stage(&self, p: Prepared) -> Result<Staged<'_>> {
-        let pending = self.pin_pending(p.hash);
-        let exists = self.blob_meta(&p.hash)?.is_some();
-        let mut data = match p.data {
-            PreparedData::Memory(raw) => StagedData::Memory {
-                raw,
-                encoded: None,
-                file_written: false,
-            },
-            PreparedData::TempFile {
-                path,
-                codec,
-                stored_size,
-            } => StagedData::File {
-                tmp: Some(path),
-                codec,
-                stored_size,
-            },
-        };
-        if !exists {
-            self.materialize(&p.hash, &mut data)?;
-        }
-        Ok(Staged {
-            hash: p.hash,
-            size: p.size,
-            data,
-            _pending: pending,
-        })
-    }
-
-    fn stage_parallel(&self, raw: Vec<Vec<u8>>) -> Result<Vec<Staged<'_>>> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(raw.len().max(1));
-        if threads <= 1 || raw.len() < 8 {
-            return raw
-                .into_iter()
-                .map(|b| self.stage(Self::prepared_bytes(b)))
-                .collect();
-        }
-        let mut slots: Vec<Option<Vec<u8>>> = raw.into_iter().map(Some).collect();
-        let chunk = slots.len().div_ceil(threads);
-        let results: Vec<Result<Vec<Staged<'_>>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = slots
-                .chunks_mut(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter_mut()
-                            .map(|b| self.stage(Self::prepared_bytes(b.take().unwrap_or_default())))
-                            .collect::<Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::Other {
-                            message: "a compression thread panicked".into(),
-                        })
-                    })
-                })
-                .collect()
-        });
-        let mut out = Vec::new();
-        for r in results {
-            out.extend(r?);
-        }
-        Ok(out)
-    }
-
-    fn prepared_bytes(b: Vec<u8>) -> Prepared {
-        Prepared {
-            hash: content::hash_bytes(&b),
-            size: b.len() as u64,
-            data: PreparedData::Memory(b),
-        }
-    }
-
-    /// Encodes memory content and writes large encoded content to its file; installs temp files.
-    fn materialize(&self, hash: &ContentHash, data: &mut StagedData) -> Result<()> {
-        let c = &self.inner.config;
-        match data {
-            StagedData::Memory {
-                raw,
-                encoded,
-                file_written,
-            } => {
-                if encoded.is_none() {
-                    *encoded = Some(content::encode(
-                        raw,
-                        c.compression_threshold,
-                        c.compression_level,
-                    )?);
-                }
-                if let (Some(e), Some(paths)) = (encoded.as_ref(), &self.inner.paths) {
-                    if e.bytes.len() as u64 >= c.inline_threshold && !*file_written {
-                        content::write_blob_file(
-                            &paths.blobs,
-                            &paths.tmp,
-                            hash,
-                            e.codec,
-                            &e.bytes,
-                        )?;
-                        *file_written = true;
-                    }
-                }
-            }
-            StagedData::File { tmp, codec, .. } => {
-                if let (Some(t), Some(paths)) = (tmp.as_ref(), &self.inner.paths) {
-                    content::install_temp(&paths.blobs, t, hash, *codec)?;
-                    *tmp = None;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Adds the artifact record, its index entries, the blob reference and an event to `tx`.
     /// `id` lets import choose ids.
     pub(crate) fn insert_artifact(
@@ -354,14 +190,14 @@ impl Store {
             });
         }
         let limit = self.inner.config.limits.max_artifacts_per_session;
-        let count_key = session_count_key(&session);
+        let count_key = counters::session_artifacts(&session);
         if tx.counter(&count_key)? as u64 >= limit {
             return Err(Error::LimitExceeded {
                 limit: "max_artifacts_per_session",
                 message: format!("session {session} holds {limit} artifacts already"),
             });
         }
-        let meta = self.reference_blob(tx, staged)?;
+        let meta = tx.reference_blob(staged)?;
         let latest_key = keys::latest(&session, &new.name);
         let version = match tx.get(&latest_key)? {
             Some(v) => u32_value(&v)
@@ -398,7 +234,7 @@ impl Store {
     /// `artifact_stored` (the caller has taken its blob reference and set the latest pointer).
     pub(crate) fn add_artifact_in(&self, tx: &mut Tx<'_>, a: &Artifact) -> Result<()> {
         self.write_artifact_indexes(tx, a);
-        tx.add(session_count_key(&a.session_id), 1);
+        tx.add(counters::session_artifacts(&a.session_id), 1);
         tx.event(
             a.session_id,
             EventKind::ArtifactStored {
@@ -415,110 +251,13 @@ impl Store {
     /// Writes an artifact record and every index entry for it (not the latest pointer or counts
     /// per session), and counts it.
     pub(crate) fn write_artifact_indexes(&self, tx: &mut Tx<'_>, a: &Artifact) {
-        let id = &a.id;
-        let sid = a.session_id.as_bytes().to_vec();
-        tx.put(keys::artifact(id), crate::artifact::record::encode(a));
-        tx.put(
-            Key::new(keys::SESSION_ARTIFACT)
-                .sid(&a.session_id)
-                .aid(id)
-                .build(),
-            vec![],
-        );
-        tx.put(
-            Key::new(keys::NAME_VERSION)
-                .sid(&a.session_id)
-                .str0(&a.name)
-                .u32(a.version)
-                .build(),
-            id.as_bytes().to_vec(),
-        );
-        for k in index_keys(a) {
-            tx.put(k, sid.clone());
+        tx.put(keys::artifact(&a.id), crate::artifact::record::encode(a));
+        for (k, v) in artifact_index_entries(a) {
+            tx.put(k, v);
         }
-        tx.add(b"artifacts", 1);
-        tx.add(format!("artifacts.kind.{}", a.kind), 1);
-        tx.add(b"logical_bytes", a.size as i64);
-    }
-
-    /// Takes one reference on the staged blob, creating its record if it is new (or was collected
-    /// since staging: then the content is written now, under the lock).
-    pub(crate) fn reference_blob(&self, tx: &mut Tx<'_>, staged: &Staged<'_>) -> Result<BlobMeta> {
-        let key = keys::blob(&staged.hash);
-        if let Some(b) = tx.get(&key)? {
-            let mut m = BlobMeta::decode(&b)?;
-            if m.refs == 0 {
-                tx.del(keys::garbage(&staged.hash));
-            }
-            m.refs += 1;
-            tx.put(key, m.encode());
-            return Ok(m);
+        for (name, delta) in artifact_counter_deltas(a) {
+            tx.add(name, delta);
         }
-        // New blob. Staging already materialized it unless it existed then (and was collected since).
-        let c = &self.inner.config;
-        let m = match &staged.data {
-            StagedData::Memory {
-                raw,
-                encoded,
-                file_written,
-            } => {
-                let enc_owned;
-                let e = match encoded {
-                    Some(e) => e,
-                    None => {
-                        enc_owned =
-                            content::encode(raw, c.compression_threshold, c.compression_level)?;
-                        &enc_owned
-                    }
-                };
-                let to_file =
-                    self.inner.paths.is_some() && e.bytes.len() as u64 >= c.inline_threshold;
-                if to_file {
-                    if !file_written {
-                        if let Some(paths) = &self.inner.paths {
-                            content::write_blob_file(
-                                &paths.blobs,
-                                &paths.tmp,
-                                &staged.hash,
-                                e.codec,
-                                &e.bytes,
-                            )?;
-                        }
-                    }
-                } else {
-                    tx.put(keys::blob_data(&staged.hash), e.bytes.clone());
-                }
-                BlobMeta {
-                    codec: e.codec,
-                    inline: !to_file,
-                    size: staged.size,
-                    stored_size: e.bytes.len() as u64,
-                    refs: 1,
-                }
-            }
-            StagedData::File {
-                tmp,
-                codec,
-                stored_size,
-            } => {
-                if let (Some(t), Some(paths)) = (tmp, &self.inner.paths) {
-                    // Only when the blob existed at staging and was collected since.
-                    content::install_temp(&paths.blobs, t, &staged.hash, *codec)?;
-                }
-                BlobMeta {
-                    codec: *codec,
-                    inline: false,
-                    size: staged.size,
-                    stored_size: *stored_size,
-                    refs: 1,
-                }
-            }
-        };
-        tx.put(key, m.encode());
-        tx.add(b"blobs", 1);
-        tx.add(b"stored_bytes", m.stored_size as i64);
-        tx.add(b"content_bytes", m.size as i64);
-        Ok(m)
     }
 
     /// The artifact `id`, if it belongs to `session`. Otherwise "not found", whether or not it
@@ -671,40 +410,6 @@ impl Store {
         Ok(out)
     }
 
-    fn encoded_source(
-        &self,
-        hash: &ContentHash,
-    ) -> Result<(BlobMeta, Box<dyn Read + Send + 'static>)> {
-        let m = self
-            .blob_meta(hash)?
-            .ok_or(Error::ContentMissing { hash: *hash })?;
-        let src: Box<dyn Read + Send> = if m.inline {
-            let bytes = self
-                .backend()
-                .get(&keys::blob_data(hash))?
-                .ok_or(Error::ContentMissing { hash: *hash })?;
-            content::bytes_source(bytes)
-        } else {
-            let paths = self
-                .inner
-                .paths
-                .as_ref()
-                .ok_or(Error::ContentMissing { hash: *hash })?;
-            let p = content::blob_path(&paths.blobs, hash, m.codec);
-            match File::open(&p) {
-                Ok(f) => Box::new(std::io::BufReader::with_capacity(256 << 10, f)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::Integrity {
-                        hash: *hash,
-                        message: format!("its blob file {} is missing", p.display()),
-                    })
-                }
-                Err(e) => return Err(Error::io(p, e)),
-            }
-        };
-        Ok((m, src))
-    }
-
     /// Reads and verifies content by hash.
     pub(crate) fn read_content(&self, hash: &ContentHash, size: u64) -> Result<Vec<u8>> {
         let (m, src) = self.encoded_source(hash)?;
@@ -734,14 +439,12 @@ impl Store {
     }
 
     fn delete_artifact_record(&self, a: Artifact) -> Result<Artifact> {
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        if !self.remove_artifact_in(&mut tx, a.id)? {
-            return Err(Error::artifact_not_found(a.id));
-        }
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
+        self.write(|tx| {
+            if !self.remove_artifact_in(tx, a.id)? {
+                return Err(Error::artifact_not_found(a.id));
+            }
+            Ok(())
+        })?;
         Ok(a)
     }
 
@@ -773,26 +476,21 @@ impl Store {
             // The next-highest remaining version, or none. Version numbers are not reused: a new put
             // after deleting the latest gets the next number after the highest remaining.
             let prefix = keys::name_versions_prefix(&sid, &a.name);
-            let mut prev = None;
             let end = crate::backend::prefix_end(&prefix);
-            for e in RangeIter::new(self.backend(), prefix, end, true, 8) {
-                let (k, _) = e?;
-                if tx.deleted(&k) {
-                    continue;
-                }
-                prev = Some(u32_value(&k[k.len() - 4..]));
-                break;
-            }
+            let prev = tx
+                .scan(&prefix, &end, true, 1)?
+                .first()
+                .map(|(k, _)| u32_value(&k[k.len() - 4..]));
             match prev {
                 Some(v) => tx.put(latest_key, v.to_be_bytes().to_vec()),
                 None => tx.del(latest_key),
             }
         }
-        self.release_blob(tx, &a.hash)?;
-        tx.add(b"artifacts", -1);
-        tx.add(format!("artifacts.kind.{}", a.kind), -1);
-        tx.add(b"logical_bytes", -(a.size as i64));
-        tx.add(session_count_key(&sid), -1);
+        tx.release_blob(&a.hash)?;
+        for (name, delta) in artifact_counter_deltas(&a) {
+            tx.add(name, -delta);
+        }
+        tx.add(counters::session_artifacts(&sid), -1);
         tx.event(
             sid,
             EventKind::ArtifactDeleted {
@@ -802,34 +500,6 @@ impl Store {
             },
         )?;
         Ok(true)
-    }
-
-    /// Drops one reference; at zero the blob is listed as garbage for GC.
-    pub(crate) fn release_blob(&self, tx: &mut Tx<'_>, hash: &ContentHash) -> Result<()> {
-        let key = keys::blob(hash);
-        if let Some(b) = tx.get(&key)? {
-            let mut m = BlobMeta::decode(&b)?;
-            m.refs = m.refs.saturating_sub(1);
-            if m.refs == 0 {
-                tx.put(keys::garbage(hash), vec![]);
-            }
-            tx.put(key, m.encode());
-        }
-        Ok(())
-    }
-
-    /// Takes one more reference on an existing blob (fork, copy, checkpoints). Errors if it is gone.
-    #[allow(dead_code)] // used by checkpoints and forks
-    pub(crate) fn retain_blob(&self, tx: &mut Tx<'_>, hash: &ContentHash) -> Result<BlobMeta> {
-        let key = keys::blob(hash);
-        let b = tx.get(&key)?.ok_or(Error::ContentMissing { hash: *hash })?;
-        let mut m = BlobMeta::decode(&b)?;
-        if m.refs == 0 {
-            tx.del(keys::garbage(hash));
-        }
-        m.refs += 1;
-        tx.put(key, m.encode());
-        Ok(m)
     }
 
     /// What the store knows about a piece of content: sizes, codec, and how many artifacts (and
@@ -850,6 +520,41 @@ impl Store {
     pub fn admin(&self) -> Admin<'_> {
         Admin { store: self }
     }
+}
+
+/// Every index entry (key, value) of an artifact record, without the record itself.
+pub(crate) fn artifact_index_entries(a: &Artifact) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let id = &a.id;
+    let sid = a.session_id.as_bytes().to_vec();
+    let mut out = Vec::with_capacity(7 + a.tags.len());
+    out.push((
+        Key::new(keys::SESSION_ARTIFACT)
+            .sid(&a.session_id)
+            .aid(id)
+            .build(),
+        vec![],
+    ));
+    out.push((
+        Key::new(keys::NAME_VERSION)
+            .sid(&a.session_id)
+            .str0(&a.name)
+            .u32(a.version)
+            .build(),
+        id.as_bytes().to_vec(),
+    ));
+    for k in index_keys(a) {
+        out.push((k, sid.clone()));
+    }
+    out
+}
+
+/// The store-wide counter changes of adding an artifact record (its session's count aside).
+pub(crate) fn artifact_counter_deltas(a: &Artifact) -> [(Vec<u8>, i64); 3] {
+    [
+        (counters::ARTIFACTS.to_vec(), 1),
+        (counters::artifacts_of_kind(&a.kind), 1),
+        (counters::LOGICAL_BYTES.to_vec(), a.size as i64),
+    ]
 }
 
 /// The secondary index keys of an artifact (kind, tags, size, name, reversed name).

@@ -126,21 +126,18 @@ impl Store {
             }
             None => None,
         };
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let blob = match &staged {
-            Some((blob, st)) => {
-                self.reference_blob(&mut tx, st)?;
-                Some(*blob)
-            }
-            None => None,
-        };
-        let cp = self.create_checkpoint_in(&mut tx, session, new.label, new.state, blob)?;
-        let events = tx.commit()?;
-        drop(state);
-        drop(staged);
-        self.after_commit(&events)?;
-        Ok(cp)
+        self.write(|tx| {
+            let blob = match &staged {
+                Some((blob, st)) => {
+                    tx.reference_blob(st)?;
+                    Some(*blob)
+                }
+                None => None,
+            };
+            let cp =
+                self.create_checkpoint_in(tx, session, new.label.clone(), new.state.clone(), blob)?;
+            Ok(cp)
+        })
     }
 
     fn check_state(&self, state: &Value) -> Result<()> {
@@ -173,7 +170,7 @@ impl Store {
         let id = CheckpointId::new();
         let members = self.tx_session_artifacts(tx, session)?;
         for a in &members {
-            self.retain_blob(tx, &a.hash)?;
+            tx.retain_blob(&a.hash)?;
             tx.put(
                 cp_member_key(&id, &a.id),
                 crate::artifact::record::encode(a),
@@ -198,7 +195,7 @@ impl Store {
         };
         tx.put(cp_key(&id), keys::encode(&cp));
         tx.put(session_cp_key(&session, &id), vec![]);
-        tx.add(b"checkpoints", 1);
+        tx.add(super::counters::CHECKPOINTS, 1);
         Ok(cp)
     }
 
@@ -206,11 +203,8 @@ impl Store {
     fn tx_session_artifacts(&self, tx: &Tx<'_>, session: SessionId) -> Result<Vec<Artifact>> {
         let prefix = Key::new(keys::SESSION_ARTIFACT).sid(&session).build();
         let mut out = Vec::new();
-        for e in RangeIter::prefix(self.backend(), &prefix, false) {
+        for e in tx.prefix(&prefix, false) {
             let (k, _) = e?;
-            if tx.deleted(&k) {
-                continue;
-            }
             let aid = ArtifactId::from_bytes(keys::tail16(&k)?);
             if let Some(b) = tx.get(&keys::artifact(&aid))? {
                 out.push(crate::artifact::record::decode(&b)?);
@@ -340,20 +334,17 @@ impl Store {
 
     /// Deletes a checkpoint. Content it alone referenced becomes garbage for [`Store::gc`].
     pub fn delete_checkpoint(&self, id: CheckpointId) -> Result<Checkpoint> {
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let cp = self.remove_checkpoint_in(&mut tx, id)?;
-        tx.event(
-            cp.session_id,
-            EventKind::Custom {
-                name: "checkpoint_deleted".into(),
-                payload: serde_json::json!({ "checkpoint_id": id, "label": cp.label }),
-            },
-        )?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(cp)
+        self.write(|tx| {
+            let cp = self.remove_checkpoint_in(tx, id)?;
+            tx.event(
+                cp.session_id,
+                EventKind::Custom {
+                    name: "checkpoint_deleted".into(),
+                    payload: serde_json::json!({ "checkpoint_id": id, "label": cp.label }),
+                },
+            )?;
+            Ok(cp)
+        })
     }
 
     /// Keeps the `keep_latest` most recent checkpoints of `session` (only those labelled
@@ -394,15 +385,15 @@ impl Store {
             if k.len() > 17 {
                 // A captured artifact (the 17-byte key is the header).
                 let a: Artifact = crate::artifact::record::decode(&v)?;
-                self.release_blob(tx, &a.hash)?;
+                tx.release_blob(&a.hash)?;
             }
             tx.del(k);
         }
         if let Some(b) = &cp.state_blob {
-            self.release_blob(tx, &b.hash)?;
+            tx.release_blob(&b.hash)?;
         }
         tx.del(session_cp_key(&cp.session_id, &id));
-        tx.add(b"checkpoints", -1);
+        tx.add(super::counters::CHECKPOINTS, -1);
         Ok(cp)
     }
 
@@ -491,75 +482,72 @@ impl Store {
         let cp = self.checkpoint(id)?;
         let members = self.checkpoint_artifacts(id)?;
         let sid = cp.session_id;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        // Deleted since it was read? (Its records never change while it exists.)
-        if tx.get(&cp_key(&id))?.is_none() {
-            return Err(Error::CheckpointNotFound { id });
-        }
-        let s = self.tx_session(&tx, sid)?;
-        if s.status.is_terminal() {
-            return Err(Error::SessionClosed {
-                id: sid,
-                status: s.status,
-                message: format!(
-                    "checkpoint {id} cannot be restored into it; fork it at the checkpoint instead"
-                ),
-            });
-        }
-        let backup = self.create_checkpoint_in(
-            &mut tx,
-            sid,
-            "before-restore".into(),
-            serde_json::json!({ "restoring": id }),
-            None,
-        )?;
-        let wanted: HashSet<ArtifactId> = members.iter().map(|a| a.id).collect();
-        let current = self.tx_session_artifacts(&tx, sid)?;
-        let present: HashSet<ArtifactId> = current.iter().map(|a| a.id).collect();
-        let mut removed = Vec::new();
-        for a in &current {
-            if !wanted.contains(&a.id) {
-                self.remove_artifact_in(&mut tx, a.id)?;
-                removed.push(a.id);
+        self.write(|tx| {
+            // Deleted since it was read? (Its records never change while it exists.)
+            if tx.get(&cp_key(&id))?.is_none() {
+                return Err(Error::CheckpointNotFound { id });
             }
-        }
-        let mut reinstated = Vec::new();
-        for a in &members {
-            if !present.contains(&a.id) {
-                self.copy_artifact_in(&mut tx, sid, a, Some(a.id), Some(a.version))?;
-                reinstated.push(a.id);
+            let s = self.tx_session(tx, sid)?;
+            if s.status.is_terminal() {
+                return Err(Error::SessionClosed {
+                    id: sid,
+                    status: s.status,
+                    message: format!(
+                        "checkpoint {id} cannot be restored into it; fork it at the checkpoint instead"
+                    ),
+                });
             }
-        }
-        // Messages whose artifact went away leave the conversation.
-        let gone: HashSet<ArtifactId> = removed.iter().copied().collect();
-        for e in RangeIter::prefix(self.backend(), &history_prefix(&sid), false) {
-            let (k, v) = e?;
-            let h: HistoryEntry = keys::decode("history", &v)?;
-            if gone.contains(&h.artifact_id) {
-                tx.del(k);
+            let backup = self.create_checkpoint_in(
+                tx,
+                sid,
+                "before-restore".into(),
+                serde_json::json!({ "restoring": id }),
+                None,
+            )?;
+            let wanted: HashSet<ArtifactId> = members.iter().map(|a| a.id).collect();
+            let current = self.tx_session_artifacts(tx, sid)?;
+            let present: HashSet<ArtifactId> = current.iter().map(|a| a.id).collect();
+            let mut removed = Vec::new();
+            for a in &current {
+                if !wanted.contains(&a.id) {
+                    self.remove_artifact_in(tx, a.id)?;
+                    removed.push(a.id);
+                }
             }
-        }
-        tx.event(
-            sid,
-            EventKind::Custom {
-                name: "checkpoint_restored".into(),
-                payload: serde_json::json!({
-                    "checkpoint_id": id,
-                    "backup": backup.id,
-                    "removed": removed.len(),
-                    "reinstated": reinstated.len(),
-                }),
-            },
-        )?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(RestoreReport {
-            checkpoint: id,
-            backup: backup.id,
-            removed,
-            reinstated,
+            let mut reinstated = Vec::new();
+            for a in &members {
+                if !present.contains(&a.id) {
+                    self.copy_artifact_in(tx, sid, a, Some(a.id), Some(a.version))?;
+                    reinstated.push(a.id);
+                }
+            }
+            // Messages whose artifact went away leave the conversation.
+            let gone: HashSet<ArtifactId> = removed.iter().copied().collect();
+            for e in RangeIter::prefix(self.backend(), &history_prefix(&sid), false) {
+                let (k, v) = e?;
+                let h: HistoryEntry = keys::decode("history", &v)?;
+                if gone.contains(&h.artifact_id) {
+                    tx.del(k);
+                }
+            }
+            tx.event(
+                sid,
+                EventKind::Custom {
+                    name: "checkpoint_restored".into(),
+                    payload: serde_json::json!({
+                        "checkpoint_id": id,
+                        "backup": backup.id,
+                        "removed": removed.len(),
+                        "reinstated": reinstated.len(),
+                    }),
+                },
+            )?;
+            Ok(RestoreReport {
+                checkpoint: id,
+                backup: backup.id,
+                removed,
+                reinstated,
+            })
         })
     }
 
@@ -575,7 +563,7 @@ impl Store {
         version: Option<u32>,
     ) -> Result<Artifact> {
         let limit = self.inner.config.limits.max_artifacts_per_session;
-        let count_key = super::artifacts::session_count_key(&session);
+        let count_key = super::counters::session_artifacts(&session);
         if tx.counter(&count_key)? as u64 >= limit {
             return Err(Error::LimitExceeded {
                 limit: "max_artifacts_per_session",
@@ -584,7 +572,7 @@ impl Store {
                 ),
             });
         }
-        let meta = self.retain_blob(tx, &template.hash)?;
+        let meta = tx.retain_blob(&template.hash)?;
         let latest_key = keys::latest(&session, &template.name);
         let latest = tx
             .get(&latest_key)?
@@ -680,31 +668,28 @@ impl Store {
             new.options = src.options.clone();
         }
         let tags = self.validate_new_session(&new)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        if let Some(c) = checkpoint {
-            // Deleted since it was read? (Its records never change while it exists.)
-            if tx.get(&cp_key(&c))?.is_none() {
-                return Err(Error::CheckpointNotFound { id: c });
+        self.write(|tx| {
+            if let Some(c) = checkpoint {
+                // Deleted since it was read? (Its records never change while it exists.)
+                if tx.get(&cp_key(&c))?.is_none() {
+                    return Err(Error::CheckpointNotFound { id: c });
+                }
             }
-        }
-        let members = match members {
-            Some(m) => m,
-            None => self.tx_session_artifacts(&tx, source)?,
-        };
-        let s = self.insert_derived_session(
-            &mut tx,
-            new,
-            tags,
-            &[(source, checkpoint)],
-            LineageKind::Fork,
-        )?;
-        let roles = self.history_roles(&[source])?;
-        self.copy_artifact_set_in(&mut tx, s.id, &members, &roles, true)?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(s)
+            let members = match &members {
+                Some(m) => m.clone(),
+                None => self.tx_session_artifacts(tx, source)?,
+            };
+            let s = self.insert_derived_session(
+                tx,
+                new.clone(),
+                tags.clone(),
+                &[(source, checkpoint)],
+                LineageKind::Fork,
+            )?;
+            let roles = self.history_roles(&[source])?;
+            self.copy_artifact_set_in(tx, s.id, &members, &roles, true)?;
+            Ok(s)
+        })
     }
 
     /// Copies `source` (with [`CopyOptions::subtree`], its whole subtree, keeping the shape):
@@ -740,40 +725,38 @@ impl Store {
             let tags = self.validate_new_session(&n)?;
             plan.push((s, n, tags));
         }
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let mut map: HashMap<SessionId, SessionId> = HashMap::new();
-        let mut out = None;
-        for (s, mut n, tags) in plan {
-            n.parent = if s.id == source {
-                top_parent
-            } else {
-                match s.parent_id.and_then(|p| map.get(&p)) {
-                    Some(p) => Some(*p),
-                    None => {
-                        return Err(Error::Other {
-                            message: format!(
-                                "session {} changed while it was being copied; try again",
-                                s.id
-                            ),
-                        })
+        self.write(|tx| {
+            let mut map: HashMap<SessionId, SessionId> = HashMap::new();
+            let mut out = None;
+            for (s, n, tags) in &plan {
+                let (s, mut n, tags) = (s, n.clone(), tags.clone());
+                n.parent = if s.id == source {
+                    top_parent
+                } else {
+                    match s.parent_id.and_then(|p| map.get(&p)) {
+                        Some(p) => Some(*p),
+                        None => {
+                            return Err(Error::Other {
+                                message: format!(
+                                    "session {} changed while it was being copied; try again",
+                                    s.id
+                                ),
+                            })
+                        }
                     }
+                };
+                let copy =
+                    self.insert_derived_session(tx, n, tags, &[(s.id, None)], LineageKind::Copy)?;
+                let members = self.tx_session_artifacts(tx, s.id)?;
+                let roles = self.history_roles(&[s.id])?;
+                self.copy_artifact_set_in(tx, copy.id, &members, &roles, true)?;
+                map.insert(s.id, copy.id);
+                if s.id == source {
+                    out = Some(copy);
                 }
-            };
-            let copy =
-                self.insert_derived_session(&mut tx, n, tags, &[(s.id, None)], LineageKind::Copy)?;
-            let members = self.tx_session_artifacts(&tx, s.id)?;
-            let roles = self.history_roles(&[s.id])?;
-            self.copy_artifact_set_in(&mut tx, copy.id, &members, &roles, true)?;
-            map.insert(s.id, copy.id);
-            if s.id == source {
-                out = Some(copy);
             }
-        }
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        out.ok_or_else(|| Error::session_not_found(source))
+            out.ok_or_else(|| Error::session_not_found(source))
+        })
     }
 
     /// Merges several sessions into a new one (`new` gives its name, parent, tags...): every
@@ -799,21 +782,24 @@ impl Store {
             self.session(*s)?;
         }
         let tags = self.validate_new_session(&new)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let mut members = Vec::new();
-        for s in sources {
-            members.extend(self.tx_session_artifacts(&tx, *s)?);
-        }
-        members.sort_by_key(|a| (a.created_at, a.id));
-        let pairs: Vec<_> = sources.iter().map(|s| (*s, None)).collect();
-        let s = self.insert_derived_session(&mut tx, new, tags, &pairs, LineageKind::Merge)?;
-        let roles = self.history_roles(sources)?;
-        self.copy_artifact_set_in(&mut tx, s.id, &members, &roles, false)?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(s)
+        self.write(|tx| {
+            let mut members = Vec::new();
+            for s in sources {
+                members.extend(self.tx_session_artifacts(tx, *s)?);
+            }
+            members.sort_by_key(|a| (a.created_at, a.id));
+            let pairs: Vec<_> = sources.iter().map(|s| (*s, None)).collect();
+            let s = self.insert_derived_session(
+                tx,
+                new.clone(),
+                tags.clone(),
+                &pairs,
+                LineageKind::Merge,
+            )?;
+            let roles = self.history_roles(sources)?;
+            self.copy_artifact_set_in(tx, s.id, &members, &roles, false)?;
+            Ok(s)
+        })
     }
 
     /// The roles of the messages of `sessions`, by artifact id.
@@ -1077,7 +1063,7 @@ impl Store {
             .tag("message")
             .metadata(metadata)
             .mime_type("text/plain; charset=utf-8");
-        let mut checked = self.check_new(new)?;
+        let checked = self.check_new(new)?;
         let s = self.session(session)?;
         if s.status.is_terminal() {
             return Err(Error::SessionClosed {
@@ -1090,37 +1076,36 @@ impl Store {
         }
         let prepared = self.prepare(&mut content.as_bytes())?;
         let staged = self.stage(prepared)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let prefix = history_prefix(&session);
-        let seq = match self
-            .backend()
-            .scan(&prefix, &prefix_end(&prefix), true, 1)?
-            .first()
-        {
-            Some((k, _)) if k.len() == prefix.len() + 8 => keys::u64_value(&k[prefix.len()..]) + 1,
-            _ => 1,
-        };
-        checked.new.name = format!("messages/{seq:06}-{role}");
-        let a = self.insert_artifact(&mut tx, session, checked, &staged, None)?;
-        tx.put(
-            Key::new(keys::HISTORY).sid(&session).u64(seq).build(),
-            keys::encode(&HistoryEntry {
-                artifact_id: a.id,
+        self.write(|tx| {
+            let prefix = history_prefix(&session);
+            let seq = match self
+                .backend()
+                .scan(&prefix, &prefix_end(&prefix), true, 1)?
+                .first()
+            {
+                Some((k, _)) if k.len() == prefix.len() + 8 => {
+                    keys::u64_value(&k[prefix.len()..]) + 1
+                }
+                _ => 1,
+            };
+            let mut checked = checked.clone();
+            checked.new.name = format!("messages/{seq:06}-{role}");
+            let a = self.insert_artifact(tx, session, checked, &staged, None)?;
+            tx.put(
+                Key::new(keys::HISTORY).sid(&session).u64(seq).build(),
+                keys::encode(&HistoryEntry {
+                    artifact_id: a.id,
+                    role,
+                }),
+            );
+            Ok(Message {
+                seq,
                 role,
-            }),
-        );
-        let events = tx.commit()?;
-        drop(state);
-        drop(staged);
-        self.after_commit(&events)?;
-        Ok(Message {
-            seq,
-            role,
-            content: content.to_string(),
-            metadata: a.metadata,
-            artifact_id: a.id,
-            at: a.created_at,
+                content: content.to_string(),
+                metadata: a.metadata,
+                artifact_id: a.id,
+                at: a.created_at,
+            })
         })
     }
 
@@ -1305,7 +1290,7 @@ impl Store {
                         )));
                     }
                     crate::artifact::validate_name(&a.name)?;
-                    let m = self.retain_blob(tx, &a.hash)?;
+                    let m = tx.retain_blob(&a.hash)?;
                     if m.size != a.size {
                         return Err(bad(format!(
                             "artifact {} says {} bytes; its content has {}",
@@ -1320,7 +1305,7 @@ impl Store {
                     );
                 }
                 if let Some(sb) = &cp.state_blob {
-                    let m = self.retain_blob(tx, &sb.hash)?;
+                    let m = tx.retain_blob(&sb.hash)?;
                     if m.size != sb.size {
                         return Err(bad(format!(
                             "the binary state says {} bytes; its content has {}",
@@ -1330,7 +1315,7 @@ impl Store {
                 }
                 tx.put(cp_key(&cp.id), keys::encode(&cp));
                 tx.put(session_cp_key(&sid, &cp.id), vec![]);
-                tx.add(b"checkpoints", 1);
+                tx.add(super::counters::CHECKPOINTS, 1);
             }
             "history" => {
                 let b: HistoryBody =
@@ -1462,13 +1447,12 @@ mod tests {
         from: SessionId,
         recs: &[ExportedRecord],
     ) -> Result<()> {
-        let mut state = s.lock()?;
-        let mut tx = s.tx(&mut state);
-        for r in recs {
-            s.import_checkpoint_record_in(&mut tx, ids, from, r.kind, &r.body)?;
-        }
-        tx.commit()?;
-        Ok(())
+        s.write(|tx| {
+            for r in recs {
+                s.import_checkpoint_record_in(tx, ids, from, r.kind, &r.body)?;
+            }
+            Ok(())
+        })
     }
 
     #[test]

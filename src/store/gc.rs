@@ -39,38 +39,29 @@ impl Store {
             if batch.is_empty() {
                 break;
             }
-            let mut files = Vec::new();
-            let mut progressed = false;
-            {
-                let mut state = self.lock()?;
-                let mut tx = self.tx(&mut state);
-                for (k, _) in &batch {
-                    let hash = ContentHash::from_slice(&k[1..])?;
-                    if self.is_pending(&hash) {
-                        continue;
+            let progressed = self.write_batches(|w| {
+                let (files, progressed, removed, freed) = w.batch(|tx| {
+                    let mut files = Vec::new();
+                    let (mut progressed, mut removed, mut freed) = (false, 0, 0);
+                    for (k, _) in &batch {
+                        let hash = ContentHash::from_slice(&k[1..])?;
+                        if self.is_pending(&hash) {
+                            continue;
+                        }
+                        progressed = true;
+                        let Some(m) = tx.remove_garbage_blob(&hash)? else {
+                            continue;
+                        };
+                        if !m.inline {
+                            files.push((hash, m.codec));
+                        }
+                        removed += 1;
+                        freed += m.stored_size;
                     }
-                    tx.del(k.clone());
-                    progressed = true;
-                    let Some(b) = tx.get(&keys::blob(&hash))? else {
-                        continue;
-                    };
-                    let m = BlobMeta::decode(&b)?;
-                    if m.refs > 0 {
-                        continue; // referenced again since it was listed
-                    }
-                    tx.del(keys::blob(&hash));
-                    if m.inline {
-                        tx.del(keys::blob_data(&hash));
-                    } else {
-                        files.push((hash, m.codec));
-                    }
-                    tx.add(b"blobs", -1);
-                    tx.add(b"stored_bytes", -(m.stored_size as i64));
-                    tx.add(b"content_bytes", -(m.size as i64));
-                    report.blobs_removed += 1;
-                    report.bytes_freed += m.stored_size;
-                }
-                tx.commit()?;
+                    Ok((files, progressed, removed, freed))
+                })?;
+                report.blobs_removed += removed;
+                report.bytes_freed += freed;
                 // The records are gone (durably) before the files go: a crash in between leaves
                 // orphan files, which the sweep below removes, never a record without its file.
                 self.flush()?;
@@ -80,7 +71,8 @@ impl Store {
                         self.remove_unless_pending(&hash, &p)?;
                     }
                 }
-            }
+                Ok(progressed)
+            })?;
             if !progressed {
                 break; // everything left is pending: a later GC gets it
             }
@@ -121,19 +113,17 @@ impl Store {
     /// writes the file itself. Checking the pin and removing without holding it lost files
     /// (`tests/crash.rs`, GC racing puts of the same content). Returns whether a file was removed.
     fn remove_unless_pending(&self, hash: &ContentHash, path: &std::path::Path) -> Result<bool> {
-        let pins = self.inner.pending.lock().map_err(|_| Error::Backend {
-            message: "pending-put set poisoned by a panic in another thread".into(),
-        })?;
-        if pins.contains_key(hash) {
-            return Ok(false);
-        }
-        let removed = match fs::remove_file(path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        drop(pins);
-        Ok(removed)
+        // The pin set stays locked across the removal, so no put can pin the hash meanwhile.
+        self.inner.pins.locked(|pins| {
+            if pins.contains_key(hash) {
+                return Ok(false);
+            }
+            match fs::remove_file(path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::io(path, e)),
+            }
+        })?
     }
 
     /// Number of blobs waiting for GC.

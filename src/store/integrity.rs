@@ -15,7 +15,8 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Store, WriteState};
+use super::verify::{Problem, RepairReport, VerifyReport};
+use super::{counters, Store, Writer};
 use crate::artifact::Artifact;
 use crate::backend::{prefix_end, Op, RangeIter};
 use crate::content::{self, BlobMeta};
@@ -23,7 +24,6 @@ use crate::error::{Error, Result};
 use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys;
 use crate::session::Session;
-use crate::verify::{Problem, RepairReport, VerifyReport};
 
 /// Problem kinds, as they appear in [`Problem::kind`].
 pub(crate) mod kind {
@@ -108,21 +108,25 @@ enum Owner {
 /// Counter names `verify` knows how to recompute (exact names and prefixes). Counters other
 /// modules add under other names are left alone.
 const EXACT_COUNTERS: [&[u8]; 6] = [
-    b"sessions",
-    b"artifacts",
-    b"blobs",
-    b"logical_bytes",
-    b"stored_bytes",
-    b"content_bytes",
+    counters::SESSIONS,
+    counters::ARTIFACTS,
+    counters::BLOBS,
+    counters::LOGICAL_BYTES,
+    counters::STORED_BYTES,
+    counters::CONTENT_BYTES,
 ];
-const COUNTER_PREFIXES: [&[u8]; 3] = [b"sessions.status.", b"artifacts.kind.", b"sa."];
+const COUNTER_PREFIXES: [&[u8]; 3] = [
+    counters::STATUS_PREFIX,
+    counters::KIND_PREFIX,
+    counters::SESSION_ARTIFACTS_PREFIX,
+];
 
 fn known_counter(name: &[u8]) -> bool {
     EXACT_COUNTERS.contains(&name) || COUNTER_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 fn counter_label(name: &[u8]) -> String {
-    match name.strip_prefix(b"sa.") {
+    match name.strip_prefix(counters::SESSION_ARTIFACTS_PREFIX) {
         Some(rest) => match SessionId::from_slice(rest) {
             Ok(sid) => format!("artifacts of session {sid}"),
             Err(_) => format!("sa.{}", hex(rest)),
@@ -164,23 +168,17 @@ impl Store {
     /// The index entries (key, value) the write path creates for a session record, excluding
     /// the record itself.
     fn session_entries(&self, s: &Session) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut scratch = WriteState::default();
-        let mut tx = self.tx(&mut scratch);
-        self.write_session_indexes(&mut tx, s);
-        let record = keys::session(&s.id);
-        puts_except(std::mem::take(&mut tx.ops), &record)
+        super::sessions::session_index_entries(s)
     }
 
     /// The index entries (key, value) and counter deltas the write path creates for an artifact
     /// record, excluding the record itself.
     #[allow(clippy::type_complexity)]
     fn artifact_entries(&self, a: &Artifact) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, i64)>) {
-        let mut scratch = WriteState::default();
-        let mut tx = self.tx(&mut scratch);
-        self.write_artifact_indexes(&mut tx, a);
-        let record = keys::artifact(&a.id);
-        let entries = puts_except(std::mem::take(&mut tx.ops), &record);
-        let counters = std::mem::take(&mut tx.counters).into_iter().collect();
+        let entries = super::artifacts::artifact_index_entries(a);
+        let counters = super::artifacts::artifact_counter_deltas(a)
+            .into_iter()
+            .collect();
         (entries, counters)
     }
 
@@ -249,7 +247,7 @@ impl Store {
     /// was done.
     pub(crate) fn apply_plan(
         &self,
-        state: &mut WriteState,
+        w: &mut Writer<'_>,
         plan: Plan,
         report: &mut RepairReport,
     ) -> Result<()> {
@@ -290,22 +288,25 @@ impl Store {
         // repair finishes.
         let mut iter = ops.into_iter().peekable();
         while iter.peek().is_some() {
-            let mut tx = self.tx(state);
-            for op in iter.by_ref().take(2048) {
-                match op {
-                    Op::Put(k, v) => tx.put(k, v),
-                    Op::Delete(k) => tx.del(k),
+            let chunk: Vec<Op> = iter.by_ref().take(2048).collect();
+            w.batch(|tx| {
+                for op in &chunk {
+                    match op {
+                        Op::Put(k, v) => tx.put(k.clone(), v.clone()),
+                        Op::Delete(k) => tx.del(k.clone()),
+                    }
                 }
-            }
-            tx.commit()?;
+                Ok(())
+            })?;
         }
         if !plan.counters.is_empty() {
-            let mut tx = self.tx(state);
-            for (name, want) in plan.counters {
-                let have = tx.counter(&name)?;
-                tx.add(&name, want - have);
-            }
-            tx.commit()?;
+            w.batch(|tx| {
+                for (name, want) in &plan.counters {
+                    // Overwritten, not adjusted: the stored value may be undecodable.
+                    tx.set_counter(name, *want)?;
+                }
+                Ok(())
+            })?;
         }
         self.flush()
     }
@@ -330,17 +331,19 @@ impl Store {
         // Hold the pin set across the check and the move, as GC does: a put that stages this
         // hash outside the lock either pinned first (the file stays for it) or pins after the
         // move and, finding no usable file, writes its own.
-        let pins = self.inner.pending.lock().map_err(|_| Error::Backend {
-            message: "pending-put set poisoned by a panic in another thread".into(),
+        let moved = self.inner.pins.locked(|pins| {
+            if pins.contains_key(hash) {
+                return Ok(false);
+            }
+            fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
+            Ok(true)
         })?;
-        if pins.contains_key(hash) {
+        if !moved? {
             return Ok(None);
         }
-        fs::rename(path, &dest).map_err(|e| Error::io(path, e))?;
-        drop(pins);
-        content::sync_dir(quarantine)?;
+        crate::fsutil::sync_dir(quarantine)?;
         if let Some(parent) = path.parent() {
-            content::sync_dir(parent)?;
+            crate::fsutil::sync_dir(parent)?;
         }
         Ok(Some(dest))
     }
@@ -363,7 +366,7 @@ impl Store {
         f.write_all(&body)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&dest, e))?;
-        content::sync_dir(&dir)?;
+        crate::fsutil::sync_dir(&dir)?;
         Ok(Some(dest))
     }
 }
@@ -377,15 +380,6 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
         n += 1;
     }
     p
-}
-
-fn puts_except(ops: Vec<Op>, record: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    ops.into_iter()
-        .filter_map(|op| match op {
-            Op::Put(k, v) if k != record => Some((k, v)),
-            _ => None,
-        })
-        .collect()
 }
 
 struct Checker<'a> {
@@ -473,8 +467,8 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            self.count(b"sessions", 1);
-            self.count(format!("sessions.status.{}", s.status.as_str()), 1);
+            self.count(counters::SESSIONS, 1);
+            self.count(counters::sessions_in(s.status), 1);
             for (ik, iv) in self.store.session_entries(&s) {
                 self.report.index_entries_checked += 1;
                 self.expect_entry(ik, iv, &format!("session {}", s.id), Vec::new())?;
@@ -561,7 +555,7 @@ impl Checker<'_> {
             for (name, d) in deltas {
                 self.count(name, d);
             }
-            self.count(super::artifacts::session_count_key(&a.session_id), 1);
+            self.count(super::counters::session_artifacts(&a.session_id), 1);
             let lk = keys::latest(&a.session_id, &a.name);
             let v = self.latest.entry(lk).or_insert(0);
             *v = (*v).max(a.version);
@@ -718,9 +712,9 @@ impl Checker<'_> {
                 }
             };
             self.report.blobs_checked += 1;
-            self.count(b"blobs", 1);
-            self.count(b"stored_bytes", m.stored_size as i64);
-            self.count(b"content_bytes", m.size as i64);
+            self.count(counters::BLOBS, 1);
+            self.count(counters::STORED_BYTES, m.stored_size as i64);
+            self.count(counters::CONTENT_BYTES, m.size as i64);
             let want = self.refs.remove(&hash).unwrap_or(0);
             let refs_wrong = if all_counted {
                 m.refs != want
@@ -945,21 +939,22 @@ impl Checker<'_> {
             if !known_counter(name) {
                 continue;
             }
-            let have = keys::u64_value(&v) as i64;
             let want = expected.remove(name).unwrap_or(0);
-            if have != want {
-                self.counter_problem(name, have, want);
+            match super::counters::decode(name, &v) {
+                Ok(have) if have == want => {}
+                Ok(have) => self.counter_problem(name, &have.to_string(), want),
+                Err(_) => self.counter_problem(name, "undecodable", want),
             }
         }
         for (name, want) in expected {
             if want != 0 {
-                self.counter_problem(&name, 0, want);
+                self.counter_problem(&name, "0", want);
             }
         }
         Ok(())
     }
 
-    fn counter_problem(&mut self, name: &[u8], have: i64, want: i64) {
+    fn counter_problem(&mut self, name: &[u8], have: &str, want: i64) {
         self.push(problem(
             kind::COUNTER,
             None,

@@ -49,27 +49,24 @@ impl Store {
         delta: &MetricsDelta,
     ) -> Result<SessionMetrics> {
         delta.validate()?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        self.tx_session(&tx, session)?;
-        // Under the write lock the committed state is the current state.
-        let mut m = self.read_metrics(session)?;
-        for (name, inc) in delta.entries() {
-            if inc == 0 {
-                continue;
+        self.write(|tx| {
+            self.tx_session(tx, session)?;
+            // Under the write lock the committed state is the current state.
+            let mut m = self.read_metrics(session)?;
+            for (name, inc) in delta.entries() {
+                if inc == 0 {
+                    continue;
+                }
+                add_metric(tx, session, &name, inc, &mut m)?;
             }
-            add_metric(&mut tx, session, &name, inc, &mut m)?;
-        }
-        let now = now_ms(Utc::now());
-        tx.put(
-            metric_key(&session, LAST_ACTIVITY_MS),
-            now.to_be_bytes().to_vec(),
-        );
-        m.last_activity_ms = Some(now);
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(m)
+            let now = now_ms(Utc::now());
+            tx.put(
+                metric_key(&session, LAST_ACTIVITY_MS),
+                now.to_be_bytes().to_vec(),
+            );
+            m.last_activity_ms = Some(now);
+            Ok(m)
+        })
     }
 
     /// The session's counters (all zero if nothing was recorded).
@@ -97,74 +94,69 @@ impl Store {
     /// [`Error::SessionClosed`] and nothing is counted. Suspended and finished sessions are
     /// refused as well.
     pub fn increment_iterations(&self, session: SessionId) -> Result<IterationOutcome> {
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let s = self.tx_session(&tx, session)?;
-        if s.status != SessionStatus::Active {
-            let message = match s.status {
-                SessionStatus::Suspended => "resume it before counting iterations".to_string(),
-                SessionStatus::TimedOut => format!(
-                    "its budget is used up ({}); no more iterations are counted",
-                    s.reason.as_deref().unwrap_or("timed out")
-                ),
-                _ => "a finished session counts no more iterations".to_string(),
+        // The inner result: the timeout is committed even though the call is refused.
+        self.write(|tx| {
+            let s = self.tx_session(tx, session)?;
+            if s.status != SessionStatus::Active {
+                let message = match s.status {
+                    SessionStatus::Suspended => "resume it before counting iterations".to_string(),
+                    SessionStatus::TimedOut => format!(
+                        "its budget is used up ({}); no more iterations are counted",
+                        s.reason.as_deref().unwrap_or("timed out")
+                    ),
+                    _ => "a finished session counts no more iterations".to_string(),
+                };
+                return Err(Error::SessionClosed {
+                    id: session,
+                    status: s.status,
+                    message,
+                });
+            }
+            let now = Utc::now();
+            let current = match tx.get(&metric_key(&session, ITERATIONS))? {
+                Some(v) => metric_value(ITERATIONS, &v)?,
+                None => 0,
             };
-            return Err(Error::SessionClosed {
-                id: session,
-                status: s.status,
-                message,
-            });
-        }
-        let now = Utc::now();
-        let current = match tx.get(&metric_key(&session, ITERATIONS))? {
-            Some(v) => metric_value(ITERATIONS, &v)?,
-            None => 0,
-        };
-        let refusal = if let Some(dl) = s.options.deadline.filter(|dl| now >= *dl) {
-            Some(format!("deadline {} passed", dl.to_rfc3339()))
-        } else {
-            s.options
-                .max_iterations
-                .filter(|max| current >= *max)
-                .map(|max| format!("iteration budget of {max} reached"))
-        };
-        if let Some(reason) = refusal {
-            self.transition_in(&mut tx, session, SessionStatus::TimedOut, Some(&reason))?;
-            let events = tx.commit()?;
-            drop(state);
-            self.after_commit(&events)?;
-            return Err(Error::SessionClosed {
-                id: session,
-                status: SessionStatus::TimedOut,
-                message: format!(
-                    "{reason}; the session is now timed_out and counts no more iterations"
-                ),
-            });
-        }
-        let n = current.checked_add(1).ok_or_else(|| Error::LimitExceeded {
-            limit: "iterations",
-            message: format!("session {session} has counted u64::MAX iterations"),
-        })?;
-        tx.put(metric_key(&session, ITERATIONS), n.to_be_bytes().to_vec());
-        tx.put(
-            metric_key(&session, LAST_ACTIVITY_MS),
-            now_ms(now).to_be_bytes().to_vec(),
-        );
-        let mut status = SessionStatus::Active;
-        if let Some(max) = s.options.max_iterations.filter(|max| n >= *max) {
-            let reason = format!("iteration budget of {max} reached");
-            status = self
-                .transition_in(&mut tx, session, SessionStatus::TimedOut, Some(&reason))?
-                .status;
-        }
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(IterationOutcome {
-            iterations: n,
-            max_iterations: s.options.max_iterations,
-            status,
-        })
+            let refusal = if let Some(dl) = s.options.deadline.filter(|dl| now >= *dl) {
+                Some(format!("deadline {} passed", dl.to_rfc3339()))
+            } else {
+                s.options
+                    .max_iterations
+                    .filter(|max| current >= *max)
+                    .map(|max| format!("iteration budget of {max} reached"))
+            };
+            if let Some(reason) = refusal {
+                self.transition_in(tx, session, SessionStatus::TimedOut, Some(&reason))?;
+                return Ok(Err(Error::SessionClosed {
+                    id: session,
+                    status: SessionStatus::TimedOut,
+                    message: format!(
+                        "{reason}; the session is now timed_out and counts no more iterations"
+                    ),
+                }));
+            }
+            let n = current.checked_add(1).ok_or_else(|| Error::LimitExceeded {
+                limit: "iterations",
+                message: format!("session {session} has counted u64::MAX iterations"),
+            })?;
+            tx.put(metric_key(&session, ITERATIONS), n.to_be_bytes().to_vec());
+            tx.put(
+                metric_key(&session, LAST_ACTIVITY_MS),
+                now_ms(now).to_be_bytes().to_vec(),
+            );
+            let mut status = SessionStatus::Active;
+            if let Some(max) = s.options.max_iterations.filter(|max| n >= *max) {
+                let reason = format!("iteration budget of {max} reached");
+                status = self
+                    .transition_in(tx, session, SessionStatus::TimedOut, Some(&reason))?
+                    .status;
+            }
+            Ok(Ok(IterationOutcome {
+                iterations: n,
+                max_iterations: s.options.max_iterations,
+                status,
+            }))
+        })?
     }
 
     /// Moves every live (active or suspended) session whose deadline has passed, or whose
@@ -199,30 +191,30 @@ impl Store {
         }
         let mut done = Vec::new();
         for chunk in candidates.chunks(256) {
-            let mut state = self.lock()?;
-            let mut tx = self.tx(&mut state);
-            for id in chunk {
-                // Decide again under the lock: the session may have changed since the scan.
-                let s = match self.tx_session(&tx, *id) {
-                    Ok(s) => s,
-                    Err(Error::SessionNotFound { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                if s.status.is_terminal() {
-                    continue;
+            let timed_out = self.write(|tx| {
+                let mut timed_out = Vec::new();
+                for id in chunk {
+                    // Decide again under the lock: the session may have changed since the scan.
+                    let s = match self.tx_session(tx, *id) {
+                        Ok(s) => s,
+                        Err(Error::SessionNotFound { .. }) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if s.status.is_terminal() {
+                        continue;
+                    }
+                    let iterations = match tx.get(&metric_key(id, ITERATIONS))? {
+                        Some(v) => metric_value(ITERATIONS, &v)?,
+                        None => 0,
+                    };
+                    if let Some(reason) = over(&s, iterations) {
+                        self.transition_in(tx, *id, SessionStatus::TimedOut, Some(&reason))?;
+                        timed_out.push(*id);
+                    }
                 }
-                let iterations = match tx.get(&metric_key(id, ITERATIONS))? {
-                    Some(v) => metric_value(ITERATIONS, &v)?,
-                    None => 0,
-                };
-                if let Some(reason) = over(&s, iterations) {
-                    self.transition_in(&mut tx, *id, SessionStatus::TimedOut, Some(&reason))?;
-                    done.push(*id);
-                }
-            }
-            let events = tx.commit()?;
-            drop(state);
-            self.after_commit(&events)?;
+                Ok(timed_out)
+            })?;
+            done.extend(timed_out);
         }
         Ok(done)
     }

@@ -1,32 +1,40 @@
 //! The store facade: opening, the write path's transaction, durability, statistics.
 
 mod artifacts;
+mod blobs;
 mod checkpoints;
+pub(crate) mod counters;
 mod gc;
 mod integrity;
 mod metrics;
+mod query;
+pub(crate) mod retention;
 mod sessions;
+mod subscriptions;
+mod tx;
+pub(crate) mod verify;
 
 pub use self::artifacts::{Admin, ContentInfo};
 pub use self::gc::GcReport;
 pub use self::sessions::DeleteReport;
 // For bundle import, which writes records with their indexes and counters directly.
-pub(crate) use self::artifacts::session_count_key;
+use self::blobs::{BlobFiles, LocalFiles, Pins};
+pub(crate) use self::blobs::{EncodedBytes, PendingGuard, Staged};
 pub(crate) use self::checkpoints::RemapIds;
-pub(crate) use self::sessions::status_counter;
+use self::tx::Acks;
+use self::tx::WriteState;
+pub(crate) use self::tx::{Tx, Writer};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, MemoryBackend, Op, SledBackend};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind};
-use crate::ids::{ContentHash, SessionId};
 use crate::keys::{self, Key};
 
 /// The on-disk format this version writes and reads.
@@ -87,35 +95,24 @@ struct Marker {
     backend: BackendKind,
 }
 
-/// Mutable state guarded by the write lock: caches of counters and event sequence numbers.
-#[derive(Default)]
-pub(crate) struct WriteState {
-    counters: HashMap<Vec<u8>, i64>,
-    next_seq: HashMap<SessionId, u64>,
-}
-
 pub(crate) struct Inner {
     backend: Box<dyn Backend>,
     pub(crate) paths: Option<Paths>,
     pub(crate) config: Config,
     write: Mutex<WriteState>,
-    /// Content hashes a put is about to reference: GC leaves their blobs and files alone.
-    pending: Mutex<HashMap<ContentHash, usize>>,
-    pub(crate) hooks: Hooks,
-}
-
-/// Observers of committed writes.
-#[derive(Default)]
-pub(crate) struct Hooks {
-    /// Subscriptions: offered each batch's events inside the write lock (in `Tx::commit`), so
-    /// they see commit order; observers called after the lock is released could see concurrent
-    /// commits out of order.
+    /// Where large blobs' files live (`None`: in memory, all content inline).
+    pub(crate) files: Option<Box<dyn BlobFiles>>,
+    /// Content hashes a write is about to reference: GC leaves their blobs and files alone.
+    pub(crate) pins: Pins,
+    /// Committed batches waiting for the flush that acknowledges them.
+    pub(crate) acks: Acks,
+    /// Subscriptions, offered each batch's events once it is durable, in commit order.
     pub(crate) hub: crate::subscribe::Hub,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.backend.flush();
+        let _ = Store::flush_and_publish(self);
     }
 }
 
@@ -249,14 +246,19 @@ impl Store {
 
     fn from_parts(backend: Box<dyn Backend>, paths: Option<Paths>, config: Config) -> Store {
         let interval = config.group_interval();
+        let files = paths.as_ref().map(|p| {
+            Box::new(LocalFiles::new(p.blobs.clone(), p.tmp.clone())) as Box<dyn BlobFiles>
+        });
         let store = Store {
             inner: Arc::new(Inner {
                 backend,
                 paths,
                 config,
                 write: Mutex::new(WriteState::default()),
-                pending: Mutex::new(HashMap::new()),
-                hooks: Hooks::default(),
+                files,
+                pins: Pins::default(),
+                acks: Acks::default(),
+                hub: crate::subscribe::Hub::default(),
             }),
         };
         if let Some(every) = interval {
@@ -267,7 +269,7 @@ impl Store {
                     std::thread::sleep(every);
                     match weak.upgrade() {
                         Some(inner) => {
-                            let _ = inner.backend.flush();
+                            let _ = Store::flush_and_publish(&inner);
                         }
                         None => return,
                     }
@@ -293,93 +295,51 @@ impl Store {
     }
 
     /// Makes every write that returned before this call durable. See DESIGN.md, "Durability".
+    /// Subscribers receive the events of those writes once this returns.
     pub fn flush(&self) -> Result<()> {
-        self.inner.backend.flush()
+        Self::flush_and_publish(&self.inner)
     }
 
     pub(crate) fn backend(&self) -> &dyn Backend {
         &*self.inner.backend
     }
 
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, WriteState>> {
-        self.inner.write.lock().map_err(|_| Error::Backend {
-            message: "write lock poisoned by a panic in another thread".into(),
-        })
-    }
-
-    pub(crate) fn tx<'a>(&'a self, state: &'a mut WriteState) -> Tx<'a> {
-        Tx {
-            store: self,
-            state,
-            ops: Vec::new(),
-            overlay: HashMap::new(),
-            counters: BTreeMap::new(),
-            seqs: HashMap::new(),
-            events: Vec::new(),
-        }
-    }
-
-    /// Called after a commit, outside the write lock: durability per the configured mode.
-    /// (Subscribers were already given the batch's events inside the lock.)
-    pub(crate) fn after_commit(&self, _events: &[Event]) -> Result<()> {
-        if self.inner.config.group_interval().is_none() {
-            self.inner.backend.flush()?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn pin_pending(&self, hash: ContentHash) -> PendingGuard<'_> {
-        if let Ok(mut p) = self.inner.pending.lock() {
-            *p.entry(hash).or_insert(0) += 1;
-        }
-        PendingGuard { store: self, hash }
-    }
-
-    pub(crate) fn is_pending(&self, hash: &ContentHash) -> bool {
-        self.inner
-            .pending
-            .lock()
-            .map(|p| p.contains_key(hash))
-            .unwrap_or(true)
-    }
-
     /// Reads a counter (committed value).
     pub(crate) fn counter(&self, name: &[u8]) -> Result<i64> {
-        Ok(self
-            .backend()
-            .get(&keys::counter(name))?
-            .map(|v| keys::u64_value(&v) as i64)
-            .unwrap_or(0))
+        match self.backend().get(&keys::counter(name))? {
+            Some(v) => counters::decode(name, &v),
+            None => Ok(0),
+        }
     }
 
     /// Store-wide statistics, from counters kept in the same batches as the records.
     pub fn stats(&self) -> Result<Stats> {
         let mut sessions_by_status = BTreeMap::new();
         for s in crate::session::SessionStatus::ALL {
-            let n = self.counter(format!("sessions.status.{}", s.as_str()).as_bytes())?;
+            let n = self.counter(&counters::sessions_in(s))?;
             if n != 0 {
                 sessions_by_status.insert(s.as_str().to_string(), n as u64);
             }
         }
         let mut artifacts_by_kind = BTreeMap::new();
-        let prefix = keys::counter(b"artifacts.kind.");
+        let prefix = keys::counter(counters::KIND_PREFIX);
         for e in crate::backend::RangeIter::prefix(self.backend(), &prefix, false) {
             let (k, v) = e?;
-            let n = keys::u64_value(&v);
+            let n = counters::decode(&k[1..], &v)? as u64;
             if n != 0 {
                 let kind = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
                 artifacts_by_kind.insert(kind, n);
             }
         }
-        let logical = self.counter(b"logical_bytes")? as u64;
-        let stored = self.counter(b"stored_bytes")? as u64;
-        let content = self.counter(b"content_bytes")? as u64;
+        let logical = self.counter(counters::LOGICAL_BYTES)? as u64;
+        let stored = self.counter(counters::STORED_BYTES)? as u64;
+        let content = self.counter(counters::CONTENT_BYTES)? as u64;
         Ok(Stats {
-            sessions: self.counter(b"sessions")? as u64,
+            sessions: self.counter(counters::SESSIONS)? as u64,
             sessions_by_status,
-            artifacts: self.counter(b"artifacts")? as u64,
+            artifacts: self.counter(counters::ARTIFACTS)? as u64,
             artifacts_by_kind,
-            blobs: self.counter(b"blobs")? as u64,
+            blobs: self.counter(counters::BLOBS)? as u64,
             logical_bytes: logical,
             content_bytes: content,
             stored_bytes: stored,
@@ -420,162 +380,6 @@ pub struct Stats {
     pub dedup_ratio: f64,
     /// content_bytes / stored_bytes.
     pub compression_ratio: f64,
-}
-
-/// Keeps a content hash marked as "about to be referenced" until dropped.
-pub(crate) struct PendingGuard<'a> {
-    store: &'a Store,
-    hash: ContentHash,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut p) = self.store.inner.pending.lock() {
-            if let Some(n) = p.get_mut(&self.hash) {
-                *n -= 1;
-                if *n == 0 {
-                    p.remove(&self.hash);
-                }
-            }
-        }
-    }
-}
-
-/// One atomic batch under the write lock. Reads see the batch's own writes.
-pub(crate) struct Tx<'a> {
-    pub(crate) store: &'a Store,
-    state: &'a mut WriteState,
-    ops: Vec<Op>,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    counters: BTreeMap<Vec<u8>, i64>,
-    seqs: HashMap<SessionId, u64>,
-    events: Vec<Event>,
-}
-
-impl Tx<'_> {
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.store.backend().get(key),
-        }
-    }
-
-    /// Whether this batch deleted `key`.
-    pub(crate) fn deleted(&self, key: &[u8]) -> bool {
-        self.overlay.get(key).is_some_and(Option::is_none)
-    }
-
-    pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key.clone(), Some(value.clone()));
-        self.ops.push(Op::Put(key, value));
-    }
-
-    pub(crate) fn del(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key.clone(), None);
-        self.ops.push(Op::Delete(key));
-    }
-
-    pub(crate) fn add(&mut self, counter: impl AsRef<[u8]>, delta: i64) {
-        *self.counters.entry(counter.as_ref().to_vec()).or_insert(0) += delta;
-    }
-
-    /// The committed-plus-pending value of a counter.
-    pub(crate) fn counter(&mut self, counter: &[u8]) -> Result<i64> {
-        let base = self.base_counter(counter)?;
-        Ok(base + self.counters.get(counter).copied().unwrap_or(0))
-    }
-
-    fn base_counter(&mut self, counter: &[u8]) -> Result<i64> {
-        if let Some(v) = self.state.counters.get(counter) {
-            return Ok(*v);
-        }
-        let v = self
-            .store
-            .backend()
-            .get(&keys::counter(counter))?
-            .map(|v| keys::u64_value(&v) as i64)
-            .unwrap_or(0);
-        self.state.counters.insert(counter.to_vec(), v);
-        Ok(v)
-    }
-
-    /// Appends an event to a session's log in this batch.
-    pub(crate) fn event(&mut self, session_id: SessionId, kind: EventKind) -> Result<Event> {
-        let seq = match self.seqs.get(&session_id) {
-            Some(s) => *s,
-            None => match self.state.next_seq.get(&session_id) {
-                Some(s) => *s,
-                None => {
-                    let prefix = Key::new(keys::EVENT).sid(&session_id).build();
-                    let last = self.store.backend().scan(
-                        &prefix,
-                        &crate::backend::prefix_end(&prefix),
-                        true,
-                        1,
-                    )?;
-                    match last.first() {
-                        Some((k, _)) if k.len() == prefix.len() + 8 => {
-                            keys::u64_value(&k[prefix.len()..]) + 1
-                        }
-                        _ => 1,
-                    }
-                }
-            },
-        };
-        self.seqs.insert(session_id, seq + 1);
-        let ev = Event {
-            session_id,
-            seq,
-            at: chrono::Utc::now(),
-            kind,
-        };
-        self.put(
-            Key::new(keys::EVENT).sid(&session_id).u64(seq).build(),
-            keys::encode(&ev),
-        );
-        self.events.push(ev.clone());
-        Ok(ev)
-    }
-
-    /// Forgets the cached event sequence of a session (it is being deleted).
-    pub(crate) fn forget_session(&mut self, id: &SessionId) {
-        self.seqs.remove(id);
-        self.state.next_seq.remove(id);
-    }
-
-    /// Applies the batch atomically and returns the events it wrote.
-    pub(crate) fn commit(mut self) -> Result<Vec<Event>> {
-        let mut finals = Vec::with_capacity(self.counters.len());
-        let deltas = std::mem::take(&mut self.counters);
-        for (name, delta) in deltas {
-            if delta == 0 {
-                continue;
-            }
-            let v = self.base_counter(&name)? + delta;
-            self.ops.push(Op::Put(
-                keys::counter(&name),
-                (v.max(0) as u64).to_be_bytes().to_vec(),
-            ));
-            finals.push((name, v));
-        }
-        if !self.ops.is_empty() {
-            let ops = std::mem::take(&mut self.ops);
-            if let Err(e) = self.store.backend().apply(ops) {
-                // The cached counters may now disagree with a partially failed engine: reload later.
-                self.state.counters.clear();
-                self.state.next_seq.clear();
-                return Err(e);
-            }
-        }
-        for (name, v) in finals {
-            self.state.counters.insert(name, v);
-        }
-        for (sid, s) in self.seqs.drain() {
-            self.state.next_seq.insert(sid, s);
-        }
-        self.store.inner.hooks.hub.publish(&self.events);
-        Ok(std::mem::take(&mut self.events))
-    }
 }
 
 /// Checks or initialises the store folder and its `CAIRN` marker.
@@ -635,17 +439,11 @@ fn prepare_dir(root: &Path, kind: BackendKind) -> Result<()> {
     }
     let db = root.join("db");
     fs::create_dir_all(&db).map_err(|e| Error::io(&db, e))?;
-    let tmp = root.join(".CAIRN.tmp");
     let body = serde_json::to_vec(&Marker {
         format: FORMAT_VERSION,
         backend: kind,
     })
     .unwrap_or_default();
-    fs::write(&tmp, body).map_err(|e| Error::io(&tmp, e))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, &marker).map_err(|e| Error::io(&marker, e))?;
-    crate::content::sync_dir(root)?;
+    crate::fsutil::atomic_write(root, &marker, &body)?;
     Ok(())
 }

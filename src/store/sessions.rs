@@ -6,6 +6,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::counters;
 use super::{Store, Tx};
 use crate::artifact::{normalize_tags, truncate_for_message};
 use crate::backend::{prefix_end, RangeIter};
@@ -55,8 +56,25 @@ fn status_key(s: SessionStatus, id: &SessionId) -> Vec<u8> {
     Key::new(keys::SESSION_STATUS).u8(s.code()).sid(id).build()
 }
 
-pub(crate) fn status_counter(s: SessionStatus) -> String {
-    format!("sessions.status.{}", s.as_str())
+/// The index entries (key, value) of a session record, without the record itself.
+pub(crate) fn session_index_entries(s: &Session) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let id = s.id;
+    let mut out = Vec::with_capacity(3 + s.tags.len());
+    if let Some(k) = &s.key {
+        out.push((
+            Key::new(keys::SESSION_KEY).bytes(k.as_bytes()).build(),
+            id.as_bytes().to_vec(),
+        ));
+    }
+    match &s.parent_id {
+        Some(p) => out.push((Key::new(keys::CHILD).sid(p).sid(&id).build(), vec![])),
+        None => out.push((Key::new(keys::ROOT).sid(&id).build(), vec![])),
+    }
+    out.push((status_key(s.status, &id), vec![]));
+    for t in &s.tags {
+        out.push((Key::new(keys::SESSION_TAG).str0(t).sid(&id).build(), vec![]));
+    }
+    out
 }
 
 impl Store {
@@ -87,13 +105,10 @@ impl Store {
     /// Creates a session.
     pub fn create_session(&self, new: NewSession) -> Result<Session> {
         let tags = self.validate_new_session(&new)?;
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let s = self.insert_session(&mut tx, new, tags, None)?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(s)
+        self.write(|tx| {
+            let s = self.insert_session(tx, new.clone(), tags.clone(), None)?;
+            Ok(s)
+        })
     }
 
     /// Returns the session with `key`, creating it from `new` (with that key) if there is none.
@@ -101,16 +116,13 @@ impl Store {
     pub fn get_or_create_by_key(&self, key: &str, new: NewSession) -> Result<(Session, bool)> {
         let new = new.key(key);
         let tags = self.validate_new_session(&new)?;
-        let mut state = self.lock()?;
-        if let Some(s) = self.session_by_key(key)? {
-            return Ok((s, false));
-        }
-        let mut tx = self.tx(&mut state);
-        let s = self.insert_session(&mut tx, new, tags, None)?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok((s, true))
+        self.write(|tx| {
+            if let Some(s) = self.session_by_key(key)? {
+                return Ok((s, false));
+            }
+            let s = self.insert_session(tx, new.clone(), tags.clone(), None)?;
+            Ok((s, true))
+        })
     }
 
     pub(crate) fn validate_new_session(&self, new: &NewSession) -> Result<Vec<String>> {
@@ -159,7 +171,7 @@ impl Store {
         id: Option<SessionId>,
     ) -> Result<Session> {
         let max = self.inner.config.limits.max_sessions;
-        if tx.counter(b"sessions")? as u64 >= max {
+        if tx.counter(counters::SESSIONS)? as u64 >= max {
             return Err(Error::LimitExceeded {
                 limit: "max_sessions",
                 message: format!("the store holds {max} sessions already"),
@@ -204,28 +216,16 @@ impl Store {
             options: new.options,
         };
         self.write_session_indexes(tx, &s);
-        tx.add(b"sessions", 1);
-        tx.add(status_counter(s.status), 1);
+        tx.add(counters::SESSIONS, 1);
+        tx.add(counters::sessions_in(s.status), 1);
         Ok(s)
     }
 
     /// Writes a session record with every index entry (used on create and import).
     pub(crate) fn write_session_indexes(&self, tx: &mut Tx<'_>, s: &Session) {
-        let id = s.id;
-        tx.put(keys::session(&id), keys::encode(s));
-        if let Some(k) = &s.key {
-            tx.put(
-                Key::new(keys::SESSION_KEY).bytes(k.as_bytes()).build(),
-                id.as_bytes().to_vec(),
-            );
-        }
-        match &s.parent_id {
-            Some(p) => tx.put(Key::new(keys::CHILD).sid(p).sid(&id).build(), vec![]),
-            None => tx.put(Key::new(keys::ROOT).sid(&id).build(), vec![]),
-        }
-        tx.put(status_key(s.status, &id), vec![]);
-        for t in &s.tags {
-            tx.put(Key::new(keys::SESSION_TAG).str0(t).sid(&id).build(), vec![]);
+        tx.put(keys::session(&s.id), keys::encode(s));
+        for (k, v) in session_index_entries(s) {
+            tx.put(k, v);
         }
     }
 
@@ -263,13 +263,10 @@ impl Store {
         if let Some(r) = reason {
             check_text("reason", r, true)?;
         }
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let s = self.transition_in(&mut tx, id, to, reason)?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(s)
+        self.write(|tx| {
+            let s = self.transition_in(tx, id, to, reason)?;
+            Ok(s)
+        })
     }
 
     /// The transition inside an open batch (budgets and expiry use it too).
@@ -295,8 +292,8 @@ impl Store {
         tx.del(status_key(from, &id));
         tx.put(status_key(to, &id), vec![]);
         tx.put(keys::session(&id), keys::encode(&s));
-        tx.add(status_counter(from), -1);
-        tx.add(status_counter(to), 1);
+        tx.add(counters::sessions_in(from), -1);
+        tx.add(counters::sessions_in(to), 1);
         tx.event(
             id,
             EventKind::StatusChanged {
@@ -363,35 +360,32 @@ impl Store {
     fn modify_session(
         &self,
         id: SessionId,
-        f: impl FnOnce(&mut Session) -> Result<()>,
+        f: impl Fn(&mut Session) -> Result<()>,
     ) -> Result<Session> {
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let old = self.tx_session(&tx, id)?;
-        let mut s = old.clone();
-        f(&mut s)?;
-        s.tags = self.check_tags(&s.tags)?;
-        self.check_metadata(&s.metadata)?;
-        s.updated_at = Utc::now();
-        for t in &old.tags {
-            if !s.tags.contains(t) {
-                tx.del(Key::new(keys::SESSION_TAG).str0(t).sid(&id).build());
+        self.write(|tx| {
+            let old = self.tx_session(tx, id)?;
+            let mut s = old.clone();
+            f(&mut s)?;
+            s.tags = self.check_tags(&s.tags)?;
+            self.check_metadata(&s.metadata)?;
+            s.updated_at = Utc::now();
+            for t in &old.tags {
+                if !s.tags.contains(t) {
+                    tx.del(Key::new(keys::SESSION_TAG).str0(t).sid(&id).build());
+                }
             }
-        }
-        for t in &s.tags {
-            tx.put(Key::new(keys::SESSION_TAG).str0(t).sid(&id).build(), vec![]);
-        }
-        tx.put(keys::session(&id), keys::encode(&s));
-        tx.event(
-            id,
-            EventKind::MetadataUpdated {
-                metadata: s.metadata.clone(),
-            },
-        )?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(s)
+            for t in &s.tags {
+                tx.put(Key::new(keys::SESSION_TAG).str0(t).sid(&id).build(), vec![]);
+            }
+            tx.put(keys::session(&id), keys::encode(&s));
+            tx.event(
+                id,
+                EventKind::MetadataUpdated {
+                    metadata: s.metadata.clone(),
+                },
+            )?;
+            Ok(s)
+        })
     }
 
     /// Direct children, oldest first.
@@ -542,20 +536,17 @@ impl Store {
                 message: format!("event payload is {len} bytes of JSON; the limit is {max}"),
             });
         }
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        self.tx_session(&tx, id)?;
-        let ev = tx.event(
-            id,
-            EventKind::Custom {
-                name: name.to_string(),
-                payload,
-            },
-        )?;
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(ev)
+        self.write(|tx| {
+            self.tx_session(tx, id)?;
+            let ev = tx.event(
+                id,
+                EventKind::Custom {
+                    name: name.to_string(),
+                    payload: payload.clone(),
+                },
+            )?;
+            Ok(ev)
+        })
     }
 
     /// Reads a session's events in order, after sequence number `after` (0 or `None`: from the start).
@@ -580,49 +571,46 @@ impl Store {
     /// Deletes a session. With children, `recursive` is required and the whole subtree goes,
     /// with all its artifacts (their content becomes garbage for [`Store::gc`]).
     pub fn delete_session(&self, id: SessionId, recursive: bool) -> Result<DeleteReport> {
-        let mut state = self.lock()?;
-        self.session(id)?;
-        let kids = self.child_ids(id)?;
-        if !kids.is_empty() && !recursive {
-            return Err(Error::HasChildren {
-                id,
-                children: kids.len(),
-            });
-        }
-        // Deepest first, so that a crash part way leaves a consistent (smaller) tree.
-        let mut order = self.subtree_ids(id)?;
-        order.reverse();
-        let mut report = DeleteReport::default();
-        let mut events = Vec::new();
-        for sid in order {
-            // Artifacts in bounded batches.
-            loop {
-                let prefix = Key::new(keys::SESSION_ARTIFACT).sid(&sid).build();
-                let batch = self
-                    .backend()
-                    .scan(&prefix, &prefix_end(&prefix), false, 1000)?;
-                if batch.is_empty() {
-                    break;
-                }
-                let mut tx = self.tx(&mut state);
-                for (k, _) in &batch {
-                    let aid = ArtifactId::from_bytes(keys::tail16(k)?);
-                    if self.remove_artifact_in(&mut tx, aid)? {
-                        report.artifacts += 1;
-                    } else {
-                        tx.del(k.clone()); // a dangling index entry: drop it
+        self.write_batches(|w| {
+            self.session(id)?;
+            let kids = self.child_ids(id)?;
+            if !kids.is_empty() && !recursive {
+                return Err(Error::HasChildren {
+                    id,
+                    children: kids.len(),
+                });
+            }
+            // Deepest first, so that a crash part way leaves a consistent (smaller) tree.
+            let mut order = self.subtree_ids(id)?;
+            order.reverse();
+            let mut report = DeleteReport::default();
+            for sid in order {
+                // Artifacts in bounded batches.
+                loop {
+                    let removed = w.batch(|tx| {
+                        let prefix = Key::new(keys::SESSION_ARTIFACT).sid(&sid).build();
+                        let batch = tx.scan(&prefix, &prefix_end(&prefix), false, 1000)?;
+                        let mut removed = 0;
+                        for (k, _) in &batch {
+                            let aid = ArtifactId::from_bytes(keys::tail16(k)?);
+                            if self.remove_artifact_in(tx, aid)? {
+                                removed += 1;
+                            } else {
+                                tx.del(k.clone()); // a dangling index entry: drop it
+                            }
+                        }
+                        Ok((batch.is_empty(), removed))
+                    })?;
+                    report.artifacts += removed.1;
+                    if removed.0 {
+                        break;
                     }
                 }
-                events.extend(tx.commit()?);
+                w.batch(|tx| self.remove_session_in(tx, sid))?;
+                report.sessions += 1;
             }
-            let mut tx = self.tx(&mut state);
-            self.remove_session_in(&mut tx, sid)?;
-            events.extend(tx.commit()?);
-            report.sessions += 1;
-        }
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(report)
+            Ok(report)
+        })
     }
 
     /// Removes one session's record, indexes, events and extension data (not its artifacts).
@@ -649,9 +637,9 @@ impl Store {
             }
         }
         tx.forget_session(&id);
-        tx.add(b"sessions", -1);
-        tx.add(status_counter(s.status), -1);
-        let sa = super::artifacts::session_count_key(&id);
+        tx.add(counters::SESSIONS, -1);
+        tx.add(counters::sessions_in(s.status), -1);
+        let sa = counters::session_artifacts(&id);
         let n = tx.counter(&sa)?;
         tx.add(&sa, -n);
         Ok(())

@@ -72,7 +72,10 @@ impl Store {
     /// [`RepairReport::artifacts_with_lost_content`] (delete them, or restore the quarantined
     /// file by hand).
     pub fn repair(&self) -> Result<RepairReport> {
-        let mut state = self.lock()?;
+        self.write_batches(|w| self.repair_locked(w))
+    }
+
+    fn repair_locked(&self, w: &mut crate::store::Writer<'_>) -> Result<RepairReport> {
         let checked = self.check_integrity()?;
         let mut report = RepairReport::default();
         let mut lost: Vec<ArtifactId> = checked
@@ -85,7 +88,7 @@ impl Store {
         lost.sort();
         lost.dedup();
         report.artifacts_with_lost_content = lost;
-        self.apply_plan(&mut state, checked.plan, &mut report)?;
+        self.apply_plan(w, checked.plan, &mut report)?;
         report.after = self.check_integrity()?.report;
         Ok(report)
     }

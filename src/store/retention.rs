@@ -115,27 +115,27 @@ impl Store {
         candidates.sort();
         let reason = format!("inactive for more than {}", human(max_idle));
         for chunk in candidates.chunks(256) {
-            let mut state = self.lock()?;
-            let mut tx = self.tx(&mut state);
-            for id in chunk {
-                // Decide again under the lock: activity since the scan keeps the session alive.
-                let s = match self.tx_session(&tx, *id) {
-                    Ok(s) => s,
-                    Err(Error::SessionNotFound { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                if s.status.is_terminal()
-                    || s.options.pinned
-                    || self.last_activity_of(&s)? >= cutoff
-                {
-                    continue;
+            let expired = self.write(|tx| {
+                let mut expired = Vec::new();
+                for id in chunk {
+                    // Decide again under the lock: activity since the scan keeps the session alive.
+                    let s = match self.tx_session(tx, *id) {
+                        Ok(s) => s,
+                        Err(Error::SessionNotFound { .. }) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if s.status.is_terminal()
+                        || s.options.pinned
+                        || self.last_activity_of(&s)? >= cutoff
+                    {
+                        continue;
+                    }
+                    self.transition_in(tx, *id, SessionStatus::Expired, Some(&reason))?;
+                    expired.push(*id);
                 }
-                self.transition_in(&mut tx, *id, SessionStatus::Expired, Some(&reason))?;
-                report.expired.push(*id);
-            }
-            let events = tx.commit()?;
-            drop(state);
-            self.after_commit(&events)?;
+                Ok(expired)
+            })?;
+            report.expired.extend(expired);
         }
         Ok(report)
     }
@@ -799,48 +799,48 @@ impl Store {
         let Some(cutoff) = cutoff else {
             return Ok(None);
         };
-        let mut state = self.lock()?;
         // The lock is held for the whole session, so nothing can pin it, add to it or give it a
         // child between this check and the last batch.
-        let s = match self.session(id) {
-            Ok(s) => s,
-            Err(Error::SessionNotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if !session_selected(policy, cutoff, &s)
-            || s.options.pinned
-            || !self.child_ids(id)?.is_empty()
-        {
-            return Ok(None);
-        }
-        let arts = self.session_artifacts(id)?;
-        if arts.iter().any(|a| a.pinned) {
-            return Ok(None);
-        }
-        let mut removal = SessionRemoval {
-            id,
-            status: s.status,
-            ended_at: s.ended_at,
-            artifacts: 0,
-            bytes: 0,
-        };
-        let mut events = Vec::new();
-        for chunk in arts.chunks(1000) {
-            let mut tx = self.tx(&mut state);
-            for a in chunk {
-                if self.remove_artifact_in(&mut tx, a.id)? {
-                    removal.artifacts += 1;
-                    removal.bytes += a.size;
-                }
+        self.write_batches(|w| {
+            let s = match self.session(id) {
+                Ok(s) => s,
+                Err(Error::SessionNotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if !session_selected(policy, cutoff, &s)
+                || s.options.pinned
+                || !self.child_ids(id)?.is_empty()
+            {
+                return Ok(None);
             }
-            events.extend(tx.commit()?);
-        }
-        let mut tx = self.tx(&mut state);
-        self.remove_session_in(&mut tx, id)?;
-        events.extend(tx.commit()?);
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(Some(removal))
+            let arts = self.session_artifacts(id)?;
+            if arts.iter().any(|a| a.pinned) {
+                return Ok(None);
+            }
+            let mut removal = SessionRemoval {
+                id,
+                status: s.status,
+                ended_at: s.ended_at,
+                artifacts: 0,
+                bytes: 0,
+            };
+            for chunk in arts.chunks(1000) {
+                let (n, bytes) = w.batch(|tx| {
+                    let (mut n, mut bytes) = (0, 0);
+                    for a in chunk {
+                        if self.remove_artifact_in(tx, a.id)? {
+                            n += 1;
+                            bytes += a.size;
+                        }
+                    }
+                    Ok((n, bytes))
+                })?;
+                removal.artifacts += n;
+                removal.bytes += bytes;
+            }
+            w.batch(|tx| self.remove_session_in(tx, id))?;
+            Ok(Some(removal))
+        })
     }
 
     /// Removes planned artifacts that still qualify under the write lock, in one batch.
@@ -850,57 +850,51 @@ impl Store {
         now: DateTime<Utc>,
         chunk: &[ArtifactRemoval],
     ) -> Result<Vec<ArtifactRemoval>> {
-        let mut state = self.lock()?;
-        let mut tx = self.tx(&mut state);
-        let mut out = Vec::new();
-        for r in chunk {
-            let a: Artifact = match tx.get(&keys::artifact(&r.id))? {
-                Some(b) => crate::artifact::record::decode(&b)?,
-                None => continue,
-            };
-            if a.pinned {
-                continue;
-            }
-            match self.tx_session(&tx, a.session_id) {
-                Ok(s) if !s.options.pinned => {}
-                Ok(_) | Err(Error::SessionNotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-            let still = match r.rule {
-                RetentionRule::KeepVersions => {
-                    let keep = policy.keep_versions.unwrap_or(u32::MAX) as usize;
-                    let prefix = keys::name_versions_prefix(&a.session_id, &a.name);
-                    let mut newer = 0usize;
-                    for e in RangeIter::prefix(self.backend(), &prefix, true) {
-                        let (k, _) = e?;
-                        if tx.deleted(&k) {
-                            continue;
-                        }
-                        let v = k[k.len().saturating_sub(4)..]
-                            .try_into()
-                            .map(u32::from_be_bytes)
-                            .unwrap_or(0);
-                        if v <= a.version || newer >= keep {
-                            break;
-                        }
-                        newer += 1;
-                    }
-                    newer >= keep
+        self.write(|tx| {
+            let mut out = Vec::new();
+            for r in chunk {
+                let a: Artifact = match tx.get(&keys::artifact(&r.id))? {
+                    Some(b) => crate::artifact::record::decode(&b)?,
+                    None => continue,
+                };
+                if a.pinned {
+                    continue;
                 }
-                RetentionRule::KindTtl => policy.kind_ttl.iter().any(|(k, ttl)| {
-                    *k == a.kind
-                        && chrono_duration("artifact time to live", *ttl)
-                            .is_ok_and(|d| a.created_at < now - d)
-                }),
-            };
-            if still && self.remove_artifact_in(&mut tx, a.id)? {
-                out.push(r.clone());
+                match self.tx_session(tx, a.session_id) {
+                    Ok(s) if !s.options.pinned => {}
+                    Ok(_) | Err(Error::SessionNotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+                let still = match r.rule {
+                    RetentionRule::KeepVersions => {
+                        let keep = policy.keep_versions.unwrap_or(u32::MAX) as usize;
+                        let prefix = keys::name_versions_prefix(&a.session_id, &a.name);
+                        let mut newer = 0usize;
+                        for e in tx.prefix(&prefix, true) {
+                            let (k, _) = e?;
+                            let v = k[k.len().saturating_sub(4)..]
+                                .try_into()
+                                .map(u32::from_be_bytes)
+                                .unwrap_or(0);
+                            if v <= a.version || newer >= keep {
+                                break;
+                            }
+                            newer += 1;
+                        }
+                        newer >= keep
+                    }
+                    RetentionRule::KindTtl => policy.kind_ttl.iter().any(|(k, ttl)| {
+                        *k == a.kind
+                            && chrono_duration("artifact time to live", *ttl)
+                                .is_ok_and(|d| a.created_at < now - d)
+                    }),
+                };
+                if still && self.remove_artifact_in(tx, a.id)? {
+                    out.push(r.clone());
+                }
             }
-        }
-        let events = tx.commit()?;
-        drop(state);
-        self.after_commit(&events)?;
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
