@@ -740,3 +740,23 @@ fn read_marker(root: &Path) -> Result<Option<Marker>> {
             ),
         })
 }
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_missing_from_the_build_names_the_feature_to_enable() {
+        for kind in [BackendKind::Redb, BackendKind::Fjall] {
+            let text = kind.not_compiled().to_string();
+            assert!(text.contains(&format!("feature `{kind}`")), "{text}");
+            assert!(text.contains("sled"), "lists what the build has: {text}");
+        }
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.as_str().parse::<BackendKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""), "the marker spells the name");
+        }
+        assert!(BackendKind::default_engine().is_compiled());
+    }
+}
