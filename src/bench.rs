@@ -933,6 +933,7 @@ impl Bench {
             BackendKind::Memory => "memory",
             BackendKind::Sled => "sled",
             BackendKind::Redb => "redb",
+            BackendKind::Fjall => "fjall",
         }
     }
 
@@ -968,6 +969,12 @@ impl Bench {
             #[cfg(not(feature = "redb"))]
             BackendKind::Redb => {
                 return Err(Error::invalid("backend", "this build has no redb backend"))
+            }
+            #[cfg(feature = "fjall")]
+            BackendKind::Fjall => Box::new(crate::backend::FjallBackend::open(&p.join("db"))?),
+            #[cfg(not(feature = "fjall"))]
+            BackendKind::Fjall => {
+                return Err(Error::invalid("backend", "this build has no fjall backend"))
             }
         };
         Ok((b, p))

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::BackendKind;
 
 /// When a write counts as durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,9 +67,14 @@ pub struct Config {
     pub durability: Durability,
     /// If set, `expire_inactive` with no argument uses this idle timeout (seconds).
     pub default_idle_timeout_secs: Option<u64>,
-    /// Page cache of the sled engine, in bytes. Default 256 MiB. Reads of a store larger than its
+    /// Page cache of the sled and fjall engines, in bytes. Default 256 MiB. Reads of a store larger than its
     /// cache go to disk (BENCHMARKS.md: 1 KiB reads at 100,000 artifacts with a 64 MiB cache).
     pub engine_cache_bytes: u64,
+    /// The storage engine of a store created with this configuration (`sled`, `redb`, `fjall`
+    /// or `memory`). Used only when a store is created, and recorded in its `CAIRN` marker: an
+    /// existing store always opens with the engine that made it. Default:
+    /// [`BackendKind::default_engine`].
+    pub engine: BackendKind,
 }
 
 /// The default sled page cache: 256 MiB.
@@ -84,6 +90,7 @@ impl Default for Config {
             durability: Durability::Immediate,
             default_idle_timeout_secs: None,
             engine_cache_bytes: DEFAULT_ENGINE_CACHE,
+            engine: BackendKind::default_engine(),
         }
     }
 }
@@ -175,6 +182,11 @@ impl Config {
     /// Sets the durability mode.
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+    /// Sets the engine of a store created with this configuration (ignored for existing stores).
+    pub fn engine(mut self, engine: BackendKind) -> Self {
+        self.engine = engine;
         self
     }
     /// Sets the limits.

@@ -54,6 +54,8 @@ mod store;
 mod subscribe;
 
 pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
+#[cfg(feature = "fjall")]
+pub use backend::FjallBackend;
 #[cfg(feature = "redb")]
 pub use backend::RedbBackend;
 pub use backend::{Backend, BatchTx, MemoryBackend, Op, SledBackend, WriteTx};

@@ -1,5 +1,7 @@
-//! The backend trait's contract, checked on every engine (memory, sled, redb), plus the redb
-//! store's open/reopen/lock/corruption behaviour.
+//! The backend trait's contract, checked on every engine (memory, sled, redb, fjall), the redb
+//! and fjall stores' open/reopen/lock/corruption behaviour, and the engine choice: a new store
+//! gets the configured engine, recorded in its marker; an existing store opens with the engine
+//! in its marker whatever the configuration says.
 mod common;
 
 use cairn::{
@@ -19,6 +21,10 @@ fn engines(dir: &std::path::Path) -> Vec<Box<dyn Backend>> {
             cairn::RedbBackend::open(&dir.join("redb")).unwrap(),
         ));
     }
+    #[cfg(feature = "fjall")]
+    v.push(Box::new(
+        cairn::FjallBackend::open(&dir.join("fjall")).unwrap(),
+    ));
     v
 }
 
@@ -100,11 +106,124 @@ fn get_apply_delete_and_scan_agree_on_every_engine() {
 }
 
 #[test]
-fn redb_reports_fsync_and_sled_does_not() {
+fn every_disk_engine_reports_a_real_fsync_and_memory_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    for b in engines(dir.path()) {
-        let want = b.name() == "redb";
+    let engines = engines(dir.path());
+    assert_eq!(engines.len(), common::backends().len());
+    for b in engines {
+        let want = b.name() != "memory";
         assert_eq!(b.flush_is_fsync(), want, "{}", b.name());
+    }
+}
+
+#[test]
+fn sled_flush_leaves_its_files_fsynced_and_survives_reopen() {
+    // What can be checked without pulling the plug: a flush after a batch succeeds with the
+    // fsyncs in place (they fail loudly on a missing file), and the data reopens.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sled");
+    {
+        let b = SledBackend::open(&path).unwrap();
+        // A value above sled's blob threshold (about 128 KiB) goes to a file under blobs/.
+        b.apply(vec![
+            Op::Put(b"big".to_vec(), common::random_bytes(600 << 10, 3)),
+            Op::Put(b"small".to_vec(), b"s".to_vec()),
+        ])
+        .unwrap();
+        b.flush().unwrap();
+        b.apply(vec![Op::Delete(b"big".to_vec())]).unwrap();
+        b.flush().unwrap();
+        // A flush with nothing new is a no-op.
+        b.flush().unwrap();
+    }
+    let b = SledBackend::open(&path).unwrap();
+    assert_eq!(b.get(b"small").unwrap(), Some(b"s".to_vec()));
+    assert_eq!(b.get(b"big").unwrap(), None);
+}
+
+/// The engine named in a store's `CAIRN` marker.
+fn marker_engine(root: &std::path::Path) -> String {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("CAIRN")).unwrap()).unwrap();
+    assert_eq!(m["format"], 1);
+    m["backend"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_new_store_gets_the_configured_engine_and_keeps_it_whatever_the_config_says() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default engine for new stores.
+    let root = dir.path().join("default");
+    let s = Store::open(&root).unwrap();
+    let default = BackendKind::default_engine();
+    assert_eq!(s.backend_name(), default.as_str());
+    assert_eq!(Config::default().engine, default);
+    drop(s);
+    assert_eq!(marker_engine(&root), default.as_str());
+
+    let disk: Vec<BackendKind> = common::backends()
+        .into_iter()
+        .filter(|k| *k != BackendKind::Memory)
+        .collect();
+    for (i, kind) in disk.iter().enumerate() {
+        let root = dir.path().join(kind.as_str());
+        let (sid, id) = {
+            let s = Store::open_with(&root, Config::default().engine(*kind)).unwrap();
+            assert_eq!(s.backend_name(), kind.as_str());
+            let sess = s.create_session(NewSession::new()).unwrap();
+            let a = s
+                .put(
+                    sess.id,
+                    NewArtifact::new(ArtifactKind::ToolResult, "a.txt"),
+                    b"kept",
+                )
+                .unwrap();
+            (sess.id, a.id)
+        };
+        assert_eq!(marker_engine(&root), kind.as_str());
+        // Reopened with a configuration naming another engine: the marker wins.
+        let other = disk[(i + 1) % disk.len()];
+        let s = Store::open_with(&root, Config::default().engine(other)).unwrap();
+        assert_eq!(s.backend_name(), kind.as_str(), "config said {other}");
+        assert_eq!(s.read(sid, id).unwrap(), b"kept");
+        drop(s);
+        assert_eq!(marker_engine(&root), kind.as_str());
+        // Store::open (default config) also follows the marker.
+        let s = Store::open(&root).unwrap();
+        assert_eq!(s.backend_name(), kind.as_str());
+    }
+
+    // The engine is read from TOML too; an unknown name is a clear error.
+    let c = Config::from_toml_str("engine = \"sled\"").unwrap();
+    assert_eq!(c.engine, BackendKind::Sled);
+    let e = Config::from_toml_str("engine = \"rocks\"").unwrap_err();
+    assert!(e.to_string().contains("engine"), "{e}");
+    let e = "rocks".parse::<BackendKind>().unwrap_err();
+    assert!(e.to_string().contains("sled, redb, fjall"), "{e}");
+}
+
+#[test]
+fn an_engine_left_out_of_the_build_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in BackendKind::ALL {
+        if kind.is_compiled() {
+            continue;
+        }
+        let root = dir.path().join(kind.as_str());
+        let e = Store::open_with(&root, Config::default().engine(kind)).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(kind.as_str()), "{text}");
+        assert!(text.contains("feature"), "{text}");
+        assert!(!root.join("CAIRN").exists(), "no store is created");
+        // An existing store of that engine (its marker says so) gets the same clear error.
+        std::fs::create_dir_all(root.join("db")).unwrap();
+        std::fs::write(
+            root.join("CAIRN"),
+            format!("{{\"format\":1,\"backend\":\"{kind}\"}}"),
+        )
+        .unwrap();
+        let e = Store::open(&root).unwrap_err();
+        assert!(e.to_string().contains("feature"), "{e}");
     }
 }
 
@@ -144,7 +263,7 @@ fn redb_store_persists_reopens_and_queries() {
     assert_eq!(s.stats().unwrap().artifacts, 2);
     // The same folder opened with another backend is refused clearly.
     let e = Store::open_backend(BackendKind::Sled, &root, Config::default()).unwrap_err();
-    assert!(e.to_string().contains("Redb"), "{e}");
+    assert!(e.to_string().contains("redb store"), "{e}");
     // A second open while the first is held is "locked", not a panic or a silent second writer.
     let e = Store::open_backend(BackendKind::Redb, &root, Config::default()).unwrap_err();
     assert!(matches!(e, Error::Locked { .. }), "{e}");

@@ -405,4 +405,16 @@ proptest! {
     fn store_matches_model_sled(steps in proptest::collection::vec(step(), 1..60)) {
         run(BackendKind::Sled, &steps)?;
     }
+
+    #[cfg(feature = "redb")]
+    #[test]
+    fn store_matches_model_redb(steps in proptest::collection::vec(step(), 1..60)) {
+        run(BackendKind::Redb, &steps)?;
+    }
+
+    #[cfg(feature = "fjall")]
+    #[test]
+    fn store_matches_model_fjall(steps in proptest::collection::vec(step(), 1..60)) {
+        run(BackendKind::Fjall, &steps)?;
+    }
 }

@@ -240,7 +240,7 @@ fn run() -> Res<()> {
     }
     let opts = opts.from_env()?;
     let backends: Vec<BackendKind> = std::env::var("CAIRN_BENCH_BACKENDS")
-        .unwrap_or_else(|_| "memory,sled,redb".into())
+        .unwrap_or_else(|_| "memory,sled,redb,fjall".into())
         .split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse())

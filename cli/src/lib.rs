@@ -59,7 +59,7 @@ pub const DEFAULT_STORE: &str = ".cairn";
     propagate_version = true
 )]
 pub struct Cli {
-    /// The store folder (a sled store, created on first write) [default: ./.cairn; for `demo`:
+    /// The store folder (created on first write) [default: ./.cairn; for `demo`:
     /// ./.cairn-demo].
     #[arg(long, global = true, env = "CAIRN_STORE", value_name = "PATH")]
     pub store: Option<PathBuf>,
@@ -67,6 +67,12 @@ pub struct Cli {
     /// Print exactly one JSON value on stdout (errors as {"error":{"code","message"}} on stderr).
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// The storage engine of a store this command creates [default: the default engine, see
+    /// README]. An existing store always keeps the engine it was made with.
+    #[arg(long, global = true, env = "CAIRN_ENGINE", value_name = "ENGINE",
+          value_parser = ["sled", "redb", "fjall"])]
+    pub engine: Option<String>,
 
     /// The command to run.
     #[command(subcommand)]
@@ -130,7 +136,8 @@ pub fn run_args(argv: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_failure(e, json_requested),
     };
-    let ctx = Ctx::new(cli.store, cli.json);
+    let mut ctx = Ctx::new(cli.store, cli.json);
+    ctx.engine = cli.engine.and_then(|e| e.parse().ok());
     match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => f.report(ctx.json),
@@ -310,6 +317,8 @@ pub struct Ctx {
     pub json: bool,
     /// Colours and terminal detection for people-facing output.
     pub style: Style,
+    /// `--engine`: the engine of a store created by this command.
+    pub engine: Option<cairn::BackendKind>,
     store: OnceCell<Store>,
 }
 
@@ -324,6 +333,7 @@ impl Ctx {
             store_path: store.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE)),
             json,
             style: Style::new(colour),
+            engine: None,
             store: OnceCell::new(),
         }
     }
@@ -333,7 +343,12 @@ impl Ctx {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        let s = Store::open(&self.store_path)?;
+        let config = cairn::Config::default();
+        let config = match self.engine {
+            Some(engine) => config.engine(engine),
+            None => config,
+        };
+        let s = Store::open_with(&self.store_path, config)?;
         Ok(self.store.get_or_init(|| s))
     }
 

@@ -4,11 +4,15 @@
 //! object-safe on purpose: all the meaning (records, indexes, reference counts) lives in the store,
 //! which writes each logical change as one atomic batch.
 
+#[cfg(feature = "fjall")]
+mod fjall;
 mod memory;
 #[cfg(feature = "redb")]
 mod redb;
 mod sled;
 
+#[cfg(feature = "fjall")]
+pub use self::fjall::FjallBackend;
 pub use self::memory::MemoryBackend;
 #[cfg(feature = "redb")]
 pub use self::redb::RedbBackend;
@@ -33,7 +37,7 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// An ordered key-value engine with atomic multi-key batches.
 pub trait Backend: Send + Sync + 'static {
-    /// A short name: `memory`, `sled`, `redb`.
+    /// A short name: `memory`, `sled`, `redb`, `fjall`.
     fn name(&self) -> &'static str;
     /// The value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;

@@ -53,6 +53,22 @@ impl RedbBackend {
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE_NAME);
         let db = redb::Database::create(&path).map_err(|e| open_error(dir, &path, e))?;
+        Self::init(db, path)
+    }
+
+    /// A redb database over any [`redb::StorageBackend`] instead of a file. It exists for the
+    /// power-loss test (`tests/power_loss.rs`), which runs redb over a simulated disk that loses
+    /// every write not yet synced; it is not part of the supported API.
+    #[doc(hidden)]
+    pub fn from_storage(storage: impl redb::StorageBackend) -> Result<Self> {
+        let path = PathBuf::from("<redb storage backend>");
+        let db = redb::Database::builder()
+            .create_with_backend(storage)
+            .map_err(|e| open_error(&path, &path, e))?;
+        Self::init(db, path)
+    }
+
+    fn init(db: redb::Database, path: PathBuf) -> Result<Self> {
         let backend = Self {
             db,
             path,

@@ -1,6 +1,17 @@
-//! The default embedded backend: sled 0.34 on local disk.
+//! The sled backend: sled 0.34 on local disk.
+//!
+//! sled's own `flush()` writes its log with `sync_file_range`, which survives a killed process
+//! but not a power cut (it neither flushes the drive's cache nor the file's metadata), and it
+//! writes its large-value files under `blobs/` without any sync. So [`Backend::flush`] here is
+//! sled's flush followed by a real fsync of everything sled wrote: the log file `db`, every blob
+//! file not yet synced, and the `blobs/` and database folders (see DESIGN.md, "Durability").
 
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::{Backend, Entry, Op};
 use crate::error::{Error, Result};
@@ -9,6 +20,18 @@ use crate::error::{Error, Result};
 pub struct SledBackend {
     db: sled::Db,
     path: PathBuf,
+    /// Number of batches applied so far.
+    applied: AtomicU64,
+    /// What is known durable; the mutex also serialises flushes, so concurrent callers share one.
+    durable: Mutex<Durable>,
+}
+
+/// The fsync bookkeeping of a sled database.
+struct Durable {
+    /// Number of applied batches known to be durable.
+    batches: u64,
+    /// sled's blob files already fsynced (blob files are written once and never changed).
+    blobs: HashSet<OsString>,
 }
 
 impl SledBackend {
@@ -30,10 +53,25 @@ impl SledBackend {
         loop {
             match open_db(dir, cache_bytes) {
                 Ok(db) => {
-                    return Ok(Self {
+                    let backend = Self {
                         db,
                         path: dir.to_path_buf(),
-                    })
+                        applied: AtomicU64::new(0),
+                        durable: Mutex::new(Durable {
+                            batches: 0,
+                            blobs: HashSet::new(),
+                        }),
+                    };
+                    // A new database's `conf` file and folder entries are made durable now.
+                    let conf = dir.join("conf");
+                    if conf.is_file() {
+                        fsync_file(&conf)?;
+                    }
+                    {
+                        let mut durable = backend.lock_durable()?;
+                        backend.sync_files(&mut durable)?;
+                    }
+                    return Ok(backend);
                 }
                 Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(wait);
@@ -49,6 +87,46 @@ impl SledBackend {
         self.db.size_on_disk().map_err(|e| self.err(e))
     }
 
+    fn lock_durable(&self) -> Result<std::sync::MutexGuard<'_, Durable>> {
+        self.durable.lock().map_err(|_| Error::Backend {
+            message: "sled flush lock poisoned by a panic in another thread".into(),
+        })
+    }
+
+    /// fsyncs sled's log file, the blob files not yet synced, and the folders that name them.
+    fn sync_files(&self, durable: &mut Durable) -> Result<()> {
+        let log = self.path.join("db");
+        if log.is_file() {
+            fsync_file(&log)?;
+        }
+        let blobs = self.path.join("blobs");
+        if blobs.is_dir() {
+            let mut seen = HashSet::new();
+            let entries = std::fs::read_dir(&blobs).map_err(|e| Error::io(&blobs, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(&blobs, e))?;
+                let name = entry.file_name();
+                if !durable.blobs.contains(&name) {
+                    match fsync_file(&entry.path()) {
+                        Ok(()) => {}
+                        // sled removed it meanwhile (its value was rewritten or deleted).
+                        Err(Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            continue
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                seen.insert(name);
+            }
+            crate::content::sync_dir(&blobs)?;
+            // Forget removed files, so the set stays as large as the folder.
+            durable.blobs = seen;
+        }
+        crate::content::sync_dir(&self.path)
+    }
+
     fn err(&self, e: sled::Error) -> Error {
         match e {
             sled::Error::Io(source) => Error::io(&self.path, source),
@@ -57,6 +135,13 @@ impl SledBackend {
             },
         }
     }
+}
+
+fn fsync_file(path: &Path) -> Result<()> {
+    // fsync flushes the file's data and metadata whichever descriptor it is called on.
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
@@ -163,14 +248,26 @@ impl Backend for SledBackend {
                 Op::Delete(k) => batch.remove(k),
             }
         }
-        self.db.apply_batch(batch).map_err(|e| self.err(e))
+        self.db.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        let target = self.applied.load(Ordering::SeqCst);
+        let mut durable = self.lock_durable()?;
+        if durable.batches >= target {
+            return Ok(());
+        }
+        // Everything applied before this point is covered by the flush and fsyncs below.
+        let covered = self.applied.load(Ordering::SeqCst);
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.sync_files(&mut durable)?;
+        durable.batches = covered;
+        Ok(())
     }
 
     fn flush_is_fsync(&self) -> bool {
-        false
+        true
     }
 }

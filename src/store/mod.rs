@@ -41,16 +41,87 @@ use crate::keys::{self, Key};
 pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "CAIRN";
 
-/// Which engine holds the records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Which engine holds the records. A store's engine is chosen when it is created (see
+/// [`Config::engine`]) and recorded in its `CAIRN` marker; it always opens with that engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// In memory; nothing survives the process.
     Memory,
-    /// sled on local disk (the default).
+    /// sled 0.34 on local disk (always compiled in). Cairn fsyncs sled's files after each flush.
     Sled,
-    /// redb on local disk (feature `redb`).
+    /// redb 4 on local disk (feature `redb`): one file, copy-on-write B-tree.
     Redb,
+    /// fjall 3 on local disk (feature `fjall`): an LSM tree with a write-ahead journal.
+    Fjall,
+}
+
+impl BackendKind {
+    /// Every engine, compiled in or not.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Memory,
+        BackendKind::Sled,
+        BackendKind::Redb,
+        BackendKind::Fjall,
+    ];
+
+    /// The engine of new stores: the one chosen by measurement (DESIGN.md, "Engine choice"),
+    /// or sled when this build leaves it out.
+    pub const fn default_engine() -> BackendKind {
+        if cfg!(feature = "redb") {
+            BackendKind::Redb
+        } else {
+            BackendKind::Sled
+        }
+    }
+
+    /// The engine's name: `memory`, `sled`, `redb` or `fjall`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Sled => "sled",
+            BackendKind::Redb => "redb",
+            BackendKind::Fjall => "fjall",
+        }
+    }
+
+    /// Whether this build of Cairn includes the engine (redb and fjall are cargo features).
+    pub const fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Memory | BackendKind::Sled => true,
+            BackendKind::Redb => cfg!(feature = "redb"),
+            BackendKind::Fjall => cfg!(feature = "fjall"),
+        }
+    }
+
+    /// The error for an engine this build does not include.
+    fn not_compiled(self) -> Error {
+        let have: Vec<&str> = Self::ALL
+            .iter()
+            .filter(|k| k.is_compiled())
+            .map(|k| k.as_str())
+            .collect();
+        Error::invalid(
+            "engine",
+            format!(
+                "this build of Cairn does not include the {0} engine; rebuild it with the cargo                  feature `{0}` (this build has: {1})",
+                self.as_str(),
+                have.join(", ")
+            ),
+        )
+    }
+}
+
+impl Default for BackendKind {
+    fn default() -> Self {
+        Self::default_engine()
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for BackendKind {
@@ -60,9 +131,10 @@ impl std::str::FromStr for BackendKind {
             "memory" => Ok(BackendKind::Memory),
             "sled" => Ok(BackendKind::Sled),
             "redb" => Ok(BackendKind::Redb),
+            "fjall" => Ok(BackendKind::Fjall),
             other => Err(Error::invalid(
-                "backend",
-                format!("{other:?}; use memory, sled or redb"),
+                "engine",
+                format!("{other:?}; use sled, redb, fjall or memory"),
             )),
         }
     }
@@ -133,14 +205,20 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the default sled store at `path` with the default configuration.
+    /// Opens (or creates) the store at `path` with the default configuration. A new store gets
+    /// the default engine ([`BackendKind::default_engine`]); an existing one opens with the engine
+    /// recorded in its marker.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         Self::open_with(path, Config::default())
     }
 
-    /// Opens (or creates) a sled store at `path`.
+    /// Opens (or creates) the store at `path`. A new store is created with `config.engine`; an
+    /// existing store always opens with the engine recorded in its `CAIRN` marker, whatever
+    /// `config.engine` says. `config.engine = memory` gives an in-memory store (nothing on disk).
     pub fn open_with(path: impl AsRef<Path>, config: Config) -> Result<Store> {
-        Self::open_backend(BackendKind::Sled, path, config)
+        let root = path.as_ref();
+        let kind = read_marker(root)?.map_or(config.engine, |m| m.backend);
+        Self::open_backend(kind, root, config)
     }
 
     /// An in-memory store with the default configuration.
@@ -176,20 +254,20 @@ impl Store {
         if kind == BackendKind::Memory {
             return Self::memory_with(config);
         }
+        if !kind.is_compiled() {
+            return Err(kind.not_compiled());
+        }
         let cache = config.engine_cache_bytes;
         Self::open_with_backend(kind, path, config, |db_dir| {
             Ok(match kind {
                 BackendKind::Sled => Box::new(SledBackend::open_with_cache(db_dir, cache)?),
                 #[cfg(feature = "redb")]
                 BackendKind::Redb => Box::new(crate::backend::RedbBackend::open(db_dir)?),
-                #[cfg(not(feature = "redb"))]
-                BackendKind::Redb => {
-                    return Err(Error::invalid(
-                        "backend",
-                        "this build of Cairn has no redb backend; build with the `redb` feature",
-                    ))
-                }
-                BackendKind::Memory => unreachable!(),
+                #[cfg(feature = "fjall")]
+                BackendKind::Fjall => Box::new(crate::backend::FjallBackend::open_with_cache(
+                    db_dir, cache,
+                )?),
+                other => return Err(other.not_compiled()),
             })
         })
     }
@@ -289,7 +367,7 @@ impl Store {
         self.inner.paths.as_ref().map(|p| p.root.as_path())
     }
 
-    /// The engine's name: `memory`, `sled` or `redb`.
+    /// The engine's name: `memory`, `sled`, `redb` or `fjall`.
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()
     }
@@ -393,15 +471,7 @@ fn prepare_dir(root: &Path, kind: BackendKind) -> Result<()> {
             "it is a file, not a store folder; pass a folder path (created if missing)".into(),
         ));
     }
-    let marker = root.join(MARKER);
-    if marker.exists() {
-        let bytes = fs::read(&marker).map_err(|e| Error::io(&marker, e))?;
-        let m: Marker = serde_json::from_slice(&bytes).map_err(|_| {
-            not_store(format!(
-                "{} is not a Cairn marker file; this folder is not a Cairn store",
-                marker.display()
-            ))
-        })?;
+    if let Some(m) = read_marker(root)? {
         if m.format > FORMAT_VERSION {
             return Err(not_store(format!(
                 "it was written by a newer Cairn (format {}); this Cairn reads format {FORMAT_VERSION}: upgrade Cairn",
@@ -416,7 +486,8 @@ fn prepare_dir(root: &Path, kind: BackendKind) -> Result<()> {
         }
         if m.backend != kind {
             return Err(not_store(format!(
-                "it is a {:?} store; open it with that backend",
+                "it is a {} store (its CAIRN marker says so); open it with that engine, or with \
+                 `Store::open`, which uses the engine in the marker",
                 m.backend
             )));
         }
@@ -439,6 +510,7 @@ fn prepare_dir(root: &Path, kind: BackendKind) -> Result<()> {
     }
     let db = root.join("db");
     fs::create_dir_all(&db).map_err(|e| Error::io(&db, e))?;
+    let marker = root.join(MARKER);
     let body = serde_json::to_vec(&Marker {
         format: FORMAT_VERSION,
         backend: kind,
@@ -446,4 +518,43 @@ fn prepare_dir(root: &Path, kind: BackendKind) -> Result<()> {
     .unwrap_or_default();
     crate::fsutil::atomic_write(root, &marker, &body)?;
     Ok(())
+}
+
+/// The store's `CAIRN` marker, or `None` where there is none (a new or empty folder).
+fn read_marker(root: &Path) -> Result<Option<Marker>> {
+    let marker = root.join(MARKER);
+    if !marker.is_file() {
+        return Ok(None);
+    }
+    let bytes = fs::read(&marker).map_err(|e| Error::io(&marker, e))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| Error::NotAStore {
+            path: root.to_path_buf(),
+            message: format!(
+                "{} is not a Cairn marker file (or names an engine this Cairn does not know); \
+                 this folder is not a Cairn store of this version",
+                marker.display()
+            ),
+        })
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_missing_from_the_build_names_the_feature_to_enable() {
+        for kind in [BackendKind::Redb, BackendKind::Fjall] {
+            let text = kind.not_compiled().to_string();
+            assert!(text.contains(&format!("feature `{kind}`")), "{text}");
+            assert!(text.contains("sled"), "lists what the build has: {text}");
+        }
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.as_str().parse::<BackendKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""), "the marker spells the name");
+        }
+        assert!(BackendKind::default_engine().is_compiled());
+    }
 }

@@ -14,8 +14,14 @@ pub fn store(kind: BackendKind, config: Config) -> (Store, tempfile::TempDir) {
 
 /// Every backend the conformance suite runs on.
 pub fn backends() -> Vec<BackendKind> {
-    // Tests always build the library with redb (the root package's dev-dependency on itself).
-    vec![BackendKind::Memory, BackendKind::Sled, BackendKind::Redb]
+    // Tests always build the library with redb and fjall (the root package's dev-dependency on
+    // itself).
+    vec![
+        BackendKind::Memory,
+        BackendKind::Sled,
+        BackendKind::Redb,
+        BackendKind::Fjall,
+    ]
 }
 
 /// The repository's root: the workspace folder holding `fixtures/` (tests of the `cli/` member
