@@ -42,8 +42,13 @@ pub mod fuzzing;
 mod ids;
 mod keys;
 mod metrics;
+// Partial reads, previews and memoization (issue 13).
+mod memo;
+mod partial;
+mod preview;
 mod query;
 mod retention;
+mod seekable;
 mod session;
 mod store;
 mod subscribe;
@@ -67,6 +72,12 @@ pub use ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
 pub use metrics::{
     Distribution, IterationOutcome, MetricsDelta, SessionMetrics, SessionStats, MAX_METRIC_NAME_LEN,
 };
+pub use partial::{
+    to_pointer, Data, GrepLine, JsonItem, Line, Part, PartContent, PartLimits, PartResult,
+    ReadCost, DEFAULT_LINE_BYTES, DEFAULT_MATCHES, DEFAULT_PART_BYTES, MAX_CONTEXT,
+    MAX_JSON_DOCUMENT, MAX_MATCHES, MAX_PART_BYTES, MAX_PATTERN_LEN, SCAN_LINE_BYTES,
+};
+pub use preview::{Preview, PREVIEW_JSON_KEYS, PREVIEW_LINES, PREVIEW_TEXT_BYTES};
 pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
 pub use retention::{
     ArtifactRemoval, ExpiryReport, RetentionPolicy, RetentionProgress, RetentionReport,

@@ -29,6 +29,8 @@ pub(crate) struct Staged<'a> {
     hash: ContentHash,
     size: u64,
     data: StagedData,
+    /// Partial reads (issue 13): the preview computed while streaming, if any.
+    preview: Option<crate::preview::Preview>,
     _pending: PendingGuard<'a>,
 }
 
@@ -201,8 +203,7 @@ impl Store {
             reader,
             c.limits.max_artifact_size,
             self.inner.paths.as_ref().map(|p| p.tmp.as_path()),
-            c.compression_threshold,
-            c.compression_level,
+            &content::EncodeOptions::of(c),
         )
     }
 
@@ -240,6 +241,7 @@ impl Store {
             hash: p.hash,
             size: p.size,
             data,
+            preview: p.preview,
             _pending: pending,
         })
     }
@@ -291,6 +293,7 @@ impl Store {
             hash: content::hash_bytes(&b),
             size: b.len() as u64,
             data: PreparedData::Memory(b),
+            preview: None,
         }
     }
 
@@ -304,11 +307,7 @@ impl Store {
                 file_written,
             } => {
                 if encoded.is_none() {
-                    *encoded = Some(content::encode(
-                        raw,
-                        c.compression_threshold,
-                        c.compression_level,
-                    )?);
+                    *encoded = Some(content::encode_with(raw, &content::EncodeOptions::of(c))?);
                 }
                 if let (Some(e), Some(paths)) = (encoded.as_ref(), &self.inner.paths) {
                     if e.bytes.len() as u64 >= c.inline_threshold && !*file_written {
@@ -466,8 +465,7 @@ impl Store {
                 let e = match encoded {
                     Some(e) => e,
                     None => {
-                        enc_owned =
-                            content::encode(raw, c.compression_threshold, c.compression_level)?;
+                        enc_owned = content::encode_with(raw, &content::EncodeOptions::of(c))?;
                         &enc_owned
                     }
                 };
@@ -514,6 +512,13 @@ impl Store {
                 }
             }
         };
+        // Partial reads (issue 13): one preview per new blob, in the same batch as its record.
+        let preview = match (&staged.preview, &staged.data) {
+            (Some(p), _) => p.clone(),
+            (None, StagedData::Memory { raw, .. }) => crate::preview::Preview::of(raw),
+            (None, StagedData::File { .. }) => crate::preview::Preview::of(&[]),
+        };
+        tx.put(keys::preview(&staged.hash), preview.encode());
         tx.put(key, m.encode());
         tx.add(b"blobs", 1);
         tx.add(b"stored_bytes", m.stored_size as i64);

@@ -59,6 +59,7 @@ impl Store {
                         continue; // referenced again since it was listed
                     }
                     tx.del(keys::blob(&hash));
+                    tx.del(keys::preview(&hash)); // partial reads (issue 13): its preview
                     if m.inline {
                         tx.del(keys::blob_data(&hash));
                     } else {

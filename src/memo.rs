@@ -1,0 +1,1 @@
+//! Tool-call memoization (placeholder until the action cache lands).
