@@ -248,7 +248,11 @@ fn main() {
             let mut bytes = 0;
             let t = median(
                 // Without an index every partial read decodes everything: fewer runs.
-                (0..if a.compressed && *label == "seekable" { runs * 4 } else { 3 })
+                (0..if a.compressed && *label == "seekable" {
+                    runs * 4
+                } else {
+                    3
+                })
                     .map(|_| {
                         let t = Instant::now();
                         let r = s.read_part_with(*sid, a.id, &part, &limits).expect("part");
