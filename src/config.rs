@@ -75,6 +75,12 @@ pub struct Config {
     /// existing store always opens with the engine that made it. Default:
     /// [`BackendKind::default_engine`].
     pub engine: BackendKind,
+    /// Partial reads: compressible content at or above this many bytes is stored seekable
+    /// (independently compressed frames with an index; see DESIGN.md, "Partial reads").
+    /// Default 2 MiB.
+    pub seekable_threshold: u64,
+    /// Uncompressed size of one seekable frame: a power of two from 1 KiB to 64 MiB. Default 1 MiB.
+    pub seekable_frame_size: u64,
 }
 
 /// The default sled page cache: 256 MiB.
@@ -91,6 +97,8 @@ impl Default for Config {
             default_idle_timeout_secs: None,
             engine_cache_bytes: DEFAULT_ENGINE_CACHE,
             engine: BackendKind::default_engine(),
+            seekable_threshold: 2 << 20,
+            seekable_frame_size: crate::seekable::DEFAULT_FRAME,
         }
     }
 }
@@ -100,6 +108,10 @@ impl Config {
     pub const NEVER_COMPRESS: u64 = u64::MAX;
     /// Compress everything that pays, however small.
     pub const ALWAYS_COMPRESS: u64 = 0;
+    /// Never use the seekable format (tests pin behaviour with this).
+    pub const NEVER_SEEKABLE: u64 = u64::MAX;
+    /// Store all compressible content seekable, however small.
+    pub const ALWAYS_SEEKABLE: u64 = 0;
 
     /// Parses a TOML document. Unknown keys are errors, so typos do not pass silently.
     pub fn from_toml_str(s: &str) -> Result<Self> {
@@ -155,6 +167,7 @@ impl Config {
                 ),
             ));
         }
+        crate::seekable::check_frame_size(self.seekable_frame_size)?;
         if self.inline_threshold > 16 << 20 {
             return Err(Error::invalid(
                 "configuration",
@@ -177,6 +190,16 @@ impl Config {
     /// Sets the inline threshold.
     pub fn inline_threshold(mut self, bytes: u64) -> Self {
         self.inline_threshold = bytes;
+        self
+    }
+    /// Sets the seekable threshold (see [`Config::seekable_threshold`]).
+    pub fn seekable_threshold(mut self, bytes: u64) -> Self {
+        self.seekable_threshold = bytes;
+        self
+    }
+    /// Sets the seekable frame size (see [`Config::seekable_frame_size`]).
+    pub fn seekable_frame_size(mut self, bytes: u64) -> Self {
+        self.seekable_frame_size = bytes;
         self
     }
     /// Sets the durability mode.

@@ -94,6 +94,9 @@ pub(crate) struct Prepared {
     pub hash: ContentHash,
     pub size: u64,
     pub data: PreparedData,
+    /// Partial reads (issue 13): the preview, computed while hashing. `None`: compute it from
+    /// the bytes in memory when the blob turns out to be new.
+    pub preview: Option<crate::preview::Preview>,
 }
 
 pub(crate) enum PreparedData {
@@ -130,6 +133,51 @@ pub(crate) fn encode(raw: &[u8], threshold: u64, level: i32) -> Result<Encoded> 
     })
 }
 
+// --- Partial reads (issue 13): the seekable codec hook. Content at or above
+// `seekable_threshold` that compresses is stored in the seekable format (src/seekable.rs), which
+// is itself a zstd stream: the blob record keeps codec zstd and every whole-content reader works.
+/// How content is encoded: [`Config`](crate::Config)'s compression settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EncodeOptions {
+    pub threshold: u64,
+    pub level: i32,
+    pub seekable_threshold: u64,
+    pub frame_size: u64,
+}
+
+impl EncodeOptions {
+    pub(crate) fn of(c: &crate::Config) -> Self {
+        Self {
+            threshold: c.compression_threshold,
+            level: c.compression_level,
+            seekable_threshold: c.seekable_threshold,
+            frame_size: c.seekable_frame_size,
+        }
+    }
+    fn seekable(&self, len: u64) -> bool {
+        len > 0 && len >= self.threshold && len >= self.seekable_threshold
+    }
+}
+
+/// [`encode`], choosing the seekable format for large compressible content.
+pub(crate) fn encode_with(raw: &[u8], o: &EncodeOptions) -> Result<Encoded> {
+    if o.seekable(raw.len() as u64) {
+        let c = crate::seekable::encode(raw, o.frame_size, o.level)?;
+        if c.len() * PAYS_DEN <= raw.len() * PAYS_NUM {
+            return Ok(Encoded {
+                codec: Codec::Zstd,
+                bytes: c,
+            });
+        }
+        return Ok(Encoded {
+            codec: Codec::Raw,
+            bytes: raw.to_vec(),
+        });
+    }
+    encode(raw, o.threshold, o.level)
+}
+// --- end of the seekable hook
+
 pub(crate) fn compress(raw: &[u8], level: i32) -> Result<Vec<u8>> {
     let mut enc = zstd::bulk::Compressor::new(level).map_err(compress_err)?;
     // Record the content size in the frame header so readers can size buffers exactly.
@@ -149,8 +197,7 @@ pub(crate) fn prepare(
     reader: &mut dyn Read,
     max_size: u64,
     tmp_dir: Option<&Path>,
-    threshold: u64,
-    level: i32,
+    opts: &EncodeOptions,
 ) -> Result<Prepared> {
     let mut buf = Vec::new();
     let limit = (STREAM_BUFFER as u64).min(max_size.saturating_add(1));
@@ -173,10 +220,11 @@ pub(crate) fn prepare(
             hash,
             size: buf.len() as u64,
             data: PreparedData::Memory(buf),
+            preview: None,
         });
     }
     let tmp_dir = tmp_dir.unwrap_or(Path::new("."));
-    stream_to_temp(reader, buf, max_size, tmp_dir, threshold, level)
+    stream_to_temp(reader, buf, max_size, tmp_dir, opts)
 }
 
 fn check_size(size: u64, max: u64) -> Result<()> {
@@ -233,9 +281,9 @@ fn stream_to_temp(
     first: Vec<u8>,
     max_size: u64,
     tmp_dir: &Path,
-    threshold: u64,
-    level: i32,
+    opts: &EncodeOptions,
 ) -> Result<Prepared> {
+    let (threshold, level) = (opts.threshold, opts.level);
     let path = temp_path(tmp_dir);
     let mut guard = TempGuard(Some(path.clone()));
     let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
@@ -250,7 +298,19 @@ fn stream_to_temp(
         inner: io::BufWriter::with_capacity(CHUNK, file),
         count: 0,
     };
-    let mut sink: Box<dyn Write> = if use_zstd {
+    let mut preview = crate::preview::PreviewBuilder::new();
+    // Partial reads (issue 13): large compressible streams are written seekable.
+    let mut seekable = None;
+    let mut sink: Box<dyn Write> = if use_zstd && opts.seekable(first.len() as u64) {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        seekable = Some(crate::seekable::SeekableWriter::new(
+            counting,
+            opts.frame_size,
+            level,
+            workers,
+        )?);
+        Box::new(io::sink())
+    } else if use_zstd {
         let mut enc = zstd::stream::Encoder::new(counting, level).map_err(io_err)?;
         // Two workers: compression, not hashing or disk, bounds large ingest (LESSONS.md).
         let _ = enc.multithread(2);
@@ -266,7 +326,11 @@ fn stream_to_temp(
         size += chunk.len() as u64;
         check_size(size, max_size)?;
         hasher.update(&chunk);
-        sink.write_all(&chunk).map_err(io_err)?;
+        preview.update(&chunk);
+        match seekable.as_mut() {
+            Some(w) => w.push(&chunk)?,
+            None => sink.write_all(&chunk).map_err(io_err)?,
+        }
         chunk.clear();
         reader
             .take(CHUNK as u64)
@@ -275,6 +339,10 @@ fn stream_to_temp(
     }
     sink.flush().map_err(io_err)?;
     drop(sink); // finishes the zstd frame and flushes the BufWriter
+    if let Some(w) = seekable.take() {
+        let (mut counting, _) = w.finish()?;
+        counting.flush().map_err(io_err)?;
+    }
     let file = File::options().read(true).open(&path).map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
     let stored_size = file.metadata().map_err(io_err)?.len();
@@ -287,6 +355,7 @@ fn stream_to_temp(
             codec: if use_zstd { Codec::Zstd } else { Codec::Raw },
             stored_size,
         },
+        preview: Some(preview.finish()),
     })
 }
 

@@ -66,6 +66,13 @@ pub(crate) const FORK: u8 = b'F';
 /// Conversation order: `h` + session id + message seq (u64 BE) -> artifact id.
 #[allow(dead_code)] // reserved for extensions
 pub(crate) const HISTORY: u8 = b'h';
+/// Preview of a blob (issue 13): `V` + hash -> version byte + JSON `Preview`. One per content.
+pub(crate) const PREVIEW: u8 = b'V';
+/// Memo entries (issue 13): `O` + scope (16 bytes: session id, or zeros for the store) + key
+/// hash (32 bytes) -> version byte + JSON entry.
+pub(crate) const MEMO: u8 = b'O';
+/// Memo TTL per tool (issue 13): `o` + tool name -> seconds (u64 BE).
+pub(crate) const MEMO_TTL: u8 = b'o';
 // Reserved for extensions: `x` (retention), `T` (artifact TTL marks). Never reuse a byte.
 
 /// Version byte in front of every JSON-encoded record.
@@ -122,6 +129,9 @@ pub(crate) fn artifact(id: &ArtifactId) -> Vec<u8> {
 }
 pub(crate) fn blob(h: &ContentHash) -> Vec<u8> {
     Key::new(BLOB).hash(h).build()
+}
+pub(crate) fn preview(h: &ContentHash) -> Vec<u8> {
+    Key::new(PREVIEW).hash(h).build()
 }
 pub(crate) fn blob_data(h: &ContentHash) -> Vec<u8> {
     Key::new(BLOB_DATA).hash(h).build()

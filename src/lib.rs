@@ -47,8 +47,13 @@ pub mod fuzzing;
 mod ids;
 mod keys;
 mod metrics;
+// Partial reads, previews and memoization (issue 13).
+mod memo;
+mod partial;
 mod pipeline;
+mod preview;
 mod query;
+mod seekable;
 mod session;
 mod store;
 mod subscribe;
@@ -69,10 +74,17 @@ pub use content::ContentReader;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
+pub use memo::{MemoHit, MemoKey, MemoScope, MemoStats, MAX_MEMO_ARGS, MAX_TOOL_NAME};
 pub use metrics::{
     Distribution, IterationOutcome, MetricsDelta, SessionMetrics, SessionStats, MAX_METRIC_NAME_LEN,
 };
 pub use pipeline::{Pipeline, PipelineRun, StepContext};
+pub use partial::{
+    to_pointer, Data, GrepLine, JsonItem, Line, Part, PartContent, PartLimits, PartResult,
+    ReadCost, DEFAULT_LINE_BYTES, DEFAULT_MATCHES, DEFAULT_PART_BYTES, MAX_CONTEXT,
+    MAX_JSON_DOCUMENT, MAX_MATCHES, MAX_PART_BYTES, MAX_PATTERN_LEN, SCAN_LINE_BYTES,
+};
+pub use preview::{Preview, PREVIEW_JSON_KEYS, PREVIEW_LINES, PREVIEW_TEXT_BYTES};
 pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
 pub use session::{
     MetadataUpdate, NewSession, Session, SessionFilter, SessionOptions, SessionStatus,

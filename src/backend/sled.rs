@@ -120,11 +120,11 @@ impl SledBackend {
                 }
                 seen.insert(name);
             }
-            crate::content::sync_dir(&blobs)?;
+            crate::fsutil::sync_dir(&blobs)?;
             // Forget removed files, so the set stays as large as the folder.
             durable.blobs = seen;
         }
-        crate::content::sync_dir(&self.path)
+        crate::fsutil::sync_dir(&self.path)
     }
 
     fn err(&self, e: sled::Error) -> Error {

@@ -164,8 +164,7 @@ impl Store {
             reader,
             c.limits.max_artifact_size,
             self.inner.paths.as_ref().map(|p| p.tmp.as_path()),
-            c.compression_threshold,
-            c.compression_level,
+            &content::EncodeOptions::of(c),
         )
     }
 

@@ -123,6 +123,8 @@ pub(crate) struct Staged<'a> {
     pub(crate) hash: ContentHash,
     pub(crate) size: u64,
     data: StagedData,
+    /// Partial reads (issue 13): the preview computed while streaming, if any.
+    preview: Option<crate::preview::Preview>,
     _pin: PendingGuard<'a>,
 }
 
@@ -200,7 +202,9 @@ impl Store {
                 stored_size,
             },
         };
-        self.finish_staging(p.hash, p.size, data, pin)
+        let mut staged = self.finish_staging(p.hash, p.size, data, pin)?;
+        staged.preview = p.preview;
+        Ok(staged)
     }
 
     /// Stages content that arrives encoded and verified (bundle import). Nothing is written
@@ -246,6 +250,7 @@ impl Store {
             hash,
             size,
             data,
+            preview: None,
             _pin: pin,
         })
     }
@@ -264,6 +269,7 @@ impl Store {
             hash,
             size,
             data,
+            preview: None,
             _pin: pin,
         })
     }
@@ -326,11 +332,7 @@ impl Store {
                 file_written,
             } => {
                 if encoded.is_none() {
-                    *encoded = Some(content::encode(
-                        raw,
-                        c.compression_threshold,
-                        c.compression_level,
-                    )?);
+                    *encoded = Some(content::encode_with(raw, &content::EncodeOptions::of(c))?);
                 }
                 if let (Some(e), Some(files)) = (encoded.as_ref(), &self.inner.files) {
                     if self.to_file(e.bytes.len() as u64) && !*file_written {
@@ -391,6 +393,7 @@ pub(crate) fn prepared_bytes(b: Vec<u8>) -> Prepared {
         hash: content::hash_bytes(&b),
         size: b.len() as u64,
         data: PreparedData::Memory(b),
+        preview: None,
     }
 }
 
@@ -429,8 +432,7 @@ impl Tx<'_> {
                 let e = match encoded {
                     Some(e) => e,
                     None => {
-                        enc_owned =
-                            content::encode(raw, c.compression_threshold, c.compression_level)?;
+                        enc_owned = content::encode_with(raw, &content::EncodeOptions::of(c))?;
                         &enc_owned
                     }
                 };
@@ -468,6 +470,13 @@ impl Tx<'_> {
                 }
             }
         };
+        // Partial reads (issue 13): one preview per new blob, in the same batch as its record.
+        let preview = match (&staged.preview, &staged.data) {
+            (Some(p), _) => p.clone(),
+            (None, StagedData::Memory { raw, .. }) => crate::preview::Preview::of(raw),
+            (None, StagedData::File { .. }) => crate::preview::Preview::of(&[]),
+        };
+        self.put(keys::preview(&staged.hash), preview.encode());
         self.put(key, m.encode());
         if refs == 0 {
             self.put(keys::garbage(&staged.hash), vec![]);
@@ -521,6 +530,7 @@ impl Tx<'_> {
             return Ok(None); // referenced again since it was listed
         }
         self.del(keys::blob(hash));
+        self.del(keys::preview(hash)); // partial reads (issue 13): its preview
         if m.inline {
             self.del(keys::blob_data(hash));
         }
