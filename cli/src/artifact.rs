@@ -473,31 +473,11 @@ fn get(ctx: &Ctx, a: GetArgs) -> CliResult {
         return w.flush().map_err(Failure::stdout);
     }
     let dest = a.output.unwrap_or_default();
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Failure::invalid("-o", format!("{} is not a file path", dest.display())))?;
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // Written beside the destination and renamed into place only once every byte is verified,
-    // so a failed read never leaves a partial or corrupt file under the requested name.
-    let tmp = parent.join(format!(".{file_name}.cairn-{}.tmp", std::process::id()));
-    let result = (|| {
-        let f = fs::File::create(&tmp).map_err(|e| Failure::io(&tmp, e))?;
-        let mut w = io::BufWriter::with_capacity(256 << 10, f);
-        copy_verified(&mut reader, &mut w, &art, |e| Failure::io(&tmp, e))?;
-        let f = w
-            .into_inner()
-            .map_err(|e| Failure::io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| Failure::io(&tmp, e))?;
-        fs::rename(&tmp, &dest).map_err(|e| Failure::io(&dest, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
+    // Renamed into place only once every byte is verified, so a failed read never leaves a
+    // partial or corrupt file under the requested name.
+    super::atomic::write_file(&dest, |w, tmp| {
+        copy_verified(&mut reader, w, &art, |e| Failure::io(tmp, e))
+    })?;
     ctx.emit(&art, |w, _| {
         writeln!(
             w,

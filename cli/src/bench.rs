@@ -124,5 +124,5 @@ fn claim_dir(dir: &Path) -> CliResult {
         }
     }
     fs::create_dir_all(dir).map_err(|e| Failure::io(dir, e))?;
-    fs::write(&marker, b"scratch folder of `cairn bench`\n").map_err(|e| Failure::io(&marker, e))
+    super::atomic::write_bytes(&marker, b"scratch folder of `cairn bench`\n")
 }

@@ -228,10 +228,9 @@ fn state(ctx: &Ctx, a: StateArgs) -> CliResult {
     };
     match a.output.as_deref() {
         Some(p) if p != Path::new("-") => {
-            // Write then rename, so a failure never leaves half a file under the name asked for.
-            let tmp = p.with_extension("cairn-partial");
-            std::fs::write(&tmp, &bytes).map_err(|e| Failure::io(&tmp, e))?;
-            std::fs::rename(&tmp, p).map_err(|e| Failure::io(p, e))?;
+            // Atomic and durable: a failure never leaves half a file under the name asked for,
+            // and no other file in the folder is touched.
+            super::atomic::write_bytes(p, &bytes)?;
             if !ctx.json {
                 super::note(&format!(
                     "wrote {} to {}",

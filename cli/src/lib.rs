@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod args;
 pub mod artifact;
+pub mod atomic;
 pub mod bench;
 pub mod checkpoint;
 pub mod cleanup;

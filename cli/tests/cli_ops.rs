@@ -766,6 +766,73 @@ fn cleanup_rejects_bad_rules_before_touching_the_store() {
     env.json(&["session", "show", &sid]);
 }
 
+/// Regression (issue 10): `checkpoint state -o FILE` wrote `FILE` with its extension replaced
+/// by `cairn-partial` (a fixed name: a user's `state.cairn-partial` was overwritten, then renamed
+/// away) and never synced it. Now: a unique temporary name, fsync, rename, nothing else touched.
+#[test]
+fn checkpoint_state_to_a_file_replaces_only_that_file() {
+    let env = Env::new();
+    let sid = env.session(&[]);
+    let args = [
+        "--json",
+        "checkpoint",
+        "create",
+        &sid,
+        "--label",
+        "step-3",
+        "--state",
+        "-",
+    ];
+    let cp = one_json(&env.run_stdin(&args, br#"{"step":3}"#), &args);
+    let cp_id = s(&cp, "id").to_string();
+    let dir = env.path("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dest = dir.join("state.json");
+    std::fs::write(&dest, b"old state").unwrap();
+    std::fs::write(dir.join("state.cairn-partial"), b"the user's own file").unwrap();
+
+    let text = env.run(&["checkpoint", "state", &cp_id, "-o", dest.to_str().unwrap()]);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let got: Value = serde_json::from_slice(&std::fs::read(&dest).unwrap()).unwrap();
+    assert_eq!(got, json!({"step": 3}));
+    let v = env.json(&["checkpoint", "state", &cp_id, "-o", dest.to_str().unwrap()]);
+    assert_eq!(v["path"], json!(dest.to_str().unwrap()));
+    assert_eq!(
+        std::fs::read(dir.join("state.cairn-partial")).unwrap(),
+        b"the user's own file"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["state.cairn-partial", "state.json"],
+        "no temporary file left"
+    );
+
+    // A folder that does not exist: a clear I/O error naming it, nothing created.
+    let missing = dir.join("no-such-folder").join("state.json");
+    let (code, msg) = env.fails(
+        &[
+            "checkpoint",
+            "state",
+            &cp_id,
+            "-o",
+            missing.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert_eq!(code, "io");
+    assert!(msg.contains("no-such-folder"), "{msg}");
+    assert!(!dir.join("no-such-folder").exists());
+}
+
 // ------------------------------------------------------------------ verify and repair
 
 fn blob_files(store: &Path) -> Vec<PathBuf> {
