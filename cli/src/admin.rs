@@ -2,9 +2,9 @@
 
 use clap::Args;
 
+use super::context::{CliResult, Ctx, Failure};
 use super::output::{human_size, ratio, Cell, Colour, Table};
 use super::progress::Spinner;
-use super::{CliResult, Ctx, Failure};
 
 /// `cairn stats`.
 #[derive(Debug, Args)]

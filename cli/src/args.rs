@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use cairn::{ArtifactId, ArtifactKind, CheckpointId, Role, SessionId, SessionStatus, Store};
 
-use super::{CliResult, Failure};
+use super::context::{CliResult, Failure};
 
 /// Parses `KEY=VALUE` pairs into a JSON object. The value is JSON when it parses as JSON
 /// (`n=3`, `ok=true`, `x={"a":1}`), else the text itself (`model=gpt-4o`). Later keys win.

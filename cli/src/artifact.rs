@@ -10,10 +10,9 @@ use clap::{Args, Subcommand};
 use cairn::{Artifact, ArtifactKind, NewArtifact, Page, Query, SessionId, Store};
 
 use super::args::{self, session_ref};
-use super::output::{human_size, relative_time, Cell, Colour, Table};
+use super::context::{CliResult, Ctx, Failure};
+use super::output::{human_size, meta_text, relative_time, Cell, Colour, Table};
 use super::progress::Progress;
-use super::session::meta_text;
-use super::{CliResult, Ctx, Failure};
 
 /// Files larger than this go through the streaming single put instead of a batch.
 const STREAM_ABOVE: u64 = 8 << 20;
@@ -253,7 +252,7 @@ fn put(ctx: &Ctx, a: PutArgs) -> CliResult {
         let store = ctx.store()?;
         let sid = session_ref(store, &a.session)?;
         if io::stdin().is_terminal() && !ctx.json {
-            super::note("reading the artifact's content from stdin; end it with Ctrl-D");
+            super::context::note("reading the artifact's content from stdin; end it with Ctrl-D");
         }
         let art = store.put_reader(sid, t.artifact(name), io::stdin().lock())?;
         return print_artifact(ctx, &art);

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{CliResult, Failure};
+use crate::context::{CliResult, Failure};
 
 /// Creates or replaces `dest` with what `fill` writes, atomically (see the module doc). Returns
 /// what `fill` returns. Write errors inside `fill` should be mapped with the path they are

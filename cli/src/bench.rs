@@ -12,7 +12,7 @@ use clap::Args;
 use cairn::bench::{parse_workloads, render_table, Bench, BenchOptions};
 use cairn::BackendKind;
 
-use super::{CliResult, Ctx, Failure};
+use super::context::{CliResult, Ctx, Failure};
 
 const MARKER: &str = ".cairn-bench";
 const DEFAULT_DIR: &str = ".cairn-bench";

@@ -3,9 +3,10 @@
 use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 
 /// ANSI colours (rendered by `anstyle`), enabled only when stdout is a terminal (and `NO_COLOR`
-/// is unset); [`crate::Ctx`] decides.
+/// is unset); the context decides.
 #[derive(Clone, Copy, Debug)]
 pub struct Style {
     colour: bool,
@@ -271,6 +272,15 @@ pub fn ellipsize(text: &str, max: usize) -> String {
     }
     s.push_str("...");
     s
+}
+
+/// Metadata for people: `-` when empty, else compact JSON.
+pub fn meta_text(m: &Map<String, Value>) -> String {
+    if m.is_empty() {
+        "-".into()
+    } else {
+        Value::Object(m.clone()).to_string()
+    }
 }
 
 #[cfg(test)]
