@@ -111,7 +111,7 @@ pub fn validate_label(label: &str) -> Result<()> {
     Ok(())
 }
 
-/// What [`Store::restore`] did.
+/// What [`Store::restore_checkpoint`] did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RestoreReport {
     /// The checkpoint restored.

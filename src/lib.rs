@@ -53,7 +53,9 @@ mod store;
 mod subscribe;
 mod verify;
 
-pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
+pub use artifact::{
+    validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact, MAX_NAME_LEN, MAX_TAG_LEN,
+};
 #[cfg(feature = "redb")]
 pub use backend::RedbBackend;
 pub use backend::{Backend, MemoryBackend, Op, SledBackend};

@@ -12,7 +12,7 @@
 //!
 //! Adding a subcommand: add one variant to the noun's enum (with its `Args` struct) and one
 //! function in the same file, called from the noun's `run`. A new noun is one variant of
-//! [`Command`] plus a `match` arm in [`dispatch`].
+//! [`Command`] plus a `match` arm in `dispatch`.
 //!
 //! Exit codes: 0 success (also when stdout is a closed pipe), 2 usage error, 3 not found,
 //! 4 invalid state transition or conflict, 5 limit exceeded or invalid input, 1 anything else.
