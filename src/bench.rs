@@ -1,7 +1,7 @@
 //! Benchmark workloads shared by `benches/`, the `bench-suite/` package and `cairn bench`.
 //!
 //! Every workload measures Cairn and a baseline in the same process run, repeats the measurement
-//! [`BenchOptions::runs`] times and reports the median with the spread, so that the ratio holds on
+//! [`BenchOptions::runs`](crate::bench::BenchOptions::runs) times and reports the median with the spread, so that the ratio holds on
 //! a noisy shared machine. Nothing here asserts a timing: it measures and reports. See
 //! BENCHMARKS.md for the figures and what bounds each one.
 //!

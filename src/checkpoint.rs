@@ -110,7 +110,7 @@ pub fn validate_label(label: &str) -> Result<()> {
     Ok(())
 }
 
-/// What [`Store::restore_checkpoint`](crate::Store::restore_checkpoint) did.
+/// What [`Store::restore_checkpoint`] did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RestoreReport {
     /// The checkpoint restored.

@@ -171,12 +171,7 @@ impl ContentHash {
 
     /// Lowercase hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-            s.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
-        }
-        s
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
     /// The first 12 hex digits, for logs and tables.
@@ -205,21 +200,20 @@ impl fmt::Debug for ContentHash {
 
 impl FromStr for ContentHash {
     type Err = Error;
+    /// Parses 64 hex digits (either case, surrounding whitespace ignored) with blake3's own
+    /// parser, which accepts exactly `[0-9a-fA-F]{64}`: no signs, no prefix, no separators.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidInput {
-            what: "content hash".into(),
-            message: format!("{s:?} is not 64 hex digits"),
-        };
-        let s = s.trim();
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(bad());
-        }
-        let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let hex = std::str::from_utf8(chunk).map_err(|_| bad())?;
-            out[i] = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
-        }
-        Ok(Self(out))
+        let hex = s.trim();
+        blake3::Hash::from_hex(hex)
+            .map(Self::from)
+            .map_err(|e| Error::InvalidInput {
+                what: "content hash".into(),
+                message: format!(
+                    "{s:?} is not 64 hex digits ({e}); give the whole BLAKE3 hash as 64 hex \
+                     digits 0-9 a-f, e.g. {}",
+                    ContentHash::of(b"").to_hex()
+                ),
+            })
     }
 }
 
@@ -248,6 +242,54 @@ mod tests {
         assert_eq!(h.to_hex().parse::<ContentHash>().unwrap(), h);
         assert!("xyz".parse::<ContentHash>().is_err());
         assert!("é".repeat(32).parse::<ContentHash>().is_err());
+    }
+
+    /// Regression: `u8::from_str_radix` accepted a leading sign, so `"+f"` x 32 parsed.
+    #[test]
+    fn hash_parsing_accepts_only_64_hex_digits() {
+        let h = ContentHash::of(b"hello");
+        let lower = h.to_hex();
+        let upper = lower.to_ascii_uppercase();
+        assert_eq!(lower.parse::<ContentHash>().unwrap(), h);
+        assert_eq!(
+            upper.parse::<ContentHash>().unwrap(),
+            h,
+            "upper case is hex too"
+        );
+        assert_eq!(format!("  {lower}\n").parse::<ContentHash>().unwrap(), h);
+        let mixed: String = lower
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        assert_eq!(mixed.parse::<ContentHash>().unwrap(), h);
+
+        let bad = [
+            "+f".repeat(32),
+            "-f".repeat(32),
+            format!("+{}", &lower[1..]),
+            format!("-{}", &lower[1..]),
+            format!("0x{}", &lower[2..]),
+            lower[..63].to_string(),
+            format!("{lower}0"),
+            String::new(),
+            "g".repeat(64),
+            format!("{} {}", &lower[..32], &lower[33..]),
+            "é".repeat(32),
+        ];
+        for s in &bad {
+            let err = s.parse::<ContentHash>().expect_err(s);
+            let msg = err.to_string();
+            assert_eq!(err.code(), "invalid_input", "{s:?}");
+            assert!(msg.contains(&format!("{s:?}")), "names the value: {msg}");
+            assert!(msg.contains("64 hex digits"), "names the form: {msg}");
+        }
     }
 
     #[test]

@@ -58,7 +58,9 @@ mod session;
 mod store;
 mod subscribe;
 
-pub use artifact::{validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact};
+pub use artifact::{
+    validate_name, validate_tag, Artifact, ArtifactKind, NewArtifact, MAX_NAME_LEN, MAX_TAG_LEN,
+};
 #[cfg(feature = "fjall")]
 pub use backend::FjallBackend;
 #[cfg(feature = "redb")]

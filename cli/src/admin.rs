@@ -2,9 +2,9 @@
 
 use clap::Args;
 
+use super::context::{CliResult, Ctx, Failure};
 use super::output::{human_size, ratio, Cell, Colour, Table};
 use super::progress::Spinner;
-use super::{CliResult, Ctx, Failure};
 
 /// `cairn stats`.
 #[derive(Debug, Args)]
@@ -146,7 +146,7 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> CliResult {
                 "run `cairn verify --repair` to rebuild indexes and quarantine bad blobs"
             )?;
         }
-        Ok(())
+        write_orphans(w, &report)
     })?;
     if report.ok {
         Ok(())
@@ -158,6 +158,22 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> CliResult {
             exit: 1,
         })
     }
+}
+
+/// The orphan blob files `verify` counted, if any: garbage left by an interrupted write, not
+/// damage.
+fn write_orphans(w: &mut dyn std::io::Write, report: &cairn::VerifyReport) -> std::io::Result<()> {
+    if report.orphan_files == 0 {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "{} orphan blob file(s), {} ({} bytes): left by an interrupted write, not damage; \
+         `cairn gc` reclaims them",
+        report.orphan_files,
+        human_size(report.orphan_bytes),
+        report.orphan_bytes
+    )
 }
 
 /// The problems `verify` found, one row each, naming the affected artifacts.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use cairn::{ArtifactId, ArtifactKind, CheckpointId, Role, SessionId, SessionStatus, Store};
 
-use super::{CliResult, Failure};
+use super::context::{CliResult, Failure};
 
 /// Parses `KEY=VALUE` pairs into a JSON object. The value is JSON when it parses as JSON
 /// (`n=3`, `ok=true`, `x={"a":1}`), else the text itself (`model=gpt-4o`). Later keys win.
@@ -82,7 +82,8 @@ pub fn parse_size(s: &str, flag: &str) -> CliResult<u64> {
 }
 
 /// Parses a time: RFC 3339 (`2025-09-24T08:12:15Z`), a date (`2025-09-24`, midnight UTC), `now`,
-/// or a relative age meaning that long before now: `90s`, `15m`, `2h`, `7d`, `2w`.
+/// or a relative age meaning that long before now, as [`parse_duration`] reads it: `90s`, `15m`,
+/// `1h30m`, `7d`, `2w`.
 pub fn parse_time(s: &str, flag: &str) -> CliResult<DateTime<Utc>> {
     parse_time_at(s, flag, Utc::now())
 }
@@ -93,7 +94,7 @@ fn parse_time_at(s: &str, flag: &str, now: DateTime<Utc>) -> CliResult<DateTime<
         Failure::invalid(
             flag,
             format!(
-                "{s:?}: use RFC 3339 (2025-09-24T08:12:15Z), a date (2025-09-24), or an age such as 30m, 2h, 7d"
+                "{s:?}: use RFC 3339 (2025-09-24T08:12:15Z), a date (2025-09-24), or an age such as 30m, 1h30m, 7d"
             ),
         )
     };
@@ -106,19 +107,8 @@ fn parse_time_at(s: &str, flag: &str, now: DateTime<Utc>) -> CliResult<DateTime<
     if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return d.and_hms_opt(0, 0, 0).map(|n| n.and_utc()).ok_or_else(bad);
     }
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let secs_per: i64 = match unit {
-        "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    let secs = n.checked_mul(secs_per).ok_or_else(bad)?;
-    let d = Duration::try_seconds(secs).ok_or_else(bad)?;
+    let age = parse_duration(t, flag).map_err(|_| bad())?;
+    let d = Duration::from_std(age).map_err(|_| bad())?;
     now.checked_sub_signed(d).ok_or_else(bad)
 }
 
@@ -160,37 +150,40 @@ pub fn status(s: &str) -> CliResult<SessionStatus> {
     Ok(s.parse::<SessionStatus>()?)
 }
 
-/// Parses a duration: a whole number with a unit, `s`, `m` (or `min`), `h`, `d` or `w`
-/// (`90s`, `15m`, `2h`, `30d`, `2w`). Zero (`0d`) is allowed and means "any age".
+/// Units of no fixed length, which humantime reads as averages (a month as 30.44 days, a year
+/// as 365.25 days): refused, so an age means exactly what it says.
+const INEXACT_UNITS: [&str; 8] = ["M", "month", "months", "y", "yr", "yrs", "year", "years"];
+
+/// Examples of durations, for error messages.
+const DURATION_EXAMPLES: &str = "90s, 15m, 2h, 1h30m, 30d, 2w";
+
+/// Parses a duration with `humantime`: numbers with units, `90s`, `15m` (or `15min`), `2h`,
+/// `1h30m`, `1.5d`, `30d`, `2w`, also `500ms`. Months and years are refused (they have no fixed
+/// length: say `365d`). Zero (`0d`) is allowed and means "any age". The one duration parser of
+/// the command line: ages in time filters (`--since 7d`) come through it too.
 pub fn parse_duration(s: &str, flag: &str) -> CliResult<std::time::Duration> {
-    let t = s.trim();
     let bad = |why: &str| {
         Failure::invalid(
             flag,
-            format!("{s:?}: {why}; use a number and a unit such as 90s, 15m, 2h, 30d, 2w"),
+            format!("{s:?} is not a duration ({why}); use numbers with units such as {DURATION_EXAMPLES}"),
         )
     };
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        return Err(bad("no number"));
+    let t = s.trim();
+    let d = humantime::parse_duration(t).map_err(|e| bad(&e.to_string()))?;
+    if let Some(unit) = t
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .find(|u| INEXACT_UNITS.contains(u))
+    {
+        return Err(bad(&format!(
+            "{unit:?} has no fixed length; give days or weeks, e.g. 365d"
+        )));
     }
-    let n: u64 = num.parse().map_err(|_| bad("not a whole number"))?;
-    let secs_per: u64 = match unit.trim() {
-        "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        "" => return Err(bad("no unit")),
-        _ => return Err(bad("unknown unit")),
-    };
     // Bounded so that it converts to a calendar duration (a few thousand years is plenty).
     const MAX_SECS: u64 = 10_000 * 365 * 86_400;
-    match n.checked_mul(secs_per) {
-        Some(secs) if secs <= MAX_SECS => Ok(std::time::Duration::from_secs(secs)),
-        _ => Err(bad("too long")),
+    if d.as_secs() > MAX_SECS {
+        return Err(bad("too long; at most 10000 years"));
     }
+    Ok(d)
 }
 
 /// Parses a checkpoint id.
@@ -314,19 +307,59 @@ mod tests {
         assert_eq!(d("30d"), 30 * 86_400);
         assert_eq!(d("2w"), 14 * 86_400);
         assert_eq!(d("0d"), 0);
+        assert_eq!(d(" 7d "), 7 * 86_400);
+        // Combined units, which the hand-made parser refused.
+        assert_eq!(d("1h30m"), 5400);
+        assert_eq!(d("1h 30m"), 5400);
+        assert_eq!(d("2w3d"), 17 * 86_400);
+        assert_eq!(d("1d12h"), 36 * 3600);
+        assert_eq!(d("1.5d"), 36 * 3600);
+        assert_eq!(
+            parse_duration("500ms", "--ttl").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
         for bad in [
             "",
             "30",
             "d",
             "-1d",
-            "1.5d",
+            "+1d",
+            "1.d",
             "3y",
+            "2months",
+            "1M",
+            "3x",
+            "soon",
             "99999999999999999999d",
             "100000000w",
         ] {
             let e = parse_duration(bad, "--older-than").unwrap_err();
             assert_eq!(e.exit, 5, "{bad}");
             assert!(e.message.contains("--older-than"), "{}", e.message);
+            assert!(
+                e.message.contains(&format!("{bad:?}")),
+                "names the value: {}",
+                e.message
+            );
+            assert!(e.message.contains("1h30m"), "gives examples: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn ages_in_time_filters_use_the_same_durations() {
+        let now = Utc::now();
+        let t = |s| parse_time_at(s, "--since", now).unwrap();
+        assert_eq!(t("1h30m"), now - Duration::minutes(90));
+        assert_eq!(t("7d"), now - Duration::days(7));
+        assert_eq!(t("15min"), now - Duration::minutes(15));
+        assert_eq!(t("now"), now);
+        for bad in ["3y", "yesterday", "-2h", "30"] {
+            let e = parse_time_at(bad, "--since", now).unwrap_err();
+            assert!(
+                e.message.contains("--since") && e.message.contains(bad),
+                "{}",
+                e.message
+            );
         }
     }
 }

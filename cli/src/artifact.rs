@@ -10,10 +10,9 @@ use clap::{Args, Subcommand};
 use cairn::{Artifact, ArtifactKind, NewArtifact, Page, Query, SessionId, Store};
 
 use super::args::{self, session_ref};
-use super::output::{human_size, relative_time, Cell, Colour, Table};
+use super::context::{CliResult, Ctx, Failure};
+use super::output::{human_size, meta_text, relative_time, Cell, Colour, Table};
 use super::progress::Progress;
-use super::session::meta_text;
-use super::{CliResult, Ctx, Failure};
 
 /// Files larger than this go through the streaming single put instead of a batch.
 const STREAM_ABOVE: u64 = 8 << 20;
@@ -253,7 +252,7 @@ fn put(ctx: &Ctx, a: PutArgs) -> CliResult {
         let store = ctx.store()?;
         let sid = session_ref(store, &a.session)?;
         if io::stdin().is_terminal() && !ctx.json {
-            super::note("reading the artifact's content from stdin; end it with Ctrl-D");
+            super::context::note("reading the artifact's content from stdin; end it with Ctrl-D");
         }
         let art = store.put_reader(sid, t.artifact(name), io::stdin().lock())?;
         return print_artifact(ctx, &art);
@@ -473,31 +472,11 @@ fn get(ctx: &Ctx, a: GetArgs) -> CliResult {
         return w.flush().map_err(Failure::stdout);
     }
     let dest = a.output.unwrap_or_default();
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Failure::invalid("-o", format!("{} is not a file path", dest.display())))?;
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // Written beside the destination and renamed into place only once every byte is verified,
-    // so a failed read never leaves a partial or corrupt file under the requested name.
-    let tmp = parent.join(format!(".{file_name}.cairn-{}.tmp", std::process::id()));
-    let result = (|| {
-        let f = fs::File::create(&tmp).map_err(|e| Failure::io(&tmp, e))?;
-        let mut w = io::BufWriter::with_capacity(256 << 10, f);
-        copy_verified(&mut reader, &mut w, &art, |e| Failure::io(&tmp, e))?;
-        let f = w
-            .into_inner()
-            .map_err(|e| Failure::io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| Failure::io(&tmp, e))?;
-        fs::rename(&tmp, &dest).map_err(|e| Failure::io(&dest, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
+    // Renamed into place only once every byte is verified, so a failed read never leaves a
+    // partial or corrupt file under the requested name.
+    super::atomic::write_file(&dest, |w, tmp| {
+        copy_verified(&mut reader, w, &art, |e| Failure::io(tmp, e))
+    })?;
     ctx.emit(&art, |w, _| {
         writeln!(
             w,

@@ -12,7 +12,7 @@ use clap::Args;
 use cairn::bench::{parse_workloads, render_table, Bench, BenchOptions};
 use cairn::BackendKind;
 
-use super::{CliResult, Ctx, Failure};
+use super::context::{CliResult, Ctx, Failure};
 
 const MARKER: &str = ".cairn-bench";
 const DEFAULT_DIR: &str = ".cairn-bench";
@@ -124,5 +124,5 @@ fn claim_dir(dir: &Path) -> CliResult {
         }
     }
     fs::create_dir_all(dir).map_err(|e| Failure::io(dir, e))?;
-    fs::write(&marker, b"scratch folder of `cairn bench`\n").map_err(|e| Failure::io(&marker, e))
+    super::atomic::write_bytes(&marker, b"scratch folder of `cairn bench`\n")
 }

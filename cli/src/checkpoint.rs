@@ -17,8 +17,8 @@ use cairn::{Artifact, Checkpoint, NewCheckpoint, Page, RestoreReport};
 
 use super::args::{self, session_ref};
 use super::artifact::artifact_table;
+use super::context::{CliResult, Ctx, Failure};
 use super::output::{ellipsize, human_size, relative_time, Cell, Colour, Table};
-use super::{CliResult, Ctx, Failure};
 
 /// Checkpoint verbs. A SESSION argument is a session id, or `key:KEY` for the session with that key.
 #[derive(Debug, Subcommand)]
@@ -127,7 +127,7 @@ fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
 fn read_state(path: &Path, max: u64) -> CliResult<Vec<u8>> {
     if path == Path::new("-") {
         if io::stdin().is_terminal() {
-            super::note("reading the checkpoint's state from stdin; end it with Ctrl-D");
+            super::context::note("reading the checkpoint's state from stdin; end it with Ctrl-D");
         }
         return args::read_stdin_bounded(max, "the checkpoint state");
     }
@@ -228,12 +228,11 @@ fn state(ctx: &Ctx, a: StateArgs) -> CliResult {
     };
     match a.output.as_deref() {
         Some(p) if p != Path::new("-") => {
-            // Write then rename, so a failure never leaves half a file under the name asked for.
-            let tmp = p.with_extension("cairn-partial");
-            std::fs::write(&tmp, &bytes).map_err(|e| Failure::io(&tmp, e))?;
-            std::fs::rename(&tmp, p).map_err(|e| Failure::io(p, e))?;
+            // Atomic and durable: a failure never leaves half a file under the name asked for,
+            // and no other file in the folder is touched.
+            super::atomic::write_bytes(p, &bytes)?;
             if !ctx.json {
-                super::note(&format!(
+                super::context::note(&format!(
                     "wrote {} to {}",
                     human_size(bytes.len() as u64),
                     p.display()

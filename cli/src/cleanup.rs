@@ -10,9 +10,9 @@ use clap::Args;
 use cairn::{RetentionPolicy, RetentionReport};
 
 use super::args;
+use super::context::{CliResult, Ctx, Failure};
 use super::output::{human_size, Cell, Colour, Table};
 use super::progress::Progress;
-use super::{CliResult, Ctx, Failure};
 
 /// Rows of each table printed for people (the JSON report always holds everything).
 const MAX_ROWS: usize = 50;

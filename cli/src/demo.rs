@@ -29,8 +29,8 @@ use cairn::{
     SessionStatus, Stats, Store,
 };
 
+use super::context::{CliResult, Ctx, Failure};
 use super::output::{human_size, ratio, Colour, Style};
-use super::{CliResult, Ctx, Failure};
 
 /// `cairn demo`.
 #[derive(Debug, Args)]

@@ -2,11 +2,17 @@
 //!
 //! Layout: one file per noun (`session.rs`, `artifact.rs`, `admin.rs` for store-wide commands,
 //! `demo.rs`), shared argument parsing in `args.rs`, people-facing formatting in `output.rs`,
-//! the stderr progress bar in `progress.rs`.
+//! the stderr progress bar in `progress.rs`, the context and failure type every command uses in
+//! `context.rs`, atomic file writes in `atomic.rs`.
+//!
+//! Imports go one way: this file (the clap structure and dispatch) uses the command modules;
+//! command modules use shared leaves (`context`, `output`, `args`, `atomic`, `progress`,
+//! `session_view`) and at most other command modules that never use them back; no module
+//! imports this file. A unit test checks that the module graph has no cycle.
 //!
 //! Adding a subcommand: add one variant to the noun's enum (with its `Args` struct) and one
 //! function in the same file, called from the noun's `run`. A new noun is one variant of
-//! [`Command`] plus a `match` arm in [`dispatch`].
+//! [`Command`] plus a `match` arm in `dispatch`.
 //!
 //! Exit codes: 0 success (also when stdout is a closed pipe), 2 usage error, 3 not found,
 //! 4 invalid state transition or conflict, 5 limit exceeded or invalid input, 1 anything else.
@@ -14,30 +20,26 @@
 pub mod admin;
 pub mod args;
 pub mod artifact;
+pub mod atomic;
 pub mod bench;
 pub mod checkpoint;
 pub mod cleanup;
+pub mod context;
 pub mod demo;
 pub mod output;
 pub mod progress;
 pub mod session;
 pub mod session_ops;
+pub mod session_view;
 
-use std::cell::OnceCell;
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
-use cairn::Store;
-
-use self::output::Style;
-
-/// The store used when neither --store nor CAIRN_STORE is given.
-pub const DEFAULT_STORE: &str = ".cairn";
+pub use self::context::{note, CliResult, Ctx, Failure, DEFAULT_STORE};
 
 /// `cairn`: an artifact store for AI agents, from the shell.
 #[derive(Debug, Parser)]
@@ -194,224 +196,6 @@ fn clap_message(e: &clap::Error) -> String {
     format!("{msg}{tips}; see `{cmd} --help`")
 }
 
-/// What every command returns.
-pub type CliResult<T = ()> = Result<T, Failure>;
-
-/// A failed command: a stable code, one line for people, and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    /// Machine-readable code (the library's `Error::code`, or `usage`, `io`...).
-    pub code: String,
-    /// One line saying what is wrong and what to do.
-    pub message: String,
-    /// The process exit code (0 only for a closed stdout pipe).
-    pub exit: u8,
-}
-
-impl Failure {
-    /// A usage error (exit 2).
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: "usage".into(),
-            message: message.into(),
-            exit: 2,
-        }
-    }
-
-    /// Invalid input given on the command line (exit 5).
-    pub fn invalid(what: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: "invalid_input".into(),
-            message: format!("invalid {what}: {}", message.into()),
-            exit: 5,
-        }
-    }
-
-    /// An I/O error on a path the user named (exit 1).
-    pub fn io(path: &Path, e: io::Error) -> Self {
-        Self {
-            code: "io".into(),
-            message: format!("{}: {e}", path.display()),
-            exit: 1,
-        }
-    }
-
-    /// An input file or folder the user named cannot be read: "not found" (exit 3) when it does
-    /// not exist, else an I/O error (exit 1).
-    pub fn input(path: &Path, e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::NotFound {
-            Self {
-                code: "file_not_found".into(),
-                message: format!("{}: no such file or folder", path.display()),
-                exit: 3,
-            }
-        } else {
-            Self::io(path, e)
-        }
-    }
-
-    /// A write to stdout failed. A closed pipe (`cairn ... | head`) is success.
-    pub fn stdout(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            Self {
-                code: "broken_pipe".into(),
-                message: String::new(),
-                exit: 0,
-            }
-        } else {
-            Self {
-                code: "io".into(),
-                message: format!("cannot write to stdout: {e}"),
-                exit: 1,
-            }
-        }
-    }
-
-    /// Prints the failure on stderr (as JSON with `--json`) and returns the exit code.
-    fn report(self, json: bool) -> ExitCode {
-        if self.exit == 0 {
-            return ExitCode::SUCCESS;
-        }
-        let mut err = io::stderr().lock();
-        if json {
-            let v = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-            let _ = writeln!(err, "{v}");
-        } else {
-            let _ = writeln!(err, "cairn: error: {}", self.message);
-        }
-        ExitCode::from(self.exit)
-    }
-}
-
-impl From<cairn::Error> for Failure {
-    fn from(e: cairn::Error) -> Self {
-        use cairn::Error as E;
-        let exit = match &e {
-            E::SessionNotFound { .. }
-            | E::ArtifactNotFound { .. }
-            | E::CheckpointNotFound { .. }
-            | E::ContentMissing { .. } => 3,
-            E::InvalidTransition { .. }
-            | E::KeyConflict { .. }
-            | E::AlreadyExists { .. }
-            | E::HasChildren { .. }
-            | E::SessionClosed { .. } => 4,
-            E::LimitExceeded { .. } | E::InvalidInput { .. } | E::InvalidGlob { .. } => 5,
-            _ => 1,
-        };
-        Failure {
-            code: e.code().to_string(),
-            message: e.to_string(),
-            exit,
-        }
-    }
-}
-
-/// What every command gets: the store (opened on first use), the output mode and styling.
-pub struct Ctx {
-    /// The store folder.
-    pub store_path: PathBuf,
-    /// Whether the folder was given (--store or CAIRN_STORE) rather than the default.
-    pub store_given: bool,
-    /// `--json` was given.
-    pub json: bool,
-    /// Colours and terminal detection for people-facing output.
-    pub style: Style,
-    /// `--engine`: the engine of a store created by this command.
-    pub engine: Option<cairn::BackendKind>,
-    store: OnceCell<Store>,
-}
-
-impl Ctx {
-    /// A context for `store_path` in the given output mode.
-    pub fn new(store: Option<PathBuf>, json: bool) -> Self {
-        let colour = !json
-            && io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        Self {
-            store_given: store.is_some(),
-            store_path: store.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE)),
-            json,
-            style: Style::new(colour),
-            engine: None,
-            store: OnceCell::new(),
-        }
-    }
-
-    /// The store, opened (and created if missing) on first use: for commands that write.
-    pub fn store(&self) -> CliResult<&Store> {
-        if let Some(s) = self.store.get() {
-            return Ok(s);
-        }
-        let config = cairn::Config::default();
-        let config = match self.engine {
-            Some(engine) => config.engine(engine),
-            None => config,
-        };
-        let s = Store::open_with(&self.store_path, config)?;
-        Ok(self.store.get_or_init(|| s))
-    }
-
-    /// The store, which must already exist: for commands that only read, so that a mistyped
-    /// `--store` is reported instead of silently creating an empty store.
-    pub fn existing_store(&self) -> CliResult<&Store> {
-        let missing_or_empty = match std::fs::read_dir(&self.store_path) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(e) => e.kind() == io::ErrorKind::NotFound,
-        };
-        if self.store.get().is_none() && missing_or_empty {
-            return Err(Failure {
-                code: "store_not_found".into(),
-                message: format!(
-                    "no store at {}; it is created by the first write (e.g. `cairn session create`), \
-                     or point --store / CAIRN_STORE at an existing one",
-                    self.store_path.display()
-                ),
-                exit: 3,
-            });
-        }
-        self.store()
-    }
-
-    /// Whether progress may be drawn: stderr is a terminal and the output is not JSON.
-    pub fn progress_enabled(&self) -> bool {
-        !self.json && io::stderr().is_terminal()
-    }
-
-    /// Prints `value` as one JSON value with `--json`, else calls `human` to write text for people.
-    pub fn emit<T: Serialize + ?Sized>(
-        &self,
-        value: &T,
-        human: impl FnOnce(&mut dyn Write, &Style) -> io::Result<()>,
-    ) -> CliResult {
-        let stdout = io::stdout();
-        let mut w = io::BufWriter::with_capacity(64 << 10, stdout.lock());
-        let r = if self.json {
-            self.write_json(&mut w, value)
-        } else {
-            human(&mut w, &self.style)
-        };
-        r.and_then(|()| w.flush()).map_err(Failure::stdout)
-    }
-
-    fn write_json<T: Serialize + ?Sized>(&self, w: &mut dyn Write, value: &T) -> io::Result<()> {
-        let bytes = if io::stdout().is_terminal() {
-            serde_json::to_vec_pretty(value)
-        } else {
-            serde_json::to_vec(value)
-        }
-        .map_err(io::Error::other)?;
-        w.write_all(&bytes)?;
-        w.write_all(b"\n")
-    }
-}
-
-/// A one-line note for people on stderr.
-pub fn note(message: &str) {
-    let mut e = io::stderr().lock();
-    let _ = writeln!(e, "{message}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +236,95 @@ mod tests {
             Failure::stdout(io::Error::from(io::ErrorKind::BrokenPipe)).exit,
             0
         );
+    }
+
+    /// The modules of this crate that `text` refers to (`super::NAME` or `crate::NAME`, outside
+    /// comments), and whether it refers to the crate root's own items (`super::{..}`,
+    /// `super::Ctx`, ...).
+    fn references(text: &str, modules: &[String]) -> (Vec<String>, bool) {
+        let mut found = Vec::new();
+        let mut root = false;
+        // A unit-test module (`mod tests`, last in a file) uses `super::` for its own file.
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            for prefix in ["super::", "crate::"] {
+                for (i, _) in code.match_indices(prefix) {
+                    let rest = &code[i + prefix.len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if modules.contains(&name) {
+                        found.push(name);
+                    } else if name != "super" {
+                        root = true;
+                    }
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        (found, root)
+    }
+
+    /// Regression (issue 10): `session.rs` and `session_ops.rs` imported each other, and every
+    /// module imported the crate root that imports them. The module graph must stay acyclic.
+    #[test]
+    fn modules_import_one_way() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .map(|p| {
+                let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .filter(|(n, _)| n != "lib" && n != "main")
+            .collect();
+        files.sort();
+        let modules: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        assert!(modules.contains(&"session_ops".to_string()), "{modules:?}");
+        let mut edges: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (name, text) in &files {
+            let (refs, root) = references(text, &modules);
+            assert!(
+                !root,
+                "{name}.rs imports the crate root; import the module instead"
+            );
+            edges.insert(
+                name.clone(),
+                refs.into_iter().filter(|r| r != name).collect(),
+            );
+        }
+        // Depth-first search; a module met again while on the stack closes a cycle.
+        fn visit(
+            m: &str,
+            edges: &std::collections::BTreeMap<String, Vec<String>>,
+            stack: &mut Vec<String>,
+            done: &mut std::collections::BTreeSet<String>,
+        ) {
+            if done.contains(m) {
+                return;
+            }
+            if let Some(at) = stack.iter().position(|s| s == m) {
+                panic!("import cycle: {} -> {m}", stack[at..].join(" -> "));
+            }
+            stack.push(m.to_string());
+            for next in &edges[m] {
+                visit(next, edges, stack, done);
+            }
+            stack.pop();
+            done.insert(m.to_string());
+        }
+        let mut done = Default::default();
+        for m in edges.keys() {
+            visit(m, &edges, &mut Vec::new(), &mut done);
+        }
+        // The check sees the edges it must: session uses session_ops and session_view.
+        assert!(edges["session"].contains(&"session_ops".to_string()));
+        assert!(edges["session_ops"].contains(&"session_view".to_string()));
+        assert!(!edges["session_ops"].contains(&"session".to_string()));
     }
 }

@@ -3,8 +3,10 @@
 use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 
-/// ANSI colours, enabled only when stdout is a terminal (and `NO_COLOR` is unset).
+/// ANSI colours (rendered by `anstyle`), enabled only when stdout is a terminal (and `NO_COLOR`
+/// is unset); the context decides.
 #[derive(Clone, Copy, Debug)]
 pub struct Style {
     colour: bool,
@@ -28,14 +30,16 @@ pub enum Colour {
 }
 
 impl Colour {
-    fn code(self) -> &'static str {
+    fn style(self) -> anstyle::Style {
+        use anstyle::{AnsiColor, Effects};
+        let fg = |c: AnsiColor| anstyle::Style::new().fg_color(Some(c.into()));
         match self {
-            Colour::Bold => "1",
-            Colour::Dim => "2",
-            Colour::Green => "32",
-            Colour::Red => "31",
-            Colour::Yellow => "33",
-            Colour::Cyan => "36",
+            Colour::Bold => anstyle::Style::new().effects(Effects::BOLD),
+            Colour::Dim => anstyle::Style::new().effects(Effects::DIMMED),
+            Colour::Green => fg(AnsiColor::Green),
+            Colour::Red => fg(AnsiColor::Red),
+            Colour::Yellow => fg(AnsiColor::Yellow),
+            Colour::Cyan => fg(AnsiColor::Cyan),
         }
     }
 }
@@ -49,7 +53,8 @@ impl Style {
     /// `text` in `c` when colouring, else as is.
     pub fn paint(&self, c: Colour, text: &str) -> String {
         if self.colour {
-            format!("\x1b[{}m{text}\x1b[0m", c.code())
+            let st = c.style();
+            format!("{}{text}{}", st.render(), st.render_reset())
         } else {
             text.to_string()
         }
@@ -70,7 +75,8 @@ impl Style {
     }
 }
 
-/// One table cell: text and an optional colour (widths are computed on the text alone).
+/// One table cell: text and an optional colour (widths are computed on the text alone, in
+/// terminal columns: a CJK character or an emoji takes two).
 #[derive(Clone, Debug)]
 pub struct Cell {
     text: String,
@@ -102,7 +108,8 @@ impl From<&str> for Cell {
     }
 }
 
-/// A table with a header row; columns are padded to their widest cell.
+/// A table with a header row; columns are padded to their widest cell, measured in terminal
+/// columns (`unicode-width`), so names in any script line up.
 #[derive(Debug, Default)]
 pub struct Table {
     header: Vec<String>,
@@ -131,17 +138,17 @@ impl Table {
     /// Writes the table (header in bold when colouring).
     pub fn write(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
         let n = self.header.len();
-        let mut width: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        let mut width: Vec<usize> = self.header.iter().map(|h| columns(h)).collect();
         for r in &self.rows {
             for (i, c) in r.iter().enumerate().take(n) {
-                width[i] = width[i].max(c.text.chars().count());
+                width[i] = width[i].max(columns(&c.text));
             }
         }
         let line = |w: &mut dyn Write, cells: Vec<(String, Option<Colour>)>| -> io::Result<()> {
             let mut out = String::new();
             let last = cells.len().saturating_sub(1);
             for (i, (text, colour)) in cells.into_iter().enumerate() {
-                let pad = width[i].saturating_sub(text.chars().count());
+                let pad = width[i].saturating_sub(columns(&text));
                 let painted = match colour {
                     Some(c) => style.paint(c, &text),
                     None => text,
@@ -241,14 +248,39 @@ pub fn ratio(r: f64) -> String {
     format!("{r:.2}x")
 }
 
-/// `text` cut to at most `max` characters, with `...` when cut.
+/// How many terminal columns `text` takes (two for a CJK character or an emoji, none for a
+/// combining mark).
+pub fn columns(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
+/// `text` cut to at most `max` terminal columns, with `...` when cut.
 pub fn ellipsize(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+    if columns(text) <= max {
         return text.to_string();
     }
-    let mut s: String = text.chars().take(max.saturating_sub(3)).collect();
+    let room = max.saturating_sub(3);
+    let mut s = String::new();
+    let mut used = 0;
+    for ch in text.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(ch).unwrap_or(0);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        s.push(ch);
+    }
     s.push_str("...");
     s
+}
+
+/// Metadata for people: `-` when empty, else compact JSON.
+pub fn meta_text(m: &Map<String, Value>) -> String {
+    if m.is_empty() {
+        "-".into()
+    } else {
+        Value::Object(m.clone()).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -300,5 +332,70 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("\x1b[31mlonger\x1b[0m"));
+    }
+
+    /// The display column where each line's `n`th column starts (after `n` runs of 2+ spaces).
+    fn column_starts(table: &str, n: usize) -> Vec<usize> {
+        table
+            .lines()
+            .map(|line| {
+                let mut rest = line;
+                let mut at = 0;
+                for _ in 0..n {
+                    let gap = rest.find("  ").unwrap_or_else(|| panic!("{line:?}"));
+                    let after = rest[gap..].trim_start_matches(' ');
+                    at += columns(&rest[..rest.len() - after.len()]);
+                    rest = after;
+                }
+                at
+            })
+            .collect()
+    }
+
+    /// Regression (issue 10): widths were counted in chars, so CJK and emoji names (two columns
+    /// each) pushed the next column out of line.
+    #[test]
+    fn wide_characters_align_in_tables() {
+        let mut t = Table::new(&["NAME", ">SIZE", "KIND"]);
+        t.row(vec!["報告書.md".into(), "1 B".into(), "tool_result".into()]);
+        t.row(vec![
+            "plain.txt".into(),
+            "10.0 KiB".into(),
+            "agent_output".into(),
+        ]);
+        t.row(vec![
+            "🚀 launch.log".into(),
+            "3 B".into(),
+            "user_input".into(),
+        ]);
+        t.row(vec![
+            "데이터_분석.csv".into(),
+            "12 B".into(),
+            "tool_result".into(),
+        ]);
+        t.row(vec!["café.txt".into(), "7 B".into(), "tool_result".into()]);
+        let mut out = Vec::new();
+        t.write(&mut out, &Style::new(false)).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        // Every KIND starts at the same column (so every right-aligned SIZE ends at one too).
+        let starts = column_starts(&s, 2);
+        assert_eq!(starts.len(), 6, "{s}");
+        assert!(starts.windows(2).all(|w| w[0] == w[1]), "{starts:?}\n{s}");
+        // The widest name sets the width: 데이터_분석.csv is 15 columns, then two spaces.
+        assert_eq!(columns("데이터_분석.csv"), 15);
+        assert_eq!(starts[0], 15 + 2 + "10.0 KiB".len() + 2, "{s}");
+        // Coloured, the codes add no width.
+        let mut out = Vec::new();
+        t.write(&mut out, &Style::new(true)).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("\x1b[1mNAME"));
+    }
+
+    #[test]
+    fn ellipsize_counts_columns() {
+        assert_eq!(ellipsize("short", 10), "short");
+        assert_eq!(ellipsize("abcdefghijkl", 8), "abcde...");
+        // Each of these takes two columns: 8 columns hold two of them and the dots.
+        assert_eq!(ellipsize("報告書報告書", 8), "報告...");
+        assert!(columns(&ellipsize("🚀🚀🚀🚀🚀🚀", 9)) <= 9);
     }
 }

@@ -9,9 +9,9 @@ use serde_json::Value;
 use cairn::{Message, NewSession, SessionFilter, SessionStats, TimelineEntry, TimelineOptions};
 
 use super::args::{self, session_ref};
+use super::context::{CliResult, Ctx, Failure};
 use super::output::{ellipsize, human_size, relative_time, Cell, Colour, Style, Table};
-use super::session::print_session;
-use super::{CliResult, Ctx, Failure};
+use super::session_view::print_session;
 
 /// `session fork`.
 #[derive(Debug, Args)]
@@ -203,7 +203,7 @@ pub fn say(ctx: &Ctx, a: SayArgs) -> CliResult {
     let sid = session_ref(store, &a.session)?;
     let text = if a.text == "-" {
         if io::stdin().is_terminal() && !ctx.json {
-            super::note("reading the message from stdin; end it with Ctrl-D");
+            super::context::note("reading the message from stdin; end it with Ctrl-D");
         }
         let max = store.config().limits.max_artifact_size;
         let bytes = args::read_stdin_bounded(max, "the message")?;

@@ -766,6 +766,73 @@ fn cleanup_rejects_bad_rules_before_touching_the_store() {
     env.json(&["session", "show", &sid]);
 }
 
+/// Regression (issue 10): `checkpoint state -o FILE` wrote `FILE` with its extension replaced
+/// by `cairn-partial` (a fixed name: a user's `state.cairn-partial` was overwritten, then renamed
+/// away) and never synced it. Now: a unique temporary name, fsync, rename, nothing else touched.
+#[test]
+fn checkpoint_state_to_a_file_replaces_only_that_file() {
+    let env = Env::new();
+    let sid = env.session(&[]);
+    let args = [
+        "--json",
+        "checkpoint",
+        "create",
+        &sid,
+        "--label",
+        "step-3",
+        "--state",
+        "-",
+    ];
+    let cp = one_json(&env.run_stdin(&args, br#"{"step":3}"#), &args);
+    let cp_id = s(&cp, "id").to_string();
+    let dir = env.path("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dest = dir.join("state.json");
+    std::fs::write(&dest, b"old state").unwrap();
+    std::fs::write(dir.join("state.cairn-partial"), b"the user's own file").unwrap();
+
+    let text = env.run(&["checkpoint", "state", &cp_id, "-o", dest.to_str().unwrap()]);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let got: Value = serde_json::from_slice(&std::fs::read(&dest).unwrap()).unwrap();
+    assert_eq!(got, json!({"step": 3}));
+    let v = env.json(&["checkpoint", "state", &cp_id, "-o", dest.to_str().unwrap()]);
+    assert_eq!(v["path"], json!(dest.to_str().unwrap()));
+    assert_eq!(
+        std::fs::read(dir.join("state.cairn-partial")).unwrap(),
+        b"the user's own file"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["state.cairn-partial", "state.json"],
+        "no temporary file left"
+    );
+
+    // A folder that does not exist: a clear I/O error naming it, nothing created.
+    let missing = dir.join("no-such-folder").join("state.json");
+    let (code, msg) = env.fails(
+        &[
+            "checkpoint",
+            "state",
+            &cp_id,
+            "-o",
+            missing.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert_eq!(code, "io");
+    assert!(msg.contains("no-such-folder"), "{msg}");
+    assert!(!dir.join("no-such-folder").exists());
+}
+
 // ------------------------------------------------------------------ verify and repair
 
 fn blob_files(store: &Path) -> Vec<PathBuf> {
@@ -773,6 +840,105 @@ fn blob_files(store: &Path) -> Vec<PathBuf> {
         .into_iter()
         .map(|(_, p)| p)
         .collect()
+}
+
+/// Regression (issue 10): after a `kill -9` during a bulk put, orphan blob files made `verify`
+/// exit 1 with "integrity". They are garbage `gc` reclaims, reported apart, exit 0.
+#[test]
+fn orphans_from_a_killed_bulk_put_are_reported_apart_and_verify_exits_0() {
+    let env = Env::new();
+    let sid = env.session(&[]);
+    // Random bytes do not compress, and over the 64 KiB inline threshold each file is a blob file
+    // under blobs/, written before the batch that records it commits.
+    let dir = env.path("bulk");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..150u64 {
+        let f = dir.join(format!("f{i:03}.bin"));
+        std::fs::write(f, common::random_bytes(100_000, i)).unwrap();
+    }
+    let mut child = env
+        .cmd(&[
+            "artifact",
+            "put",
+            &sid,
+            dir.to_str().unwrap(),
+            "-r",
+            "--kind",
+            "tool_result",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGKILL as soon as the put has written blob files (or at once, if it already finished).
+    for _ in 0..3000 {
+        if !blob_files(&env.store()).is_empty() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill(); // SIGKILL on Unix
+    let status = child.wait().unwrap();
+    // Killed mid-put (the case of the issue), or finished before the kill: never refused.
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(status.signal() == Some(9) || status.success(), "{status:?}");
+    }
+    // Whatever the kill left, add one file exactly as a crash between writing a blob file and
+    // committing its batch leaves it, so there is at least one orphan to report.
+    let content = common::random_bytes(100_000, 999);
+    let hex = blake3::hash(&content).to_hex().to_string();
+    let sub = env.store().join("blobs").join(&hex[..2]);
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join(format!("{hex}.raw")), &content).unwrap();
+
+    // JSON: ok, no problems, the orphans counted apart; exit 0 with nothing on stderr.
+    let v = env.json(&["verify"]);
+    assert_eq!(v["ok"], json!(true), "{v}");
+    assert_eq!(v["problems"], json!([]), "{v}");
+    let orphans = v["orphan_files"].as_u64().unwrap();
+    assert!(orphans >= 1, "{v}");
+    assert!(v["orphan_bytes"].as_u64().unwrap() >= 100_000, "{v}");
+    // Human: "ok", the count and what reclaims them; exit 0.
+    let text = env.human(&["verify"]);
+    assert!(text.starts_with("ok: "), "{text}");
+    assert!(
+        text.contains(&format!("{orphans} orphan blob file(s)")) && text.contains("cairn gc"),
+        "{text}"
+    );
+    // gc reclaims exactly those; verify then counts none and says nothing about them.
+    let g = env.json(&["gc"]);
+    assert_eq!(g["orphan_files_removed"].as_u64(), Some(orphans), "{g}");
+    let v = env.json(&["verify"]);
+    assert_eq!(
+        (v["ok"].clone(), v["orphan_files"].clone()),
+        (json!(true), json!(0))
+    );
+    assert!(!env.human(&["verify"]).contains("orphan"));
+
+    // Damage beside an orphan still fails: exit 1, code `integrity`.
+    std::fs::write(sub.join(format!("{hex}.raw")), &content).unwrap();
+    let big = env.put(
+        &sid,
+        "big.bin",
+        "tool_result",
+        &common::random_bytes(200_000, 1000),
+    );
+    let big_hash = s(&big, "hash").to_string();
+    let victim = blob_files(&env.store())
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&big_hash))
+        .unwrap_or_else(|| panic!("the blob file of big.bin ({big_hash})"));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&victim, &bytes).unwrap();
+    let out = env.run(&["--json", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = parse_one(&out.stdout, &["verify"]);
+    assert_eq!(v["ok"], json!(false));
+    assert_eq!(v["orphan_files"], json!(1), "{v}");
+    let e: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(s(&e["error"], "code"), "integrity");
 }
 
 #[test]
