@@ -186,6 +186,7 @@ impl ImportOptions {
 
 /// What an export wrote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportReport {
     /// The exported session.
     pub root: SessionId,
@@ -209,6 +210,7 @@ pub struct ExportReport {
 
 /// One imported session: its id in the bundle and in this store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportedSession {
     /// The id in the bundle.
     pub original: SessionId,
@@ -218,6 +220,7 @@ pub struct ImportedSession {
 
 /// What an import stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportReport {
     /// The imported root's id in this store.
     pub root: SessionId,

@@ -8,6 +8,7 @@ use crate::store::Store;
 
 /// One problem `verify` found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A short machine-readable kind, e.g. `hash_mismatch`, `missing_blob`, `refcount`.
     pub kind: String,
@@ -26,6 +27,7 @@ pub struct Problem {
 /// DESIGN.md). They are reclaimable garbage, not damage: [`Store::gc`] removes them, and they do
 /// not make the store fail verification.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     /// True when no problem was found (orphan files are not problems).
     pub ok: bool,
@@ -47,6 +49,7 @@ pub struct VerifyReport {
 
 /// What `repair` did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepairReport {
     /// Index entries rebuilt or removed.
     pub index_entries_fixed: u64,
