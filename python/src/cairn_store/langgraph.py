@@ -70,6 +70,8 @@ INLINE_MAX = 2048
 CACHE_BYTES = 64 << 20
 """Default budget of the content cache (immutable content by hash, so it is never stale)."""
 PAGE = 200
+REFS_MAX = 100_000
+"""How many channel-value references the saver remembers between checkpoints."""
 
 Op = tuple[str, tuple[Any, ...], dict[str, Any]]
 Plan = Generator[Op, Any, Any]
@@ -170,8 +172,20 @@ class _Core:
         self.inline_max = inline_max
         self.content = _Lru(cache_bytes)
         self._threads: dict[str, str] = {}
-        self._refs: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._refs: OrderedDict[tuple[str, str, str, str], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def remember(self, sid: str, ns: str, refs: dict[str, dict[str, Any]]) -> None:
+        """Keeps the references of a checkpoint's values, so the next checkpoint can point at
+        unchanged values without reading anything back (bounded: oldest forgotten first)."""
+        with self._lock:
+            for ch, ref in refs.items():
+                if "v" in ref and ("h" in ref or "d" in ref):
+                    key = (sid, ns, ch, str(ref["v"]))
+                    self._refs[key] = ref
+                    self._refs.move_to_end(key)
+            while len(self._refs) > REFS_MAX:
+                self._refs.popitem(last=False)
 
     # ---------------------------------------------------------------- serialization
 
@@ -260,6 +274,7 @@ class _Core:
         values = cp.pop("channel_values", {}) or {}
         refs: dict[str, dict[str, Any]] = {}
         uploads: list[tuple[str, str, bytes, dict[str, Any]]] = []
+        unknown: list[str] = []
         for ch, ver in cp.get("channel_versions", {}).items():
             if ch in new_versions:
                 if ch in values:
@@ -267,16 +282,30 @@ class _Core:
                 else:
                     t, b = "empty", b""
                 if len(b) <= self.inline_max:
-                    refs[ch] = {"t": t, "d": _b64(b)}
+                    refs[ch] = {"v": str(ver), "t": t, "d": _b64(b)}
                 else:
                     h = hash_bytes(b)
                     name = value_name(ns, ch, ver)
-                    refs[ch] = {"t": t, "h": h, "n": len(b), "name": name}
+                    refs[ch] = {"v": str(ver), "t": t, "h": h, "n": len(b), "name": name}
                     uploads.append((name, h, b, {"t": t}))
             else:
                 with self._lock:
                     known = self._refs.get((sid, ns, ch, str(ver)))
-                refs[ch] = dict(known) if known else {"name": value_name(ns, ch, ver)}
+                if known:
+                    refs[ch] = known
+                else:
+                    refs[ch] = {"v": str(ver), "name": value_name(ns, ch, ver)}
+                    unknown.append(ch)
+        if unknown and parent:
+            # Not seen by this saver (another process wrote the parent): take the parent's refs.
+            q = ArtifactQuery(session=sid, kind=KIND_CHECKPOINT, name=doc_name(ns, str(parent)), latest_only=True)
+            page: Page[Artifact] = yield ("run", (_api.query_page(q, limit=1),), {})
+            if page.items:
+                loaded = yield from self.load_doc(page.items[0])
+                for ch in unknown:
+                    pref = loaded.doc.get("channels", {}).get(ch)
+                    if pref and str(pref.get("v")) == refs[ch]["v"]:
+                        refs[ch] = pref
         if uploads:
             missing = yield ("run", (_api.missing_blobs(sorted({u[1] for u in uploads})),), {})
             for name, h, b, value_md in uploads:
@@ -287,10 +316,7 @@ class _Core:
                 )
                 missing.discard(h)
                 self.content.put(h, b)
-        with self._lock:
-            for ch, ver in cp.get("channel_versions", {}).items():
-                if "h" in refs[ch] or "d" in refs[ch]:
-                    self._refs[(sid, ns, ch, str(ver))] = refs[ch]
+        self.remember(sid, ns, refs)
         md = get_checkpoint_metadata(config, metadata)
         mt, mb = self.dump(md)
         ct, cb = self.dump(cp)
@@ -396,6 +422,7 @@ class _Core:
             if v is not _MISSING:
                 values[ch] = v
         checkpoint["channel_values"] = values
+        self.remember(sid, ns, doc.get("channels", {}))
         writes = yield from self.pending_writes(sid, ns, cid)
         parent = doc.get("parent_checkpoint_id")
         return CheckpointTuple(
@@ -435,7 +462,7 @@ class _Core:
         if sid is None:
             return None
         name = doc_name(ns, cid) if cid else f"lg/c/{_ns(ns)}/*"
-        q = ArtifactQuery(session=sid, kind=KIND_CHECKPOINT, name=name, descending=True)
+        q = ArtifactQuery(session=sid, kind=KIND_CHECKPOINT, name=name, descending=True, latest_only=True)
         page: Page[Artifact] = yield ("run", (_api.query_page(q, limit=1),), {})
         if not page.items:
             return None
@@ -470,7 +497,7 @@ class _Core:
         name = f"lg/c/{_ns(ns_filter)}/*" if ns_filter is not None else "lg/c/*"
         if cid_filter and ns_filter is not None:
             name = doc_name(ns_filter, cid_filter)
-        q = ArtifactQuery(session=sid, kind=KIND_CHECKPOINT, name=name, descending=True)
+        q = ArtifactQuery(session=sid, kind=KIND_CHECKPOINT, name=name, descending=True, latest_only=True)
         page: Page[Artifact] = yield ("run", (_api.query_page(q, cursor=cursor, limit=PAGE),), {})
         out: list[CheckpointTuple] = []
         for rec in page.items:
