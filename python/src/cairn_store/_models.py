@@ -279,5 +279,5 @@ class ArtifactQuery:
         if self.latest_only:
             out.append(("latest", "true"))
         if self.descending:
-            out.append(("order", "desc"))
+            out.append(("desc", "true"))
         return out
