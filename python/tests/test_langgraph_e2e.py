@@ -129,7 +129,7 @@ def test_unchanged_large_state_is_stored_once(saver: CairnSaver, client: Client)
     doc = "large unchanged document " * 4000  # ~100 KB
     out = graph.invoke({"doc": doc, "count": 0, "log": []}, cfg(t))
     assert out["count"] == 6 and out["doc"] == doc
-    sid = client.find_session("langgraph:thread:" + t)
+    sid = saver.thread_session(t)
     assert sid is not None
     values = list(client.query(session=sid.id, kind=KIND_VALUE))
     big = [a for a in values if a.name.startswith("lg/v/n/doc/")]
@@ -141,7 +141,7 @@ def test_unchanged_large_state_is_stored_once(saver: CairnSaver, client: Client)
     # A second thread with the same document stores a new record but sends and stores no new content.
     t2 = str(uuid.uuid4())
     graph.invoke({"doc": doc, "count": 0, "log": []}, cfg(t2))
-    s2 = client.find_session("langgraph:thread:" + t2)
+    s2 = saver.thread_session(t2)
     assert s2 is not None
     big2 = [a for a in client.query(session=s2.id, kind=KIND_VALUE) if a.name.startswith("lg/v/n/doc/")]
     assert len(big2) == 1 and big2[0].hash == big[0].hash
@@ -152,8 +152,8 @@ def test_copy_thread_shares_content_and_diverges(saver: CairnSaver, client: Clie
     src, dst = str(uuid.uuid4()), str(uuid.uuid4())
     graph.invoke({"count": 0, "doc": "x" * 50_000}, cfg(src))
     saver.copy_thread(src, dst)
-    a = client.find_session("langgraph:thread:" + src)
-    b = client.find_session("langgraph:thread:" + dst)
+    a = saver.thread_session(src)
+    b = saver.thread_session(dst)
     assert a is not None and b is not None and a.id != b.id
     ha = sorted(x.hash for x in client.query(session=a.id))
     hb = sorted(x.hash for x in client.query(session=b.id))
@@ -172,7 +172,7 @@ def test_pickle_is_never_used(saver: CairnSaver, client: Client) -> None:
     graph.invoke({"count": 0}, cfg(t))
     tup = saver.get_tuple(cfg(t))
     assert tup is not None
-    sess = client.find_session("langgraph:thread:" + t)
+    sess = saver.thread_session(t)
     assert sess is not None
     # A document that claims pickled metadata (as an attacker with write access could plant).
     evil = {

@@ -164,6 +164,7 @@ def list_sessions_page(
     *,
     status: Sequence[str] = (),
     tags: Sequence[str] = (),
+    key: str | None = None,
     parent: str | None = None,
     roots: bool = False,
     cursor: str | None = None,
@@ -171,6 +172,8 @@ def list_sessions_page(
 ) -> Call[Page[Session]]:
     """One page of sessions matching every given filter."""
     p: list[tuple[str, str]] = [("status", s) for s in status] + [("tag", t) for t in tags]
+    if key is not None:
+        p.append(("key", key))
     if parent is not None:
         p.append(("parent", parent))
     if roots:
@@ -389,12 +392,16 @@ def copy(
     *,
     subtree: bool = False,
     parent: str | None = None,
+    root: bool = False,
     name: str | None = None,
 ) -> Call[Session]:
-    """A copy of the session (optionally its subtree) sharing all content."""
+    """A copy of the session (optionally its subtree) sharing all content; beside the source,
+    under ``parent``, or a root with ``root``."""
     b: JSON = {"subtree": subtree}
     if parent is not None:
         b["parent"] = parent
+    if root:
+        b["root"] = True
     if name is not None:
         b["name"] = name
     return Call("POST", f"/v1/sessions/{seg(session_id)}/copy", _one(Session.from_json), json=b)
@@ -404,15 +411,19 @@ def merge(
     sources: Sequence[str],
     *,
     name: str | None = None,
-    key: str | None = None,
     parent: str | None = None,
     tags: Sequence[str] = (),
     metadata: Mapping[str, Any] | None = None,
 ) -> Call[Session]:
     """A new session with every artifact of every source, in time order; no content copied."""
-    b = _new_session(name, key, parent, tags, metadata, None)
+    b = _new_session(name, None, parent, tags, metadata, None)
     b["sources"] = list(sources)
-    return Call("POST", "/v1/merge", _one(Session.from_json), json=b)
+    return Call("POST", "/v1/sessions/merge", _one(Session.from_json), json=b)
+
+
+def lineage(session_id: str) -> Call[list[JSON]]:
+    """Where the session came from (fork, copy, merge records)."""
+    return Call("GET", f"/v1/sessions/{seg(session_id)}/lineage", _many(dict))
 
 
 def timeline_page(
@@ -432,13 +443,13 @@ def say(session_id: str, role: str, content: str, metadata: Mapping[str, Any] | 
     b: JSON = {"role": role, "content": content}
     if metadata:
         b["metadata"] = dict(metadata)
-    return Call("POST", f"/v1/sessions/{seg(session_id)}/history", _one(Message.from_json), json=b)
+    return Call("POST", f"/v1/sessions/{seg(session_id)}/messages", _one(Message.from_json), json=b)
 
 
 def history(session_id: str, *, last: int | None = None) -> Call[list[Message]]:
     """The conversation history, oldest first (the last ``last`` messages)."""
     p = [("last", str(last))] if last is not None else []
-    return Call("GET", f"/v1/sessions/{seg(session_id)}/history", _many(Message.from_json), params=p)
+    return Call("GET", f"/v1/sessions/{seg(session_id)}/messages", _many(Message.from_json), params=p)
 
 
 # ------------------------------------------------------------------------------------- admin

@@ -12,8 +12,10 @@ How checkpoints map onto Cairn (one thread = one Cairn session with the key
   (``new_versions``). Its BLAKE3 hash is computed locally and the server is asked first, so a
   value the store already holds (in any thread of the tenant) is never sent or stored again;
 - the writes of one ``put_writes`` call are an artifact ``lg/w/<ns>/<checkpoint_id>/<task_id>``;
-- ``copy_thread`` is a Cairn merge of the source thread's session into a new session carrying
-  the target's key: new records pointing at the same content, no content copied;
+- the session also has the tag ``lg-thread:<hash of thread_id>``, by which threads are found
+  (a copy has the tag but not the key: keys are unique and a merge takes none);
+- ``copy_thread`` is a Cairn merge of the source thread's session into a new session tagged
+  for the target thread: new records pointing at the same content, no content copied;
 - ``prune`` and ``delete_for_runs`` delete artifacts and then the values no kept checkpoint
   references; ``delete_thread`` deletes the session.
 
@@ -55,8 +57,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from . import _api
 from ._client import AsyncClient, Client
 from ._content import hash_bytes
-from ._errors import CairnError, KeyConflict, NotFound
-from ._models import Artifact, ArtifactQuery, Page
+from ._errors import CairnError, NotFound
+from ._models import Artifact, ArtifactQuery, Page, Session
 
 __all__ = ["AsyncCairnSaver", "CairnSaver"]
 
@@ -99,6 +101,26 @@ def writes_name(ns: str, checkpoint_id: str, task_id: str) -> str:
 def value_name(ns: str, channel: str, version: Any) -> str:
     """The artifact name of one version of one channel's value."""
     return f"lg/v/{_ns(ns)}/{_q(channel)}/{_q(str(version))}"
+
+
+def thread_tag(thread_id: str) -> str:
+    """The tag that finds a thread's session (fixed length, any thread id)."""
+    return "lg-thread:" + hash_bytes(thread_id.encode())[:32]
+
+
+def thread_key(thread_id: str) -> str:
+    """The unique key a thread's session is created with (so concurrent creators agree)."""
+    if len(thread_id) <= 256 and thread_id.isprintable():
+        return KEY_PREFIX + thread_id
+    return KEY_PREFIX + "blake3:" + hash_bytes(thread_id.encode())
+
+
+def _thread_session(thread_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": f"langgraph thread {thread_id}"[:200],
+        "tags": ["langgraph", thread_tag(thread_id)],
+        "metadata": {"langgraph_thread_id": thread_id, **extra},
+    }
 
 
 def run_tag(run_id: str) -> str:
@@ -209,30 +231,23 @@ class _Core:
         with self._lock:
             self._threads.pop(thread_id, None)
 
+    def find_thread(self, thread_id: str) -> Plan:
+        """The session of a thread (found by its tag, which copies carry too), or None."""
+        page: Page[Session] = yield ("run", (_api.list_sessions_page(tags=[thread_tag(thread_id)], limit=10),), {})
+        found = [s for s in page.items if s.metadata.get("langgraph_thread_id") == thread_id]
+        return min(found, key=lambda s: (s.created_at, s.id)) if found else None
+
     def session(self, thread_id: str, create: bool) -> Plan:
         """The session id of a thread (created when ``create``), or None."""
         with self._lock:
             sid = self._threads.get(thread_id)
         if sid is not None:
             return sid
-        key = KEY_PREFIX + thread_id
-        if create:
-            s = yield (
-                "run",
-                (
-                    _api.session_by_key(
-                        key,
-                        name=f"langgraph thread {thread_id}"[:200],
-                        tags=["langgraph"],
-                        metadata={"langgraph_thread_id": thread_id},
-                    ),
-                ),
-                {},
-            )
-        else:
-            s = yield ("run", (_api.find_session(key),), {})
-            if s is None:
+        s = yield from self.find_thread(thread_id)
+        if s is None:
+            if not create:
                 return None
+            s = yield ("run", (_api.session_by_key(thread_key(thread_id), **_thread_session(thread_id)),), {})
         with self._lock:
             self._threads[thread_id] = s.id
         return s.id
@@ -525,18 +540,18 @@ class _Core:
 
     def thread_of(self, sid: str) -> Plan:
         with self._lock:
-            for tid, s in self._threads.items():
-                if s == sid:
+            for tid, known in self._threads.items():
+                if known == sid:
                     return tid
         try:
             s = yield ("run", (_api.get_session(sid),), {})
         except NotFound:
             return None
-        if not s.key or not s.key.startswith(KEY_PREFIX):
+        tid = s.metadata.get("langgraph_thread_id")
+        if not isinstance(tid, str) or thread_tag(tid) not in s.tags:
             return None
-        tid = s.key[len(KEY_PREFIX) :]
         with self._lock:
-            self._threads[tid] = sid
+            self._threads.setdefault(tid, sid)
         return tid
 
     # --------------------------------------------------------------------- removal
@@ -558,24 +573,12 @@ class _Core:
         src = yield from self.session(source, create=False)
         if src is None:
             return None
-        try:
-            s = yield (
-                "run",
-                (
-                    _api.merge(
-                        [src],
-                        key=KEY_PREFIX + target,
-                        name=f"langgraph thread {target}"[:200],
-                        tags=["langgraph"],
-                        metadata={"langgraph_thread_id": target, "copied_from": source},
-                    ),
-                ),
-                {},
-            )
-        except KeyConflict as e:
+        existing = yield from self.find_thread(target)
+        if existing is not None:
             raise ValueError(
                 f"thread {target!r} already exists; delete it first (delete_thread) or copy to a new thread id"
-            ) from e
+            )
+        s = yield ("run", (_api.merge([src], **_thread_session(target, copied_from=source)),), {})
         with self._lock:
             self._threads[target] = s.id
         return None
@@ -821,6 +824,10 @@ class CairnSaver(_Base):
 
     def _run(self, make: Any) -> Any:
         return self._driver.drive(make, self._core)
+
+    def thread_session(self, thread_id: str) -> Session | None:
+        """The Cairn session that holds a thread's checkpoints (None before its first one)."""
+        return self._run(lambda: self._core.find_thread(thread_id))
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (the thread's latest without a checkpoint id)."""
