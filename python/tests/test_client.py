@@ -212,3 +212,58 @@ def test_local_server_stops_and_removes_its_folder(server: LocalServer) -> None:
         assert c.health()
     assert srv.stop() is not None
     assert not data.exists()
+
+
+def test_checkpoints_restore_fork_copy_merge(client: Client) -> None:
+    s = client.create_session(name="cp")
+    a1 = client.put(s.id, "plan.md", b"v1")
+    cp = client.create_checkpoint(s.id, "first", state={"step": 1})
+    assert cp.label == "first" and cp.state == {"step": 1} and cp.artifact_count == 1
+    client.put(s.id, "plan.md", b"v2")
+    client.put(s.id, "extra.txt", b"extra")
+    assert client.get_checkpoint(cp.id).id == cp.id
+    assert [c.id for c in client.checkpoints_page(s.id).items] == [cp.id]
+    fork = client.fork(s.id, checkpoint=cp.id, name="fork", tags=["f"])
+    assert fork.parent_id == s.id and fork.tags == ["f"]
+    fork_names = {a.name: a for a in client.list_artifacts_page(fork.id).items}
+    assert set(fork_names) == {"plan.md"} and fork_names["plan.md"].hash == a1.hash
+    copy = client.copy(s.id, name="copy")
+    assert {a.name for a in client.list_artifacts_page(copy.id).items} == {"plan.md", "extra.txt"}
+    merged = client.merge([fork.id, copy.id], name="merged", tags=["m"])
+    assert merged.tags == ["m"] and len(client.versions(merged.id, "plan.md")) >= 2
+    assert {x["kind"] for x in client.lineage(merged.id)} == {"merge"}
+    report = client.restore_checkpoint(cp.id)
+    assert report
+    assert client.read(client.artifact_by_name(s.id, "plan.md").id) == b"v1"
+    client.delete_checkpoint(cp.id)
+    with pytest.raises(cairn_store.CheckpointNotFound):
+        client.get_checkpoint(cp.id)
+
+
+def test_history_timeline_and_bundles(client: Client, tmp_path: Path) -> None:
+    s = client.create_session(name="chat")
+    client.say(s.id, "user", "hello")
+    m = client.say(s.id, "assistant", "hi there", metadata={"model": "x"})
+    assert m.role == "assistant" and m.metadata == {"model": "x"}
+    hist = client.history(s.id)
+    assert [(h.role, h.content) for h in hist] == [("user", "hello"), ("assistant", "hi there")]
+    assert [h.content for h in client.history(s.id, last=1)] == ["hi there"]
+    tl = client.timeline_page(s.id, limit=100)
+    assert len(tl.items) >= 3
+    bundle = tmp_path / "chat.cairn"
+    n = client.export_bundle(s.id, bundle)
+    assert n == bundle.stat().st_size and n > 0
+    report = client.import_bundle(bundle, new_ids=True)
+    assert report
+    chats = [x for x in client.iter_sessions() if x.name == "chat"]
+    assert len(chats) == 2
+
+
+def test_admin_stats_gc_verify(client: Client) -> None:
+    before = client.stats()
+    s = client.create_session()
+    client.put(s.id, "s.bin", uuid.uuid4().bytes * 100)
+    after = client.stats()
+    assert after.artifacts == before.artifacts + 1 and after.content_bytes == before.content_bytes + 1600
+    assert isinstance(client.gc(), dict)
+    assert isinstance(client.verify(), dict)

@@ -151,7 +151,17 @@ def test_copy_thread_shares_content_and_diverges(saver: CairnSaver, client: Clie
     graph = interrupt_graph().compile(checkpointer=saver)
     src, dst = str(uuid.uuid4()), str(uuid.uuid4())
     graph.invoke({"count": 0, "doc": "x" * 50_000}, cfg(src))
+    before = client.stats()
     saver.copy_thread(src, dst)
+    after = client.stats()
+    assert after.artifacts > before.artifacts
+    assert (after.content_bytes, after.stored_bytes, after.blobs) == (
+        before.content_bytes,
+        before.stored_bytes,
+        before.blobs,
+    ), "copy_thread must copy no content"
+    with pytest.raises(ValueError, match="already exists"):
+        saver.copy_thread(src, dst)
     a = saver.thread_session(src)
     b = saver.thread_session(dst)
     assert a is not None and b is not None and a.id != b.id

@@ -342,10 +342,24 @@ class Client:
                     n += len(b)
         return n
 
-    def import_bundle(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Streams a bundle file to the server; returns the import report."""
+    def import_bundle(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        new_ids: bool = False,
+        drop_keys: bool = False,
+        parent: str | None = None,
+    ) -> dict[str, Any]:
+        """Streams a bundle file to the server; returns the import report. ``new_ids`` gives
+        the imported sessions and artifacts new ids (to import beside the originals),
+        ``drop_keys`` drops their unique keys, ``parent`` puts the imported roots under it."""
+        params = [("new_ids", "true")] if new_ids else []
+        if drop_keys:
+            params.append(("drop_keys", "true"))
+        if parent is not None:
+            params.append(("parent", parent))
         with open(path, "rb") as f:
-            resp = self._http.post("/v1/import", content=iter(lambda: f.read(CHUNK), b""))
+            resp = self._http.post("/v1/import", params=params, content=iter(lambda: f.read(CHUNK), b""))
         _check(resp, (200, 201))
         return dict(_api.body(resp))
 
