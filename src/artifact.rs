@@ -106,6 +106,7 @@ impl<'de> Deserialize<'de> for ArtifactKind {
 
 /// An artifact's metadata as stored. The content is read through the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Artifact {
     /// Its own id (UUID v7), never derived from content.
     pub id: ArtifactId,

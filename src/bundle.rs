@@ -213,6 +213,7 @@ impl ImportOptions {
 
 /// What an export wrote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportReport {
     /// The exported session.
     pub root: SessionId,
@@ -236,6 +237,7 @@ pub struct ExportReport {
 
 /// One imported session: its id in the bundle and in this store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportedSession {
     /// The id in the bundle.
     pub original: SessionId,
@@ -245,6 +247,7 @@ pub struct ImportedSession {
 
 /// What an import stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImportReport {
     /// The imported root's id in this store.
     pub root: SessionId,

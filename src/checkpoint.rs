@@ -26,6 +26,7 @@ pub const MAX_LABEL_LEN: usize = 256;
 /// Creating one copies no content: it takes one reference on every blob it needs, so that
 /// content survives deletes and garbage collection for as long as the checkpoint exists.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkpoint {
     /// Its id (UUID v7).
     pub id: CheckpointId,
@@ -48,6 +49,7 @@ pub struct Checkpoint {
 
 /// The binary state of a checkpoint: content addressed by hash like any artifact's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateBlob {
     /// BLAKE3 of the bytes.
     pub hash: ContentHash,
@@ -113,6 +115,7 @@ pub fn validate_label(label: &str) -> Result<()> {
 
 /// What [`Store::restore`] did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreReport {
     /// The checkpoint restored.
     pub checkpoint: CheckpointId,
@@ -127,6 +130,7 @@ pub struct RestoreReport {
 
 /// How a derived session was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LineageKind {
     /// [`Store::fork`]: a child of its source, at a checkpoint or at the source's state then.
@@ -139,6 +143,7 @@ pub enum LineageKind {
 
 /// One edge of the lineage graph: `session` was made from `source`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lineage {
     /// The derived session.
     pub session: SessionId,
@@ -225,6 +230,7 @@ impl TimelineOptions {
 /// One entry of a timeline: an event, with the artifact or checkpoint it is about (when that
 /// still exists). Read the artifact's content on demand with [`Store::read`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimelineEntry {
     /// The event.
     pub event: Event,
@@ -236,6 +242,7 @@ pub struct TimelineEntry {
 
 /// Who said a message in a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The user: stored as `user_input`.
@@ -293,6 +300,7 @@ impl FromStr for Role {
 
 /// One message of a session's conversation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     /// Position in the session's conversation, from 1.
     pub seq: u64,

@@ -9,6 +9,7 @@ use crate::session::SessionStatus;
 
 /// One entry of a session's event log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// The session it belongs to.
     pub session_id: SessionId,
@@ -23,6 +24,7 @@ pub struct Event {
 
 /// What an event records. Serialized with a `type` field, so other processes can read it as JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {

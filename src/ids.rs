@@ -13,6 +13,7 @@ macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
         #[serde(transparent)]
         pub struct $name(Uuid);
 
@@ -261,4 +262,41 @@ mod tests {
         let t = a.timestamp();
         assert!(ArtifactId::min_at(t) <= a);
     }
+}
+
+/// OpenAPI schemas for the types whose serde form is a string (feature `openapi`).
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    fn string_schema(description: &str, pattern: Option<&str>) -> RefOr<Schema> {
+        let mut b = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(description));
+        if let Some(p) = pattern {
+            b = b.pattern(Some(p));
+        }
+        RefOr::T(Schema::Object(b.build()))
+    }
+
+    impl utoipa::PartialSchema for super::ContentHash {
+        fn schema() -> RefOr<Schema> {
+            string_schema(
+                "BLAKE3 content hash: 64 lowercase hex digits",
+                Some("^[0-9a-f]{64}$"),
+            )
+        }
+    }
+    impl utoipa::ToSchema for super::ContentHash {}
+
+    impl utoipa::PartialSchema for crate::artifact::ArtifactKind {
+        fn schema() -> RefOr<Schema> {
+            string_schema(
+                "user_input, tool_result, agent_output, system_generated, checkpoint, or a custom kind ([a-z][a-z0-9_]*)",
+                Some("^[a-z][a-z0-9_]*$"),
+            )
+        }
+    }
+    impl utoipa::ToSchema for crate::artifact::ArtifactKind {}
 }

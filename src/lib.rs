@@ -35,6 +35,7 @@ mod backend;
 #[doc(hidden)]
 pub mod bench;
 pub mod bundle;
+mod by_hash;
 mod checkpoint;
 mod config;
 mod content;

@@ -162,6 +162,7 @@ fn validate_metric_name(what: &str, name: &str) -> Result<()> {
 
 /// A session's counters as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionMetrics {
     /// Iterations counted with `Store::increment_iterations`.
     pub iterations: u64,
@@ -234,6 +235,7 @@ impl SessionMetrics {
 
 /// The result of counting one iteration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IterationOutcome {
     /// Iterations counted so far, including this one.
     pub iterations: u64,
@@ -257,6 +259,7 @@ impl IterationOutcome {
 
 /// Summary of a set of numbers: count, sum, mean and nearest-rank percentiles.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Distribution {
     /// How many values.
     pub count: u64,
@@ -307,6 +310,7 @@ pub(crate) fn percentile(v: &[u64], p: u32) -> u64 {
 
 /// Statistics over the sessions a `SessionFilter` selects. See `Store::session_stats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionStats {
     /// Sessions that matched.
     pub sessions: u64,

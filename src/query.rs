@@ -29,6 +29,7 @@ const PROBE_BUDGET: usize = 50_000;
 
 /// One page of results. `next_cursor` is `Some` exactly when more results exist.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// The results.
     pub items: Vec<T>,

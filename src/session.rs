@@ -14,6 +14,7 @@ use crate::ids::SessionId;
 ///
 /// `Active` and `Suspended` are live and may move between each other; every other state is terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Running.
@@ -102,6 +103,7 @@ impl FromStr for SessionStatus {
 
 /// A session as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     /// Its id (UUID v7).
     pub id: SessionId,
@@ -134,6 +136,7 @@ pub struct Session {
 
 /// Per-session options and budgets.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct SessionOptions {
     /// A pinned session is never touched by retention or expiry.

@@ -8,6 +8,7 @@ use crate::store::Store;
 
 /// One problem `verify` found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A short machine-readable kind, e.g. `hash_mismatch`, `missing_blob`, `refcount`.
     pub kind: String,
@@ -21,6 +22,7 @@ pub struct Problem {
 
 /// What `verify` checked and found.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     /// True when no problem was found.
     pub ok: bool,
@@ -36,6 +38,7 @@ pub struct VerifyReport {
 
 /// What `repair` did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepairReport {
     /// Index entries rebuilt or removed.
     pub index_entries_fixed: u64,

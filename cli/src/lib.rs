@@ -20,6 +20,7 @@ pub mod cleanup;
 pub mod demo;
 pub mod output;
 pub mod progress;
+pub mod serve;
 pub mod session;
 pub mod session_ops;
 
@@ -96,6 +97,12 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Play a realistic agent run from fixtures/agent-runs into a demo store and report on it.
     Demo(demo::DemoArgs),
+    /// Serve stores over HTTP (REST API, bearer tokens, one store per tenant) until SIGTERM.
+    /// Prints the URL it listens on as the first line.
+    Serve(serve::ServeArgs),
+    /// Bearer tokens for `cairn serve`: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(serve::TokenCmd),
     /// Measure the standard workloads on one engine (memory, sled, redb) in scratch stores under
     /// --store (default ./.cairn-bench): throughput, latency and ratios to same-run baselines.
     Bench(bench::BenchArgs),
@@ -113,6 +120,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
         Command::Verify(a) => admin::verify(ctx, a),
         Command::Demo(a) => demo::run(ctx, a),
         Command::Bench(a) => bench::run(ctx, a),
+        Command::Serve(a) => serve::serve(ctx, a),
+        Command::Token(c) => serve::token(ctx, c),
     }
 }
 

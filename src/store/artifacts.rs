@@ -874,6 +874,7 @@ pub(crate) fn index_keys(a: &Artifact) -> Vec<Vec<u8>> {
 
 /// A blob as the store holds it. See [`Store::content_info`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContentInfo {
     /// The content hash.
     pub hash: ContentHash,

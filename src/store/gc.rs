@@ -19,6 +19,7 @@ use crate::keys;
 
 /// What a collection reclaimed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GcReport {
     /// Blobs removed (records and content).
     pub blobs_removed: u64,

@@ -399,6 +399,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// Store-wide statistics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     /// Number of sessions.
     pub sessions: u64,

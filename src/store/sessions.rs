@@ -23,6 +23,7 @@ const MAX_TEXT: usize = 4096;
 
 /// What a recursive delete removed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteReport {
     /// Sessions removed.
     pub sessions: u64,

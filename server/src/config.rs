@@ -1,0 +1,211 @@
+//! The server's configuration: where the data lives, where it listens, and every limit, each a
+//! named value with a default. Read from flags and from the `[server]` section of a TOML file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `cairn serve` needs. Build with [`ServerConfig::new`] and change fields directly.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The data folder: `tokens.json` and `tenants/<tenant>/` (one store per tenant).
+    pub data_dir: PathBuf,
+    /// The address to listen on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The limits.
+    pub limits: ServerLimits,
+}
+
+/// The limits of one server, each with a default. See DESIGN.md, "Server".
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Largest request body in bytes (413 beyond it, checked from `Content-Length` before
+    /// anything is read, and while streaming). Default 4 GiB.
+    pub max_body_bytes: u64,
+    /// Largest JSON request body in bytes (requests that are not uploads). Default 16 MiB.
+    pub max_json_bytes: u64,
+    /// Seconds a client has to send the request line and headers; a connection that takes
+    /// longer is closed. Default 30.
+    pub header_timeout_secs: u64,
+    /// Seconds a request may take until its response starts (the body of an upload included):
+    /// 408 beyond it. Default 3600.
+    pub request_timeout_secs: u64,
+    /// Requests served at once; more get 503 with `Retry-After`. Default 256.
+    pub max_concurrency: usize,
+    /// Stored bytes (after dedup and compression) a tenant may hold; writes beyond it get
+    /// `quota_exceeded`. 0 means no quota. Default 0.
+    pub quota_bytes: u64,
+    /// Artifacts a tenant may hold; 0 means no quota. Default 0.
+    pub quota_artifacts: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 << 30,
+            max_json_bytes: 16 << 20,
+            header_timeout_secs: 30,
+            request_timeout_secs: 3600,
+            max_concurrency: 256,
+            quota_bytes: 0,
+            quota_artifacts: 0,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// The header timeout as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Checks that every limit can work.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_json_bytes", self.max_json_bytes),
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_concurrency", self.max_concurrency as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("server limit {name} is 0; give a positive value"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `[server]` section of a configuration file: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileSection {
+    listen: Option<String>,
+    data: Option<PathBuf>,
+    /// Everything else: the limits by name (unknown names are refused when they are applied).
+    #[serde(flatten)]
+    limits: toml::Table,
+}
+
+/// The file as a whole: only `[server]` is read here; other sections belong to others.
+#[derive(Debug, Default, Deserialize)]
+struct File {
+    #[serde(default)]
+    server: Option<FileSection>,
+}
+
+impl ServerConfig {
+    /// A configuration with the default limits, listening on 127.0.0.1 with an ephemeral port.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits: ServerLimits::default(),
+        }
+    }
+
+    /// Applies the `[server]` section of the TOML file at `path` (`listen`, `data` and any limit
+    /// by its name, e.g. `max_body_bytes = 1073741824`).
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+        self.apply_toml(&text)
+            .map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// Applies the `[server]` section of a TOML document.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let Some(section) = file.server else {
+            return Ok(());
+        };
+        if let Some(l) = section.listen {
+            self.listen = parse_listen(&l)?;
+        }
+        if let Some(d) = section.data {
+            self.data_dir = d;
+        }
+        let t = section.limits;
+        if !t.is_empty() {
+            // Start from the current limits so a file sets only what it names.
+            let mut merged =
+                toml::Table::try_from(LimitsSer::from(&self.limits)).map_err(|e| e.to_string())?;
+            for (k, v) in t {
+                merged.insert(k, v);
+            }
+            self.limits = merged
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("[server]: {e}"))?;
+        }
+        self.limits.validate()
+    }
+}
+
+/// The limits as TOML values, for merging a file over the current values.
+#[derive(serde::Serialize)]
+struct LimitsSer {
+    max_body_bytes: u64,
+    max_json_bytes: u64,
+    header_timeout_secs: u64,
+    request_timeout_secs: u64,
+    max_concurrency: u64,
+    quota_bytes: u64,
+    quota_artifacts: u64,
+}
+
+impl From<&ServerLimits> for LimitsSer {
+    fn from(l: &ServerLimits) -> Self {
+        Self {
+            max_body_bytes: l.max_body_bytes,
+            max_json_bytes: l.max_json_bytes,
+            header_timeout_secs: l.header_timeout_secs,
+            request_timeout_secs: l.request_timeout_secs,
+            max_concurrency: l.max_concurrency as u64,
+            quota_bytes: l.quota_bytes,
+            quota_artifacts: l.quota_artifacts,
+        }
+    }
+}
+
+/// Parses `ADDR:PORT` (`127.0.0.1:8080`, `[::1]:0`, `0.0.0.0:7070`).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|e| {
+        format!("invalid listen address {s:?}: {e}; use ADDR:PORT such as 127.0.0.1:7070 (port 0 picks a free port)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sets_only_what_it_names() {
+        let mut c = ServerConfig::new("/tmp/x");
+        c.apply_toml("[server]\nlisten = \"127.0.0.1:9\"\nmax_concurrency = 3\n[store]\nx = 1\n")
+            .unwrap();
+        assert_eq!(c.listen.port(), 9);
+        assert_eq!(c.limits.max_concurrency, 3);
+        assert_eq!(
+            c.limits.max_body_bytes,
+            ServerLimits::default().max_body_bytes
+        );
+    }
+
+    #[test]
+    fn unknown_and_zero_limits_are_refused() {
+        let mut c = ServerConfig::new("/tmp/x");
+        let e = c.apply_toml("[server]\nmax_bodybytes = 3\n").unwrap_err();
+        assert!(e.contains("max_bodybytes"), "{e}");
+        let e = c.apply_toml("[server]\nmax_concurrency = 0\n").unwrap_err();
+        assert!(e.contains("max_concurrency"), "{e}");
+    }
+}

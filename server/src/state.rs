@@ -1,0 +1,178 @@
+//! What every request shares: the configuration, the tokens, the open tenant stores, the
+//! metrics and the concurrency cap. One embedded store per tenant under `<data>/tenants/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cairn::Store;
+use tokio::sync::Semaphore;
+
+use crate::auth::{validate_tenant, Principal, Tokens};
+use crate::config::ServerConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+/// The state shared by every request (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    tokens: Tokens,
+    loopback: bool,
+    tenants: Mutex<HashMap<String, Arc<Store>>>,
+    /// Serialises first opens so two requests never open one tenant's store twice.
+    opening: tokio::sync::Mutex<()>,
+    metrics: Metrics,
+    permits: Arc<Semaphore>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// State for `config`; reads the token file.
+    pub fn new(config: ServerConfig) -> Result<Self, String> {
+        config.limits.validate()?;
+        std::fs::create_dir_all(config.data_dir.join("tenants")).map_err(|e| {
+            format!(
+                "cannot create the data folder {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        let tokens = Tokens::open(&config.data_dir)?;
+        let loopback = config.listen.ip().is_loopback();
+        let permits = Arc::new(Semaphore::new(config.limits.max_concurrency));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                loopback,
+                tokens,
+                tenants: Mutex::new(HashMap::new()),
+                opening: tokio::sync::Mutex::new(()),
+                metrics: Metrics::default(),
+                permits,
+                shutting_down: AtomicBool::new(false),
+                config,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The concurrency cap's permits.
+    pub fn permits(&self) -> &Arc<Semaphore> {
+        &self.inner.permits
+    }
+
+    /// Whether requests without a token are served (no tokens exist and the address is loopback).
+    pub fn open_mode(&self) -> bool {
+        self.inner.loopback && self.inner.tokens.is_empty()
+    }
+
+    /// Whether shutdown began (readiness then answers 503).
+    pub fn shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Marks the start of shutdown.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server listens on a loopback address.
+    pub fn loopback(&self) -> bool {
+        self.inner.loopback
+    }
+
+    /// Who sent the `Authorization` header value `header` (None: no header).
+    pub fn authenticate(&self, header: Option<&str>) -> ApiResult<Principal> {
+        let Some(h) = header else {
+            if self.open_mode() {
+                return Ok(Principal {
+                    tenant: crate::auth::DEFAULT_TENANT.to_string(),
+                    admin: true,
+                    read_only: false,
+                    token_id: None,
+                });
+            }
+            return Err(ApiError::unauthorized(
+                "this server needs a token: send `Authorization: Bearer TOKEN` (make one with `cairn token create`)",
+            ));
+        };
+        let token = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`")
+            })?;
+        self.inner
+            .tokens
+            .check(token)
+            .ok_or_else(|| ApiError::unauthorized("the token is not valid (unknown or revoked)"))
+    }
+
+    fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.inner.config.data_dir.join("tenants").join(tenant)
+    }
+
+    /// The store of `tenant`, opened on first use (off the async workers) and kept open.
+    pub async fn store(&self, tenant: &str) -> ApiResult<Arc<Store>> {
+        if let Some(s) = self.cached(tenant) {
+            return Ok(s);
+        }
+        validate_tenant(tenant).map_err(ApiError::internal)?;
+        let _guard = self.inner.opening.lock().await;
+        if let Some(s) = self.cached(tenant) {
+            return Ok(s);
+        }
+        let dir = self.tenant_dir(tenant);
+        let store = tokio::task::spawn_blocking(move || Store::open(dir))
+            .await
+            .map_err(|e| ApiError::internal(format!("opening the tenant store failed: {e}")))??;
+        let store = Arc::new(store);
+        self.tenants_lock()
+            .insert(tenant.to_string(), Arc::clone(&store));
+        Ok(store)
+    }
+
+    fn tenants_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Store>>> {
+        self.inner.tenants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, tenant: &str) -> Option<Arc<Store>> {
+        self.tenants_lock().get(tenant).cloned()
+    }
+
+    /// Every open store, by tenant name.
+    pub fn open_stores(&self) -> Vec<(String, Arc<Store>)> {
+        let mut v: Vec<_> = self
+            .tenants_lock()
+            .iter()
+            .map(|(k, s)| (k.clone(), Arc::clone(s)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Flushes every open store (at shutdown). Returns the first error.
+    pub fn flush_all(&self) -> Result<(), String> {
+        let mut first = None;
+        for (t, s) in self.open_stores() {
+            if let Err(e) = s.flush() {
+                first.get_or_insert(format!("flushing tenant {t}: {e}"));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
