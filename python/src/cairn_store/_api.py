@@ -473,3 +473,18 @@ def verify() -> Call[JSON]:
 def health() -> Call[bool]:
     """True when the server answers ``/healthz``."""
     return Call("GET", "/healthz", lambda r: r.status_code == 200)
+
+
+def ready() -> Call[bool]:
+    """True when the server is ready to serve (``/readyz``)."""
+    return Call("GET", "/readyz", lambda r: r.status_code == 200, ok=(200, 503))
+
+
+def metrics() -> Call[str]:
+    """The Prometheus text of ``/metrics`` (admin token)."""
+    return Call("GET", "/metrics", lambda r: r.text)
+
+
+def openapi() -> Call[JSON]:
+    """The server's OpenAPI 3 document."""
+    return Call("GET", "/openapi.json", _raw)

@@ -181,6 +181,9 @@ class Client:
     gc = _sync(_api.gc)
     verify = _sync(_api.verify)
     health = _sync(_api.health)
+    ready = _sync(_api.ready)
+    metrics = _sync(_api.metrics)
+    openapi = _sync(_api.openapi)
 
     # ----------------------------------------------------------------- iterators over pages
 
@@ -437,6 +440,9 @@ class AsyncClient:
     gc = _async(_api.gc)
     verify = _async(_api.verify)
     health = _async(_api.health)
+    ready = _async(_api.ready)
+    metrics = _async(_api.metrics)
+    openapi = _async(_api.openapi)
 
     async def iter_sessions(self, *, page_size: int = 1000, **filters: Any) -> AsyncIterator[Session]:
         """Every session matching ``filters``, page by page."""

@@ -356,7 +356,13 @@ class _Core:
         yield (
             "put",
             (sid, doc_name(ns, checkpoint["id"]), body),
-            {"kind": KIND_CHECKPOINT, "tags": tags, "metadata": art_md, "mime_type": "application/json"},
+            {
+                "kind": KIND_CHECKPOINT,
+                "tags": tags,
+                "metadata": art_md,
+                "mime_type": "application/json",
+                "dedup": False,
+            },
         )
         self.content.put(hash_bytes(body), body)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
@@ -380,7 +386,7 @@ class _Core:
         yield (
             "put",
             (sid, writes_name(ns, cid, task_id), body),
-            {"kind": KIND_WRITES, "mime_type": "application/json"},
+            {"kind": KIND_WRITES, "mime_type": "application/json", "dedup": False},
         )
         self.content.put(hash_bytes(body), body)
 
