@@ -207,3 +207,33 @@ def test_pickle_is_never_used(saver: CairnSaver, client: Client) -> None:
     with pytest.raises(CairnError) as e:
         fresh.get_tuple({"configurable": {"thread_id": t, "checkpoint_ns": "", "checkpoint_id": cid}})
     assert e.value.code == "unsafe_data"
+
+
+async def test_async_saver_with_a_real_graph(server: LocalServer) -> None:
+    from cairn_store.langgraph import AsyncCairnSaver
+
+    async with AsyncCairnSaver.from_url(server.url) as asaver:
+        graph = interrupt_graph().compile(checkpointer=asaver)
+        t = str(uuid.uuid4())
+        first = await graph.ainvoke({"count": 0}, cfg(t))
+        assert first["__interrupt__"][0].value["question"] == "what now?"
+        chunks = [c async for c in graph.astream(Command(resume="async"), cfg(t), stream_mode="updates")]
+        assert [list(c)[0] for c in chunks] == ["ask", "after"]
+        state = await graph.aget_state(cfg(t))
+        assert state.values["answer"] == "async" and state.values["count"] == 2
+        # The sync side of the async saver reads the same thread.
+        assert graph.get_state(cfg(t)).values["answer"] == "async"
+
+
+def test_thread_deleted_by_another_client_is_recreated(saver: CairnSaver, client: Client) -> None:
+    graph = linear_graph(2).compile(checkpointer=saver)
+    t = str(uuid.uuid4())
+    graph.invoke({"count": 0}, cfg(t))
+    old = saver.thread_session(t)
+    assert old is not None
+    client.delete_session(old.id, recursive=True)  # behind the saver's back
+    out = graph.invoke({"count": 10}, cfg(t))
+    assert out["count"] == 12
+    new = saver.thread_session(t)
+    assert new is not None and new.id != old.id
+    assert len(list(graph.get_state_history(cfg(t)))) == 4
