@@ -1,0 +1,570 @@
+"""The sync :class:`Client` and the async :class:`AsyncClient`. Both run the route definitions
+of ``_api`` and share the models, errors and content handling; only the I/O differs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import httpx
+
+from . import _api
+from ._api import HASH_HEADER, Call, seg
+from ._content import CHUNK, Prepared, Verifier, prepare
+from ._errors import CairnError, ProtocolError, error_from_response
+from ._models import Artifact, ArtifactQuery, Event, Page, Session
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    h = {"User-Agent": "cairn-store-python"}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    return h
+
+
+def _base_url(url: str | None) -> str:
+    url = url or os.environ.get("CAIRN_SERVER")
+    if not url:
+        raise ValueError("no server URL: pass base_url=... or set CAIRN_SERVER")
+    return url.rstrip("/")
+
+
+def _check(resp: httpx.Response, ok: tuple[int, ...]) -> None:
+    if resp.status_code in ok:
+        return
+    try:
+        b = resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        b = None
+    raise error_from_response(resp.status_code, b)
+
+
+def _sync(fn: Callable[P, Call[T]]) -> Callable[Concatenate[Client, P], T]:
+    @functools.wraps(fn)
+    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.run(fn(*args, **kwargs))
+
+    return method
+
+
+def _async(fn: Callable[P, Call[T]]) -> Callable[Concatenate[AsyncClient, P], Any]:
+    @functools.wraps(fn)
+    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.run(fn(*args, **kwargs))
+
+    return method
+
+
+def _put_call(
+    session_id: str,
+    name: str,
+    prep: Prepared,
+    kind: str | None,
+    tags: Sequence[str],
+    metadata: Mapping[str, Any] | None,
+    mime_type: str | None,
+) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    path = f"/v1/sessions/{seg(session_id)}/artifacts/{seg(name)}"
+    headers = {HASH_HEADER: prep.hash, "Content-Type": mime_type or "application/octet-stream"}
+    return path, _api.put_params(kind, tags, metadata, mime_type), headers
+
+
+class _SseParser:
+    """Turns Server-Sent Events lines into events: ``data:`` lines up to a blank line."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> Event | None:
+        """Takes one line; returns an event when the line ends one."""
+        if line == "":
+            if not self._data:
+                return None
+            text = "\n".join(self._data)
+            self._data = []
+            return Event.from_json(json.loads(text))
+        if line.startswith("data:"):
+            self._data.append(line[5:].lstrip(" "))
+        return None
+
+
+class Client:
+    """A synchronous client of a Cairn server.
+
+    >>> with Client("http://127.0.0.1:8080") as c:              # doctest: +SKIP
+    ...     s = c.create_session(name="demo")
+    ...     a = c.put(s.id, "notes.txt", b"hello")
+    ...     assert c.read(a.id) == b"hello"
+
+    ``base_url`` defaults to ``$CAIRN_SERVER`` and ``token`` to ``$CAIRN_TOKEN``.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = _base_url(base_url)
+        tok = token if token is not None else os.environ.get("CAIRN_TOKEN")
+        self.token = tok
+        self._http = http or httpx.Client(base_url=self.base_url, headers=_headers(tok), timeout=timeout)
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, call: Call[T]) -> T:
+        """Sends one :class:`~cairn_store._api.Call` and parses the answer (or raises)."""
+        try:
+            resp = self._http.request(
+                call.method, call.path, params=call.params or None, json=call.json, headers=call.headers
+            )
+        except httpx.TransportError as e:
+            raise CairnError(f"{call.method} {call.path}: {e}", code="transport") from e
+        _check(resp, call.ok)
+        return call.parse(resp)
+
+    # Every plain route, written once in _api.
+    create_session = _sync(_api.create_session)
+    session_by_key = _sync(_api.session_by_key)
+    find_session = _sync(_api.find_session)
+    get_session = _sync(_api.get_session)
+    list_sessions_page = _sync(_api.list_sessions_page)
+    update_session = _sync(_api.update_session)
+    delete_session = _sync(_api.delete_session)
+    session_tree = _sync(_api.session_tree)
+    children = _sync(_api.children)
+    transition = _sync(_api.transition)
+    session_stats = _sync(_api.session_stats)
+    events_page = _sync(_api.events_page)
+    append_event = _sync(_api.append_event)
+    list_artifacts_page = _sync(_api.list_artifacts_page)
+    artifact_by_name = _sync(_api.artifact_by_name)
+    versions = _sync(_api.versions)
+    get_artifact = _sync(_api.get_artifact)
+    delete_artifact = _sync(_api.delete_artifact)
+    query_page = _sync(_api.query_page)
+    missing_blobs = _sync(_api.missing_blobs)
+    create_checkpoint = _sync(_api.create_checkpoint)
+    checkpoints_page = _sync(_api.checkpoints_page)
+    get_checkpoint = _sync(_api.get_checkpoint)
+    restore_checkpoint = _sync(_api.restore_checkpoint)
+    delete_checkpoint = _sync(_api.delete_checkpoint)
+    fork = _sync(_api.fork)
+    copy = _sync(_api.copy)
+    merge = _sync(_api.merge)
+    lineage = _sync(_api.lineage)
+    timeline_page = _sync(_api.timeline_page)
+    say = _sync(_api.say)
+    history = _sync(_api.history)
+    stats = _sync(_api.stats)
+    gc = _sync(_api.gc)
+    verify = _sync(_api.verify)
+    health = _sync(_api.health)
+    ready = _sync(_api.ready)
+    metrics = _sync(_api.metrics)
+    openapi = _sync(_api.openapi)
+
+    # ----------------------------------------------------------------- iterators over pages
+
+    def iter_sessions(self, *, page_size: int = 1000, **filters: Any) -> Iterator[Session]:
+        """Every session matching ``filters`` (see ``list_sessions_page``), page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_sessions_page(cursor=cursor, limit=page_size, **filters)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def query(self, q: ArtifactQuery | None = None, *, page_size: int = 1000, **filters: Any) -> Iterator[Artifact]:
+        """Every artifact matching the query, following cursors (``filters`` build an
+        :class:`ArtifactQuery` when ``q`` is not given).
+        """
+        q = q or ArtifactQuery(**filters)
+        cursor: str | None = None
+        while True:
+            page = self.query_page(q, cursor=cursor, limit=page_size)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def events(self, session_id: str, *, after: int = 0, page_size: int = 1000) -> Iterator[Event]:
+        """The session's whole event log from seq ``after``, page by page."""
+        while True:
+            page = self.events_page(session_id, after=after, limit=page_size)
+            yield from page.items
+            if not page.items or page.next_cursor is None:
+                return
+            after = page.items[-1].seq
+
+    def stream_events(self, session_id: str, *, last_event_id: int | None = None) -> Iterator[Event]:
+        """Live events (Server-Sent Events) of the session; resumes after ``last_event_id``."""
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        with self._http.stream(
+            "GET", f"/v1/sessions/{seg(session_id)}/events/stream", headers=headers, timeout=None
+        ) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                _check(resp, (200,))
+            parser = _SseParser()
+            for line in resp.iter_lines():
+                ev = parser.feed(line)
+                if ev is not None:
+                    yield ev
+
+    # -------------------------------------------------------------------------- content
+
+    def put(
+        self,
+        session_id: str,
+        name: str,
+        source: Any,
+        *,
+        kind: str = "agent_output",
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        mime_type: str | None = None,
+        dedup: bool = True,
+        present: bool | None = None,
+    ) -> Artifact:
+        """Stores a new version of ``name`` from bytes, a file path, a binary file or an
+        iterator of bytes, streamed. The BLAKE3 hash is computed here and declared to the
+        server (which refuses a mismatch); with ``dedup`` the server is first asked whether it
+        already holds the content, and if so no body is sent at all. ``present`` skips that
+        question when the caller already asked (``missing_blobs`` for a batch).
+        """
+        prep = prepare(source)
+        try:
+            send = True
+            if present is not None:
+                send = not present
+            elif dedup and prep.size > 0:
+                send = prep.hash in self.missing_blobs([prep.hash])
+            path, params, headers = _put_call(session_id, name, prep, kind, tags, metadata, mime_type)
+            content: Any = prep.chunks() if send else b""
+            if send:
+                headers["Content-Length"] = str(prep.size)
+            try:
+                resp = self._http.put(path, params=params, headers=headers, content=content)
+            except httpx.TransportError as e:
+                raise CairnError(f"PUT {path}: {e}", code="transport") from e
+            _check(resp, (200, 201))
+            return Artifact.from_json(_api.body(resp))
+        finally:
+            prep.close()
+
+    @contextmanager
+    def open(self, artifact_id: str) -> Iterator[Iterator[bytes]]:
+        """Streams an artifact's content in chunks; the last chunk is followed by a hash check
+        that raises :class:`IntegrityError` if the bytes are not the stored content.
+        """
+        with self._http.stream("GET", f"/v1/artifacts/{seg(artifact_id)}/content") as resp:
+            if resp.status_code != 200:
+                resp.read()
+                _check(resp, (200,))
+            v = Verifier(_etag(resp), f"artifact {artifact_id}")
+
+            def chunks() -> Iterator[bytes]:
+                for b in resp.iter_bytes(CHUNK):
+                    v.update(b)
+                    yield b
+                v.check()
+
+            yield chunks()
+
+    def read(self, artifact_id: str) -> bytes:
+        """An artifact's whole content, verified against its hash."""
+        with self.open(artifact_id) as chunks:
+            return b"".join(chunks)
+
+    def download(self, artifact_id: str, path: str | os.PathLike[str]) -> int:
+        """Writes an artifact's content to ``path`` (via a temp file, renamed once verified);
+        returns the number of bytes.
+        """
+        dest = Path(path)
+        tmp = dest.with_name(dest.name + ".cairn-partial")
+        n = 0
+        try:
+            with self.open(artifact_id) as chunks, open(tmp, "wb") as f:
+                for b in chunks:
+                    f.write(b)
+                    n += len(b)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return n
+
+    def read_range(self, artifact_id: str, start: int, end: int | None = None) -> bytes:
+        """Bytes ``start`` to ``end`` (inclusive; to the end when None) of an artifact. The
+        server verifies the whole content before it answers.
+        """
+        rng = f"bytes={start}-{'' if end is None else end}"
+        resp = self._http.get(f"/v1/artifacts/{seg(artifact_id)}/content", headers={"Range": rng})
+        _check(resp, (206, 200))
+        if resp.status_code == 200:
+            return resp.content[start : None if end is None else end + 1]
+        return resp.content
+
+    # -------------------------------------------------------------------------- bundles
+
+    def export_bundle(self, session_id: str, path: str | os.PathLike[str], *, subtree: bool = False) -> int:
+        """Streams the session's bundle (``cairn export`` format) into ``path``; returns bytes."""
+        params = [("subtree", "true")] if subtree else []
+        n = 0
+        with self._http.stream("GET", f"/v1/sessions/{seg(session_id)}/export", params=params) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                _check(resp, (200,))
+            with open(path, "wb") as f:
+                for b in resp.iter_bytes(CHUNK):
+                    f.write(b)
+                    n += len(b)
+        return n
+
+    def import_bundle(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        new_ids: bool = False,
+        drop_keys: bool = False,
+        parent: str | None = None,
+    ) -> dict[str, Any]:
+        """Streams a bundle file to the server; returns the import report. ``new_ids`` gives
+        the imported sessions and artifacts new ids (to import beside the originals),
+        ``drop_keys`` drops their unique keys, ``parent`` puts the imported roots under it."""
+        params = [("new_ids", "true")] if new_ids else []
+        if drop_keys:
+            params.append(("drop_keys", "true"))
+        if parent is not None:
+            params.append(("parent", parent))
+        with open(path, "rb") as f:
+            resp = self._http.post("/v1/import", params=params, content=iter(lambda: f.read(CHUNK), b""))
+        _check(resp, (200, 201))
+        return dict(_api.body(resp))
+
+
+class AsyncClient:
+    """The asynchronous twin of :class:`Client`: the same methods, awaited."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = _base_url(base_url)
+        tok = token if token is not None else os.environ.get("CAIRN_TOKEN")
+        self.token = tok
+        self._http = http or httpx.AsyncClient(base_url=self.base_url, headers=_headers(tok), timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Closes the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def run(self, call: Call[T]) -> T:
+        """Sends one call and parses the answer (or raises)."""
+        try:
+            resp = await self._http.request(
+                call.method, call.path, params=call.params or None, json=call.json, headers=call.headers
+            )
+        except httpx.TransportError as e:
+            raise CairnError(f"{call.method} {call.path}: {e}", code="transport") from e
+        _check(resp, call.ok)
+        return call.parse(resp)
+
+    create_session = _async(_api.create_session)
+    session_by_key = _async(_api.session_by_key)
+    find_session = _async(_api.find_session)
+    get_session = _async(_api.get_session)
+    list_sessions_page = _async(_api.list_sessions_page)
+    update_session = _async(_api.update_session)
+    delete_session = _async(_api.delete_session)
+    session_tree = _async(_api.session_tree)
+    children = _async(_api.children)
+    transition = _async(_api.transition)
+    session_stats = _async(_api.session_stats)
+    events_page = _async(_api.events_page)
+    append_event = _async(_api.append_event)
+    list_artifacts_page = _async(_api.list_artifacts_page)
+    artifact_by_name = _async(_api.artifact_by_name)
+    versions = _async(_api.versions)
+    get_artifact = _async(_api.get_artifact)
+    delete_artifact = _async(_api.delete_artifact)
+    query_page = _async(_api.query_page)
+    missing_blobs = _async(_api.missing_blobs)
+    create_checkpoint = _async(_api.create_checkpoint)
+    checkpoints_page = _async(_api.checkpoints_page)
+    get_checkpoint = _async(_api.get_checkpoint)
+    restore_checkpoint = _async(_api.restore_checkpoint)
+    delete_checkpoint = _async(_api.delete_checkpoint)
+    fork = _async(_api.fork)
+    copy = _async(_api.copy)
+    merge = _async(_api.merge)
+    lineage = _async(_api.lineage)
+    timeline_page = _async(_api.timeline_page)
+    say = _async(_api.say)
+    history = _async(_api.history)
+    stats = _async(_api.stats)
+    gc = _async(_api.gc)
+    verify = _async(_api.verify)
+    health = _async(_api.health)
+    ready = _async(_api.ready)
+    metrics = _async(_api.metrics)
+    openapi = _async(_api.openapi)
+
+    async def iter_sessions(self, *, page_size: int = 1000, **filters: Any) -> AsyncIterator[Session]:
+        """Every session matching ``filters``, page by page."""
+        cursor: str | None = None
+        while True:
+            page: Page[Session] = await self.list_sessions_page(cursor=cursor, limit=page_size, **filters)
+            for s in page.items:
+                yield s
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def query(
+        self, q: ArtifactQuery | None = None, *, page_size: int = 1000, **filters: Any
+    ) -> AsyncIterator[Artifact]:
+        """Every artifact matching the query, following cursors."""
+        q = q or ArtifactQuery(**filters)
+        cursor: str | None = None
+        while True:
+            page: Page[Artifact] = await self.query_page(q, cursor=cursor, limit=page_size)
+            for a in page.items:
+                yield a
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def events(self, session_id: str, *, after: int = 0, page_size: int = 1000) -> AsyncIterator[Event]:
+        """The session's whole event log from seq ``after``."""
+        while True:
+            page: Page[Event] = await self.events_page(session_id, after=after, limit=page_size)
+            for e in page.items:
+                yield e
+            if not page.items or page.next_cursor is None:
+                return
+            after = page.items[-1].seq
+
+    async def stream_events(self, session_id: str, *, last_event_id: int | None = None) -> AsyncIterator[Event]:
+        """Live events (Server-Sent Events) of the session."""
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        async with self._http.stream(
+            "GET", f"/v1/sessions/{seg(session_id)}/events/stream", headers=headers, timeout=None
+        ) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                _check(resp, (200,))
+            parser = _SseParser()
+            async for line in resp.aiter_lines():
+                ev = parser.feed(line)
+                if ev is not None:
+                    yield ev
+
+    async def put(
+        self,
+        session_id: str,
+        name: str,
+        source: Any,
+        *,
+        kind: str = "agent_output",
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        mime_type: str | None = None,
+        dedup: bool = True,
+        present: bool | None = None,
+    ) -> Artifact:
+        """Stores a new version of ``name``; see :meth:`Client.put`."""
+        prep = prepare(source)
+        try:
+            send = True
+            if present is not None:
+                send = not present
+            elif dedup and prep.size > 0:
+                send = prep.hash in await self.missing_blobs([prep.hash])
+            path, params, headers = _put_call(session_id, name, prep, kind, tags, metadata, mime_type)
+            content: Any = prep.achunks() if send else b""
+            if send:
+                headers["Content-Length"] = str(prep.size)
+            try:
+                resp = await self._http.put(path, params=params, headers=headers, content=content)
+            except httpx.TransportError as e:
+                raise CairnError(f"PUT {path}: {e}", code="transport") from e
+            _check(resp, (200, 201))
+            return Artifact.from_json(_api.body(resp))
+        finally:
+            prep.close()
+
+    @asynccontextmanager
+    async def open(self, artifact_id: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Streams an artifact's content in chunks, verified at the end."""
+        async with self._http.stream("GET", f"/v1/artifacts/{seg(artifact_id)}/content") as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                _check(resp, (200,))
+            v = Verifier(_etag(resp), f"artifact {artifact_id}")
+
+            async def chunks() -> AsyncIterator[bytes]:
+                async for b in resp.aiter_bytes(CHUNK):
+                    v.update(b)
+                    yield b
+                v.check()
+
+            yield chunks()
+
+    async def read(self, artifact_id: str) -> bytes:
+        """An artifact's whole content, verified against its hash."""
+        out = bytearray()
+        async with self.open(artifact_id) as chunks:
+            async for b in chunks:
+                out += b
+        return bytes(out)
+
+    async def read_range(self, artifact_id: str, start: int, end: int | None = None) -> bytes:
+        """Bytes ``start`` to ``end`` (inclusive) of an artifact."""
+        rng = f"bytes={start}-{'' if end is None else end}"
+        resp = await self._http.get(f"/v1/artifacts/{seg(artifact_id)}/content", headers={"Range": rng})
+        _check(resp, (206, 200))
+        if resp.status_code == 200:
+            return resp.content[start : None if end is None else end + 1]
+        return resp.content
+
+
+def _etag(resp: httpx.Response) -> str:
+    tag = resp.headers.get("etag")
+    if not tag:
+        raise ProtocolError("the server sent content without an ETag, so it cannot be verified")
+    return tag
