@@ -30,6 +30,9 @@
 
 mod artifact;
 mod backend;
+/// The benchmark harness behind `cairn bench`, `benches/` and `bench-suite/` (feature `bench`).
+#[cfg(feature = "bench")]
+#[doc(hidden)]
 pub mod bench;
 pub mod bundle;
 mod checkpoint;
@@ -37,6 +40,7 @@ mod config;
 mod content;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;

@@ -165,86 +165,6 @@ fn snapshot(s: &Store, root: SessionId, skip_imported: bool, keep_keys: bool) ->
     }
 }
 
-/// A tree of three sessions with varied artifacts: versions, a deleted version, shared content,
-/// compressible and incompressible content, tags, metadata, a key and a finished child.
-fn build_tree(s: &Store) -> (SessionId, SessionId, SessionId) {
-    let root = s
-        .create_session(
-            NewSession::new()
-                .name("pipeline")
-                .key("run-42")
-                .description("line one\nline two")
-                .tag("nightly")
-                .meta("model", "m-1"),
-        )
-        .unwrap();
-    let child = s
-        .create_session(NewSession::new().name("step-a").parent(root.id))
-        .unwrap();
-    let grandchild = s
-        .create_session(
-            NewSession::new()
-                .name("step-a-1")
-                .parent(child.id)
-                .tag("leaf"),
-        )
-        .unwrap();
-    let big = common::json_text(200_000, 7);
-    let rnd = common::random_bytes(90_000, 9);
-    s.put(
-        root.id,
-        NewArtifact::new(ArtifactKind::UserInput, "prompt.txt").tag("input"),
-        b"fix the bug in astropy",
-    )
-    .unwrap();
-    s.put(
-        root.id,
-        NewArtifact::new(ArtifactKind::ToolResult, "logs/out.jsonl")
-            .meta("tool", "bash")
-            .mime_type("application/jsonl"),
-        &big,
-    )
-    .unwrap();
-    let v2 = s
-        .put(
-            root.id,
-            NewArtifact::new(ArtifactKind::ToolResult, "logs/out.jsonl"),
-            b"v2",
-        )
-        .unwrap();
-    s.put(
-        root.id,
-        NewArtifact::new(ArtifactKind::ToolResult, "logs/out.jsonl"),
-        b"v3",
-    )
-    .unwrap();
-    s.delete_artifact(root.id, v2.id).unwrap();
-    s.put(
-        child.id,
-        NewArtifact::new(ArtifactKind::custom("embedding").unwrap(), "vec.bin").pinned(true),
-        &rnd,
-    )
-    .unwrap();
-    // Same content as in the root: stored once in the bundle.
-    s.put(
-        child.id,
-        NewArtifact::new(ArtifactKind::AgentOutput, "copy.jsonl"),
-        &big,
-    )
-    .unwrap();
-    s.put(
-        grandchild.id,
-        NewArtifact::new(ArtifactKind::AgentOutput, "empty"),
-        b"",
-    )
-    .unwrap();
-    s.append_event(root.id, "step", json!({"n": 1, "ok": true}))
-        .unwrap();
-    s.complete(grandchild.id).unwrap();
-    s.suspend(child.id).unwrap();
-    (root.id, child.id, grandchild.id)
-}
-
 fn export_vec(s: &Store, id: SessionId, subtree: bool) -> (Vec<u8>, bundle::ExportReport) {
     let mut out = Vec::new();
     let r = s.export_session(id, subtree, &mut out).unwrap();
@@ -282,7 +202,7 @@ fn files_in(dir: &Path) -> usize {
 fn round_trip_keeps_ids_on_every_backend() {
     for kind in common::backends() {
         let (src, _d1) = common::store(kind, Config::default());
-        let (root, child, grandchild) = build_tree(&src);
+        let (root, child, grandchild) = common::build_tree(&src);
         let (bytes, rep) = export_vec(&src, root, true);
         assert_eq!(rep.sessions, 3);
         assert_eq!(rep.artifacts, 6, "six live artifacts: {rep:?}");
@@ -395,7 +315,7 @@ fn round_trip_keeps_ids_on_every_backend() {
 fn new_ids_make_a_copy_beside_the_original() {
     for kind in common::backends() {
         let (s, _d) = common::store(kind, Config::default());
-        let (root, _, _) = build_tree(&s);
+        let (root, _, _) = common::build_tree(&s);
         let (bytes, _) = export_vec(&s, root, true);
         let before = s.stats().unwrap();
         let before_snap = snapshot(&s, root, false, true);
@@ -478,7 +398,7 @@ fn new_ids_make_a_copy_beside_the_original() {
 #[test]
 fn import_under_a_parent_and_single_session_export() {
     let (src, _d1) = common::store(BackendKind::Sled, Config::default());
-    let (root, child, grandchild) = build_tree(&src);
+    let (root, child, grandchild) = common::build_tree(&src);
     // Without subtree: just the child.
     let (bytes, rep) = export_vec(&src, child, false);
     assert_eq!((rep.sessions, rep.artifacts), (1, 2));
@@ -523,7 +443,7 @@ fn import_under_a_parent_and_single_session_export() {
 fn conflicting_ids_change_nothing() {
     for kind in common::backends() {
         let (s, d) = common::store(kind, Config::default().inline_threshold(1024));
-        let (root, _, _) = build_tree(&s);
+        let (root, _, _) = common::build_tree(&s);
         let (bytes, _) = export_vec(&s, root, true);
         let (dst, _d2) = common::store(kind, Config::default().inline_threshold(1024));
         dst.import_bundle(&bytes[..], &ImportOptions::new())
@@ -560,7 +480,7 @@ fn conflicting_ids_change_nothing() {
 #[test]
 fn export_to_path_writes_whole_file_or_nothing() {
     let (s, d) = common::store(BackendKind::Sled, Config::default());
-    let (root, _, _) = build_tree(&s);
+    let (root, _, _) = common::build_tree(&s);
     let path = d.path().join("out.cairnb");
     let rep = s.export_session_to_path(root, true, &path).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), rep.bundle_bytes);
@@ -1493,143 +1413,7 @@ fn checkpoints_history_and_lineage_round_trip() {
         );
     }
 }
-
-// ---- the command line -----------------------------------------------------------------------------
-
-fn cairn_bin() -> String {
-    std::env::var("CAIRN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cairn").to_string())
-}
-
-fn cli(store: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(cairn_bin())
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("CAIRN_STORE")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run cairn")
-}
-
-#[test]
-fn command_line_export_and_import() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a");
-    let b = dir.path().join("b");
-    let id = {
-        let s = Store::open(&a).unwrap();
-        let (root, _, _) = build_tree(&s);
-        root
-    };
-    let file = dir.path().join("run.cairnb");
-    let out = cli(
-        &a,
-        &[
-            "--json",
-            "session",
-            "export",
-            &id.to_string(),
-            file.to_str().unwrap(),
-            "--subtree",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rep["sessions"], 3);
-    assert_eq!(rep["bundle_bytes"], std::fs::metadata(&file).unwrap().len());
-
-    let out = cli(&b, &["--json", "session", "import", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rep["root"], json!(id));
-    // Again: the ids exist; one clear line, a failing exit code, nothing changed.
-    let out = cli(&b, &["session", "import", file.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("already exists") && err.contains("--new-ids"),
-        "{err}"
-    );
-    // A copy under a parent, through stdin, keys dropped.
-    let parent = cli(&b, &["--json", "session", "create", "--name", "home"]);
-    let parent: serde_json::Value = serde_json::from_slice(&parent.stdout).unwrap();
-    let pid = parent["id"].as_str().unwrap().to_string();
-    let mut child = std::process::Command::new(cairn_bin())
-        .arg("--store")
-        .arg(&b)
-        .args([
-            "--json",
-            "session",
-            "import",
-            "-",
-            "--new-ids",
-            "--drop-keys",
-            "--parent",
-            &pid,
-        ])
-        .env_remove("CAIRN_STORE")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(&file).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_ne!(rep["root"], json!(id));
-    // A damaged file: refused, nothing stored.
-    let mut bad = std::fs::read(&file).unwrap();
-    let mid = bad.len() / 2;
-    bad[mid] ^= 1;
-    let bad_file = dir.path().join("bad.cairnb");
-    std::fs::write(&bad_file, bad).unwrap();
-    let c = dir.path().join("c");
-    let out = cli(&c, &["session", "import", bad_file.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bundle"));
-    let s = Store::open(&c).unwrap();
-    assert_eq!(s.stats().unwrap().sessions, 0);
-    drop(s);
-    // Export to stdout is the same bundle format.
-    let out = cli(&a, &["session", "export", &id.to_string(), "-"]);
-    assert!(out.status.success());
-    assert_eq!(bundle::inspect(&out.stdout[..]).unwrap().sessions.len(), 1);
-    // A missing file: a clear "not found".
-    let out = cli(
-        &c,
-        &[
-            "session",
-            "import",
-            dir.path().join("nope").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+/// (written once if missing, then checked in): later versions must import all of it.
 /// A format-1 bundle with checkpoints, conversation history and a fork, exported by the store
 /// (written once if missing, then checked in): later versions must import all of it.
 #[test]

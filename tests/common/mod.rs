@@ -14,21 +14,28 @@ pub fn store(kind: BackendKind, config: Config) -> (Store, tempfile::TempDir) {
 
 /// Every backend the conformance suite runs on.
 pub fn backends() -> Vec<BackendKind> {
-    let mut v = vec![BackendKind::Memory, BackendKind::Sled];
-    if cfg!(feature = "redb") {
-        v.push(BackendKind::Redb);
-    }
-    v
+    // Tests always build the library with redb (the root package's dev-dependency on itself).
+    vec![BackendKind::Memory, BackendKind::Sled, BackendKind::Redb]
+}
+
+/// The repository's root: the workspace folder holding `fixtures/` (tests of the `cli/` member
+/// share these helpers, so the package's own folder is not always the root).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|d| d.join("fixtures/agent-runs").is_dir())
+        .unwrap_or(here)
+        .to_path_buf()
 }
 
 /// The shared corpus of real agent runs, beside the repository.
 pub fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
+    repo_root().join("../shared/corpus")
 }
 
 /// The small copy of the corpus checked in under fixtures/.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    repo_root().join("fixtures")
 }
 
 /// Every regular file under `dir`, sorted, with its path relative to `dir` using `/`.
@@ -87,6 +94,88 @@ pub fn json_text(n: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(n);
     out
+}
+
+/// A tree of three sessions with varied artifacts: versions, a deleted version, shared content,
+/// compressible and incompressible content, tags, metadata, a key and a finished child.
+pub fn build_tree(s: &Store) -> (cairn::SessionId, cairn::SessionId, cairn::SessionId) {
+    use cairn::*;
+    use serde_json::json;
+    let root = s
+        .create_session(
+            NewSession::new()
+                .name("pipeline")
+                .key("run-42")
+                .description("line one\nline two")
+                .tag("nightly")
+                .meta("model", "m-1"),
+        )
+        .unwrap();
+    let child = s
+        .create_session(NewSession::new().name("step-a").parent(root.id))
+        .unwrap();
+    let grandchild = s
+        .create_session(
+            NewSession::new()
+                .name("step-a-1")
+                .parent(child.id)
+                .tag("leaf"),
+        )
+        .unwrap();
+    let big = json_text(200_000, 7);
+    let rnd = random_bytes(90_000, 9);
+    s.put(
+        root.id,
+        NewArtifact::new(ArtifactKind::UserInput, "prompt.txt").tag("input"),
+        b"fix the bug in astropy",
+    )
+    .unwrap();
+    s.put(
+        root.id,
+        NewArtifact::new(ArtifactKind::ToolResult, "logs/out.jsonl")
+            .meta("tool", "bash")
+            .mime_type("application/jsonl"),
+        &big,
+    )
+    .unwrap();
+    let v2 = s
+        .put(
+            root.id,
+            NewArtifact::new(ArtifactKind::ToolResult, "logs/out.jsonl"),
+            b"v2",
+        )
+        .unwrap();
+    s.put(
+        root.id,
+        NewArtifact::new(ArtifactKind::ToolResult, "logs/out.jsonl"),
+        b"v3",
+    )
+    .unwrap();
+    s.delete_artifact(root.id, v2.id).unwrap();
+    s.put(
+        child.id,
+        NewArtifact::new(ArtifactKind::custom("embedding").unwrap(), "vec.bin").pinned(true),
+        &rnd,
+    )
+    .unwrap();
+    // Same content as in the root: stored once in the bundle.
+    s.put(
+        child.id,
+        NewArtifact::new(ArtifactKind::AgentOutput, "copy.jsonl"),
+        &big,
+    )
+    .unwrap();
+    s.put(
+        grandchild.id,
+        NewArtifact::new(ArtifactKind::AgentOutput, "empty"),
+        b"",
+    )
+    .unwrap();
+    s.append_event(root.id, "step", json!({"n": 1, "ok": true}))
+        .unwrap();
+    s.complete(grandchild.id).unwrap();
+    s.suspend(child.id).unwrap();
+    (root.id, child.id, grandchild.id)
 }
 
 pub mod faults;

@@ -45,7 +45,8 @@ pub struct DemoArgs {
 pub const DEFAULT_DEMO_STORE: &str = ".cairn-demo";
 
 fn default_runs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agent-runs")
+    // The source tree's fixtures: this package sits in cli/ beside them.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/agent-runs")
 }
 
 /// Everything this run of the demo stored, for the report.

@@ -6,6 +6,7 @@
 
 #[path = "common/cli.rs"]
 mod cli_env;
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use cli_env::{bin, one_json, s, Env};

@@ -1,7 +1,7 @@
 //! The `cairn` command line: a thin layer over the `cairn` library. See `cairn --help`.
 #![forbid(unsafe_code)]
 
-mod cli;
+use cairn_cli as cli;
 
 // sled copies and frees tree nodes on every write; mimalloc makes that allocation-heavy path
 // measurably faster than the system allocator (DESIGN.md, "Dependencies and why"). The library

@@ -4,6 +4,7 @@
 
 #[path = "common/cli.rs"]
 mod cli_env;
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use cli_env::{failure, one_json, parse_one, s, Env};
