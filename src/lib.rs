@@ -73,6 +73,7 @@ pub use content::ContentReader;
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use ids::{ArtifactId, CheckpointId, ContentHash, SessionId};
+pub use memo::{MemoHit, MemoKey, MemoScope, MemoStats, MAX_MEMO_ARGS, MAX_TOOL_NAME};
 pub use metrics::{
     Distribution, IterationOutcome, MetricsDelta, SessionMetrics, SessionStats, MAX_METRIC_NAME_LEN,
 };

@@ -323,7 +323,7 @@ enum Access {
     /// Verified whole (small content).
     Memory(Vec<u8>),
     /// Streamed; verified when read to its end.
-    Stream(ContentReader<'static>),
+    Stream(Box<ContentReader<'static>>),
 }
 
 struct Content {
@@ -739,7 +739,7 @@ impl Store {
                 hash: *hash,
                 message: format!("the stored content cannot be decoded: {e}"),
             })?;
-            c.access = Access::Stream(ContentReader::new(dec, *hash, size));
+            c.access = Access::Stream(Box::new(ContentReader::new(dec, *hash, size)));
         }
         Ok(c)
     }

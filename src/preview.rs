@@ -327,7 +327,7 @@ impl JsonSniff {
             }
             if self.in_string {
                 if let Some(k) = self.key.as_mut() {
-                    if !(c == b'"' && !self.escape) && k.len() < MAX_KEY_BYTES + 4 {
+                    if (self.escape || c != b'"') && k.len() < MAX_KEY_BYTES + 4 {
                         k.push(c);
                     }
                 }

@@ -861,3 +861,35 @@ fn previews_are_computed_on_put_and_shared_by_identical_content() {
         assert!(v.get("tail").is_none());
     }
 }
+
+#[test]
+fn content_from_a_format_1_bundle_reads_by_part_and_gets_a_preview() {
+    let (s, _d, _) = store(Config::default());
+    let bytes = std::fs::read(common::fixtures_dir().join("bundles/v1.cairnb")).unwrap();
+    let report = s
+        .import_bundle(&bytes[..], &cairn::ImportOptions::new())
+        .unwrap();
+    let mut checked = 0;
+    for sess in std::iter::once(report.root).chain(report.sessions.iter().map(|x| x.id)) {
+        let page = s.list_artifacts(sess, false, 100, None).unwrap();
+        for a in page.items {
+            let whole = s.read(sess, a.id).unwrap();
+            let lines = model_lines(&whole);
+            let t = s.read_part(sess, a.id, &Part::Tail { lines: 2 }).unwrap();
+            let want: Vec<u64> = (1..=lines.len() as u64)
+                .skip(lines.len().saturating_sub(2))
+                .collect();
+            let got: Vec<u64> = texts(&t).iter().map(|x| x.0).collect();
+            assert_eq!(got, want);
+            if let Some(last) = lines.last().filter(|l| l.len() < 1000) {
+                assert_eq!(texts(&t).last().unwrap().1, lossy(last));
+            }
+            assert_eq!(t.total_lines, lines.len() as u64);
+            // No preview was stored by the import: it is computed from the content.
+            let p = s.preview(sess, a.id).unwrap();
+            assert_eq!((p.size, p.lines), (whole.len() as u64, lines.len() as u64));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked}");
+}
