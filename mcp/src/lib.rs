@@ -2,7 +2,8 @@
 //!
 //! [`CairnMcp`] is an MCP server (an [`rmcp::ServerHandler`]) over a [`cairn::Store`]: tools to
 //! store a large output and get back an id and a preview, read parts of it (head, tail, lines,
-//! bytes, grep, JSON path), query artifacts, list and create sessions, checkpoint and fork; and
+//! bytes, grep, JSON path), query artifacts, list and create sessions, checkpoint and fork,
+//! look up and record memoized tool results; and
 //! every artifact as a resource at `cairn://artifact/{id}`.
 //!
 //! The service does not know its transport: [`run_stdio`] serves it on stdin/stdout (what
@@ -175,7 +176,8 @@ with store_output (you get an artifact_id and a short preview), then read only w
 read_part: head, tail, a line range, a grep with context, a byte range, or one field of a JSON \
 document. Results are small by default and say how to continue (continue_with). Find earlier outputs \
 with query_artifacts; group work in sessions (create_session, list_sessions); checkpoint and fork a \
-session to try alternatives. Artifacts are also resources at cairn://artifact/{id}.";
+session to try alternatives. Before re-running an expensive tool call, memo_lookup it; after running \
+one, memo_store its result artifact. Artifacts are also resources at cairn://artifact/{id}.";
 
 impl ServerHandler for CairnMcp {
     fn get_info(&self) -> ServerConfig {

@@ -663,3 +663,66 @@ fn resources_serve_text_binary_and_a_pointer_for_large_content() {
         Some(rmcp::model::ErrorCode::RESOURCE_NOT_FOUND)
     );
 }
+
+#[test]
+fn memo_store_then_lookup_hits_regardless_of_key_order() {
+    let s = server();
+    let args = json!({"path": "tests/", "flags": ["-x"], "n": 1});
+    let miss = ok(
+        &s,
+        "memo_lookup",
+        json!({"tool": "pytest", "arguments": args}),
+    );
+    assert_eq!(miss["hit"], false);
+    let out = ok(
+        &s,
+        "store_output",
+        json!({"name": "pytest.log", "content": "1 passed\n"}),
+    );
+    let stored = ok(
+        &s,
+        "memo_store",
+        json!({"tool": "pytest", "arguments": args, "artifact_id": out["artifact_id"], "ttl_seconds": 3600}),
+    );
+    assert_eq!(stored["stored"], true);
+    assert!(stored["expires_at"].is_string());
+    // Same arguments, other key order: a hit with the artifact and its preview.
+    let hit = ok(
+        &s,
+        "memo_lookup",
+        json!({"tool": "pytest", "arguments": {"n": 1, "flags": ["-x"], "path": "tests/"}}),
+    );
+    assert_eq!(hit["hit"], true);
+    assert_eq!(hit["artifact"]["artifact_id"], out["artifact_id"]);
+    assert_eq!(hit["preview"]["lines"], 1);
+    // Other arguments or another tool: a miss.
+    let other = ok(
+        &s,
+        "memo_lookup",
+        json!({"tool": "pytest", "arguments": {"path": "src/"}}),
+    );
+    assert_eq!(other["hit"], false);
+    let other = ok(
+        &s,
+        "memo_lookup",
+        json!({"tool": "cargo", "arguments": args}),
+    );
+    assert_eq!(other["hit"], false);
+
+    let e = err(
+        &s,
+        "memo_store",
+        json!({"tool": "pytest", "arguments": {}, "artifact_id": out["artifact_id"], "ttl_seconds": 0}),
+    );
+    assert_eq!(e["argument"], "ttl_seconds");
+    let e = err(&s, "memo_lookup", json!({"tool": "", "arguments": {}}));
+    assert_eq!(e["argument"], "tool");
+    let e = err(&s, "memo_lookup", json!({"tool": "pytest"}));
+    assert_eq!(e["argument"], "arguments");
+    let e = err(
+        &s,
+        "memo_store",
+        json!({"tool": "pytest", "arguments": {}, "artifact_id": "0192f0c4-9a5e-7b3c-8d2e-4f6a7b8c9d0e"}),
+    );
+    assert_eq!(e["code"], "artifact_not_found");
+}

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn::{
-    Artifact, ArtifactKind, Checkpoint, NewArtifact, NewCheckpoint, NewSession, Part, PartLimits,
-    Query, Session, SessionFilter, SessionId, SessionStatus,
+    Artifact, ArtifactKind, Checkpoint, MemoScope, NewArtifact, NewCheckpoint, NewSession, Part,
+    PartLimits, Query, Session, SessionFilter, SessionId, SessionStatus,
 };
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{json, Map, Value};
@@ -170,6 +170,32 @@ static TOOLS: &[ToolSpec] = &[
         read_only: false,
         run: fork,
     },
+    ToolSpec {
+        name: "memo_lookup",
+        description: "Before running an expensive tool call (a test suite, a build, a web fetch), ask whether \
+            the same `tool` with the same `arguments` (any JSON; key order and whitespace do not matter) \
+            already has a stored result. A hit returns `hit: true`, the result artifact's summary and \
+            preview (read it with read_part, no need to rerun the tool), when it was stored and when it \
+            expires; a miss returns `hit: false`. With `session_id`, entries of that session and its \
+            ancestors are seen as well as store-wide ones; without it, only store-wide ones.",
+        schema: memo_lookup_schema,
+        example: || json!({"tool": "pytest", "arguments": {"path": "tests/", "flags": ["-x"]}}),
+        read_only: false,
+        run: memo_lookup,
+    },
+    ToolSpec {
+        name: "memo_store",
+        description: "After running a tool call and storing its output with store_output, record that `tool` \
+            with `arguments` produced the artifact `artifact_id`, so that a later memo_lookup with the \
+            same tool and arguments finds it. Without `session_id` the entry is visible store-wide; with \
+            it, to that session and its descendants (the artifact must belong to that subtree). \
+            `ttl_seconds` sets how long results of this tool stay valid (for every entry of the tool; \
+            default: no expiry). Returns the entry's key, scope and expiry.",
+        schema: memo_store_schema,
+        example: || json!({"tool": "pytest", "arguments": {"path": "tests/", "flags": ["-x"]}, "artifact_id": "0192f0c4-9a5e-7b3c-8d2e-4f6a7b8c9d0e", "ttl_seconds": 3600}),
+        read_only: false,
+        run: memo_store,
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -323,6 +349,33 @@ fn fork_schema() -> Value {
         &["session_id"],
     )
 }
+
+fn memo_lookup_schema() -> Value {
+    object(
+        props(json!({
+            "tool": {"type": "string", "description": "The tool's name, e.g. `pytest` or `http_get`."},
+            "arguments": {"description": "The call's arguments (any JSON value, usually an object)."},
+            "session_id": id_prop("Session to look from (its entries and its ancestors'; store-wide entries always count)")
+        })),
+        &["tool", "arguments"],
+    )
+}
+
+fn memo_store_schema() -> Value {
+    object(
+        props(json!({
+            "tool": {"type": "string", "description": "The tool's name."},
+            "arguments": {"description": "The call's arguments, exactly as they will be looked up."},
+            "artifact_id": id_prop("Artifact holding the result (from store_output)"),
+            "session_id": id_prop("Scope the entry to this session and its descendants (default: store-wide)"),
+            "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_SECONDS, "description": "How long results of this tool stay valid (applies to all its entries)."}
+        })),
+        &["tool", "arguments", "artifact_id"],
+    )
+}
+
+/// Longest TTL a `memo_store` call may set (ten years).
+pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 // ---------------------------------------------------------------------------------------------
 // Handlers
@@ -758,6 +811,80 @@ fn fork(s: &Shared, a: &Args) -> ToolResult {
     }
     let forked: Session = s.store.fork(source, cp, new).map_err(ToolError::store)?;
     Ok(shape::session(&forked))
+}
+
+fn memo_scope(a: &Args) -> ToolResult<MemoScope> {
+    Ok(match a.opt_session("session_id")? {
+        Some(s) => MemoScope::Session(s),
+        None => MemoScope::Store,
+    })
+}
+
+fn memo_error(a: &Args, e: cairn::Error) -> ToolError {
+    a.refused_as(
+        e,
+        &[("tool", "tool"), ("memo_args", "arguments")],
+        "arguments",
+    )
+}
+
+fn memo_lookup(s: &Shared, a: &Args) -> ToolResult {
+    let tool = a.str("tool")?;
+    let args = a.opt_value("arguments").cloned().unwrap_or(Value::Null);
+    let scope = memo_scope(a)?;
+    let hit = s
+        .store
+        .memo_lookup(scope, tool, &args)
+        .map_err(|e| memo_error(a, e))?;
+    let Some(h) = hit else {
+        return Ok(json!({
+            "hit": false,
+            "hint": "no stored result: run the tool, store its output with store_output, then memo_store it",
+        }));
+    };
+    let preview = s
+        .store
+        .preview(h.artifact.session_id, h.artifact.id)
+        .map_err(ToolError::store)?;
+    Ok(json!({
+        "hit": true,
+        "artifact": shape::artifact(&h.artifact),
+        "preview": shape::preview(&preview),
+        "scope": h.scope,
+        "stored_at": h.stored_at,
+        "expires_at": h.expires_at,
+    }))
+}
+
+fn memo_store(s: &Shared, a: &Args) -> ToolResult {
+    let tool = a.str("tool")?;
+    let args = a.opt_value("arguments").cloned().unwrap_or(Value::Null);
+    let artifact = a.artifact("artifact_id")?;
+    let scope = memo_scope(a)?;
+    if let Some(ttl) = a.opt_u64("ttl_seconds")? {
+        if ttl == 0 || ttl > MAX_TTL_SECONDS {
+            return Err(ToolError::arg(
+                a.spec(),
+                "ttl_seconds",
+                format!("{ttl} is out of range; use 1 to {MAX_TTL_SECONDS}"),
+            ));
+        }
+        s.store
+            .memo_set_ttl(tool, Some(std::time::Duration::from_secs(ttl)))
+            .map_err(|e| memo_error(a, e))?;
+    }
+    let h = s
+        .store
+        .memo_store(scope, tool, &args, artifact)
+        .map_err(|e| memo_error(a, e))?;
+    Ok(json!({
+        "stored": true,
+        "key": h.key,
+        "artifact_id": h.artifact.id,
+        "scope": h.scope,
+        "stored_at": h.stored_at,
+        "expires_at": h.expires_at,
+    }))
 }
 
 impl Shared {

@@ -25,4 +25,4 @@ fi
 export CAIRN_BIN
 
 # pytest exits 5 when it collected no tests: that is a failure here too.
-exec "$venv/bin/python" -m pytest -p no:cacheprovider -q "$here" "$@"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -p no:asyncio -q "$here" "$@"

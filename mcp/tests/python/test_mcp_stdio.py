@@ -24,6 +24,8 @@ TOOLS = {
     "create_session",
     "checkpoint",
     "fork",
+    "memo_lookup",
+    "memo_store",
 }
 
 
@@ -212,3 +214,21 @@ async def test_sessions_checkpoint_fork_over_stdio(tmp_path):
         same = ok(await s.call_tool("create_session", {"key": "task-7"}))
         assert same["session_id"] == sid and same["created"] is False
         assert re.fullmatch(r"[0-9a-f-]{36}", sid)
+
+
+@pytest.mark.anyio
+async def test_memo_hit_for_the_same_tool_and_arguments(tmp_path):
+    call = {"tool": "pytest", "arguments": {"path": "tests/", "flags": ["-x", "-q"]}}
+    async with connect(tmp_path / "store") as (s, _):
+        assert ok(await s.call_tool("memo_lookup", call))["hit"] is False
+        out = ok(await s.call_tool("store_output", {"name": "pytest.log", "content": "41 passed, 1 failed\n"}))
+        ok(await s.call_tool("memo_store", {**call, "artifact_id": out["artifact_id"]}))
+    # A new server process on the same store: the entry survived, and key order does not matter.
+    async with connect(tmp_path / "store") as (s, _):
+        hit = ok(await s.call_tool(
+            "memo_lookup", {"tool": "pytest", "arguments": {"flags": ["-x", "-q"], "path": "tests/"}}))
+        assert hit["hit"] is True
+        assert hit["artifact"]["artifact_id"] == out["artifact_id"]
+        assert hit["preview"]["head"].startswith("41 passed")
+        miss = ok(await s.call_tool("memo_lookup", {"tool": "pytest", "arguments": {"path": "src/"}}))
+        assert miss["hit"] is False
