@@ -247,7 +247,8 @@ fn main() {
         for (what, part) in cases {
             let mut bytes = 0;
             let t = median(
-                (0..runs * 4)
+                // Without an index every partial read decodes everything: fewer runs.
+                (0..if a.compressed && *label == "seekable" { runs * 4 } else { 3 })
                     .map(|_| {
                         let t = Instant::now();
                         let r = s.read_part_with(*sid, a.id, &part, &limits).expect("part");
