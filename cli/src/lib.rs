@@ -114,6 +114,24 @@ pub enum Command {
     /// Measure the standard workloads on one engine (memory, sled, redb) in scratch stores under
     /// --store (default ./.cairn-bench): throughput, latency and ratios to same-run baselines.
     Bench(bench::BenchArgs),
+    /// Serve the store to AI agents over the Model Context Protocol on stdin/stdout (for an MCP
+    /// client's configuration: `"command": "cairn", "args": ["mcp", "--store", "PATH"]`).
+    Mcp(McpArgs),
+}
+
+/// `cairn mcp`: no options of its own (the store is `--store` / `CAIRN_STORE`).
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {}
+
+/// Runs the MCP server on stdio until the client disconnects. Only protocol messages go to
+/// stdout; the store is created on first use.
+fn mcp(ctx: &Ctx, _args: McpArgs) -> CliResult {
+    let store = ctx.store()?.clone();
+    cairn_mcp::run_stdio(store, cairn_mcp::McpOptions::local()).map_err(|e| Failure {
+        code: "mcp".into(),
+        message: format!("the MCP server stopped: {e}"),
+        exit: 1,
+    })
 }
 
 /// Runs one parsed command.
@@ -130,6 +148,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
         Command::Bench(a) => bench::run(ctx, a),
         Command::Serve(a) => serve::serve(ctx, a),
         Command::Token(c) => serve::token(ctx, c),
+        Command::Mcp(a) => mcp(ctx, a),
     }
 }
 
