@@ -29,7 +29,9 @@ const FAULT_ENV: &str = "CAIRN_CRASH_FAULT";
 
 fn config() -> Config {
     // Small inline threshold: plenty of blob files, the part of a put that lives outside the engine.
+    // sled: the fault-injection wrapper opens the store's engine as sled.
     Config::default()
+        .engine(BackendKind::Sled)
         .inline_threshold(8 << 10)
         .durability(Durability::Immediate)
 }

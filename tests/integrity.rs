@@ -22,7 +22,10 @@ struct Fixture {
 
 fn config() -> Config {
     // Files from 4 KiB up, so the fixture has both inline and file blobs.
-    Config::default().inline_threshold(4 << 10)
+    // A sled store: the tests damage its records through `SledBackend` directly.
+    Config::default()
+        .engine(cairn::BackendKind::Sled)
+        .inline_threshold(4 << 10)
 }
 
 fn fixture() -> Fixture {
