@@ -83,6 +83,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
                         ),
                     );
                     e.retry_after = Some(1);
+                    crate::streaming::drain(req.into_body()).await;
                     break 'run e.into_response();
                 }
             }
@@ -94,9 +95,15 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
                 .map(|v| v.to_str().unwrap_or("\u{fffd}"));
             let p = match st.authenticate(auth) {
                 Ok(p) => p,
-                Err(e) => break 'run e.into_response(),
+                Err(e) => {
+                    // Read (a bounded part of) the body, so a client still sending it gets
+                    // the answer rather than a reset connection.
+                    crate::streaming::drain(req.into_body()).await;
+                    break 'run e.into_response();
+                }
             };
             if route == "/metrics" && !p.admin {
+                crate::streaming::drain(req.into_body()).await;
                 break 'run ApiError::forbidden(
                     "/metrics needs an admin token (`cairn token create --admin`)",
                 )

@@ -22,18 +22,25 @@ pub const CHUNK: usize = 64 << 10;
 /// the answer instead of a reset connection. Past this, the connection is closed.
 pub const DRAIN_LIMIT: u64 = 4 << 20;
 
-/// Reads and drops up to [`DRAIN_LIMIT`] bytes of a body that will not be used.
+/// How long a refused body is read before the connection is given up.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops up to [`DRAIN_LIMIT`] bytes (for at most [`DRAIN_TIME`]) of a body that
+/// will not be used.
 pub async fn drain(body: Body) {
     let mut body = body;
-    let mut n = 0u64;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(d) = frame.into_data() {
-            n += d.len() as u64;
-            if n > DRAIN_LIMIT {
-                return;
+    let read = async {
+        let mut n = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(d) = frame.into_data() {
+                n += d.len() as u64;
+                if n > DRAIN_LIMIT {
+                    return;
+                }
             }
         }
-    }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
 /// What the network side hands to the engine side.

@@ -12,6 +12,9 @@ use std::time::Duration;
 use common::{Client, TestServer};
 use serde_json::json;
 
+/// Acknowledged uploads: artifact id and the bytes sent.
+type Acked = Vec<(String, Vec<u8>)>;
+
 #[test]
 fn shutdown_finishes_in_flight_requests_and_loses_nothing_acknowledged() {
     let srv = TestServer::start();
@@ -45,7 +48,7 @@ fn shutdown_finishes_in_flight_requests_and_loses_nothing_acknowledged() {
     held.flush().unwrap();
 
     // Writers keep storing while the shutdown begins.
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4 {

@@ -1,4 +1,10 @@
 //! Version 1 of the API: one module per resource family.
+//!
+//! Adding a family (for example `events.rs` for the Server-Sent Events stream over
+//! `Store::subscribe`): a module with `pub(crate) fn routes(r: Routes) -> Routes`, its handlers
+//! annotated with `#[utoipa::path]`, one line in [`routes`] below and the handlers listed in
+//! `openapi.rs` (the OpenAPI test fails until both agree). Handlers take the scope extractor they
+//! need (`Reader`, `Writer`, `AdminStore`) and run engine calls through `extract::blocking`.
 
 pub mod admin;
 pub mod artifacts;
