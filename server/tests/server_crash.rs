@@ -20,6 +20,8 @@ const CLIENTS: usize = 4;
 const MAX_PUTS: usize = 300;
 /// Acknowledged puts to wait for before the kill.
 const KILL_AFTER: usize = 40;
+/// Acknowledged uploads: artifact id and the bytes sent.
+type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// Hang guard.
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -90,7 +92,7 @@ fn kill_9_under_upload_load_loses_nothing_acknowledged() {
     let c = Client::new(&url, None);
     let session = c.session(&json!({"key": "crash"}));
 
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let count = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..CLIENTS)
