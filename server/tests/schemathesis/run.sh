@@ -30,6 +30,8 @@ cleanup() {
         kill -TERM "$SERVER" 2>/dev/null || true
         wait "$SERVER" 2>/dev/null || true
     fi
+    # Keep the server's log for a failed run.
+    cp "$DATA/serve.log" "${TMPDIR:-/tmp}/cairn-schemathesis-serve.log" 2>/dev/null || true
     rm -rf "$DATA"
 }
 trap cleanup EXIT
