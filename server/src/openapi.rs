@@ -69,6 +69,11 @@ fn add_common(op: &mut Operation, write: bool, public: bool) {
     if public {
         return;
     }
+    // Path and query parameters are parsed on every protected route (ids, limits, flags).
+    add(
+        "400",
+        "A malformed path, query parameter or body (invalid_input)",
+    );
     add("401", "Missing or invalid token (unauthorized)");
     if write {
         add("403", "The token is read-only (forbidden)");
