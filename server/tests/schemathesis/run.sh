@@ -57,6 +57,7 @@ if [ -z "$URL" ]; then
 fi
 
 status=0
+cd "$DATA"  # schemathesis writes .schemathesis/ in its working folder
 timeout --signal=INT "$LIMIT" "$VENV/bin/schemathesis" run "$URL/openapi.json" \
     --url "$URL" \
     --header "Authorization: Bearer $TOKEN" \
