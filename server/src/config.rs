@@ -40,6 +40,15 @@ pub struct ServerLimits {
     pub quota_bytes: u64,
     /// Artifacts a tenant may hold; 0 means no quota. Default 0.
     pub quota_artifacts: u64,
+    /// Seconds between keep-alive comments on an idle event stream
+    /// (`GET /v1/sessions/{id}/events/stream`). Default 15.
+    pub sse_keepalive_secs: u64,
+    /// Live events an event-stream client may fall behind by before it is told it missed
+    /// events (its subscription queue length, 2 or more). Default 1024.
+    pub sse_queue: usize,
+    /// Event streams open at once (they do not count towards `max_concurrency`); more get 503
+    /// with `Retry-After`. Default 64.
+    pub max_streams: usize,
 }
 
 impl Default for ServerLimits {
@@ -52,6 +61,9 @@ impl Default for ServerLimits {
             max_concurrency: 256,
             quota_bytes: 0,
             quota_artifacts: 0,
+            sse_keepalive_secs: 15,
+            sse_queue: 1024,
+            max_streams: 64,
         }
     }
 }
@@ -75,11 +87,20 @@ impl ServerLimits {
             ("header_timeout_secs", self.header_timeout_secs),
             ("request_timeout_secs", self.request_timeout_secs),
             ("max_concurrency", self.max_concurrency as u64),
+            ("sse_keepalive_secs", self.sse_keepalive_secs),
+            ("max_streams", self.max_streams as u64),
         ];
         for (name, v) in positive {
             if v == 0 {
                 return Err(format!("server limit {name} is 0; give a positive value"));
             }
+        }
+        if !(2..=cairn::MAX_SUBSCRIPTION_CAPACITY).contains(&self.sse_queue) {
+            return Err(format!(
+                "server limit sse_queue is {}; give 2 to {}",
+                self.sse_queue,
+                cairn::MAX_SUBSCRIPTION_CAPACITY
+            ));
         }
         Ok(())
     }
@@ -160,6 +181,9 @@ struct LimitsSer {
     max_concurrency: u64,
     quota_bytes: u64,
     quota_artifacts: u64,
+    sse_keepalive_secs: u64,
+    sse_queue: u64,
+    max_streams: u64,
 }
 
 impl From<&ServerLimits> for LimitsSer {
@@ -172,6 +196,9 @@ impl From<&ServerLimits> for LimitsSer {
             max_concurrency: l.max_concurrency as u64,
             quota_bytes: l.quota_bytes,
             quota_artifacts: l.quota_artifacts,
+            sse_keepalive_secs: l.sse_keepalive_secs,
+            sse_queue: l.sse_queue as u64,
+            max_streams: l.max_streams as u64,
         }
     }
 }

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{ops, v1};
+use crate::api::{ops, stream, v1};
 use crate::error::{ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -22,7 +22,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         v1::sessions::update, v1::sessions::delete, v1::sessions::tree, v1::sessions::children,
         v1::sessions::complete, v1::sessions::fail, v1::sessions::cancel, v1::sessions::suspend,
         v1::sessions::resume, v1::sessions::stats, v1::sessions::events,
-        v1::sessions::append_event,
+        v1::sessions::append_event, stream::stream,
         v1::artifacts::put, v1::artifacts::show_by_name, v1::artifacts::list,
         v1::artifacts::versions, v1::artifacts::query, v1::artifacts::show,
         v1::artifacts::delete, v1::artifacts::missing,
@@ -69,6 +69,11 @@ fn add_common(op: &mut Operation, write: bool, public: bool) {
     if public {
         return;
     }
+    // Path and query parameters are parsed on every protected route (ids, limits, flags).
+    add(
+        "400",
+        "A malformed path, query parameter or body (invalid_input)",
+    );
     add("401", "Missing or invalid token (unauthorized)");
     if write {
         add("403", "The token is read-only (forbidden)");

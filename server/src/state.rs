@@ -29,6 +29,8 @@ struct Inner {
     opening: tokio::sync::Mutex<()>,
     metrics: Metrics,
     permits: Arc<Semaphore>,
+    /// Open event streams (`max_streams`).
+    streams: Arc<Semaphore>,
     shutting_down: AtomicBool,
 }
 
@@ -53,10 +55,16 @@ impl AppState {
                 opening: tokio::sync::Mutex::new(()),
                 metrics: Metrics::default(),
                 permits,
+                streams: Arc::new(Semaphore::new(config.limits.max_streams)),
                 shutting_down: AtomicBool::new(false),
                 config,
             }),
         })
+    }
+
+    /// The open-event-stream cap (`max_streams`).
+    pub fn stream_permits(&self) -> &Arc<Semaphore> {
+        &self.inner.streams
     }
 
     /// The configuration.

@@ -3,6 +3,7 @@
 //! records every (method, path) it serves, so a test can hold the OpenAPI document to it.
 
 pub mod ops;
+pub mod stream;
 pub mod v1;
 
 use std::str::FromStr;
@@ -55,6 +56,7 @@ pub fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
     let r = Routes::new();
     let r = ops::routes(r);
     let r = v1::routes(r);
+    let r = stream::routes(r);
     (r.router, r.served)
 }
 
