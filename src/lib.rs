@@ -81,12 +81,12 @@ pub use memo::{MemoHit, MemoKey, MemoScope, MemoStats, MAX_MEMO_ARGS, MAX_TOOL_N
 pub use metrics::{
     Distribution, IterationOutcome, MetricsDelta, SessionMetrics, SessionStats, MAX_METRIC_NAME_LEN,
 };
-pub use pipeline::{Pipeline, PipelineRun, StepContext};
 pub use partial::{
     to_pointer, Data, GrepLine, JsonItem, Line, Part, PartContent, PartLimits, PartResult,
     ReadCost, DEFAULT_LINE_BYTES, DEFAULT_MATCHES, DEFAULT_PART_BYTES, MAX_CONTEXT,
     MAX_JSON_DOCUMENT, MAX_MATCHES, MAX_PART_BYTES, MAX_PATTERN_LEN, SCAN_LINE_BYTES,
 };
+pub use pipeline::{Pipeline, PipelineRun, StepContext};
 pub use preview::{Preview, PREVIEW_JSON_KEYS, PREVIEW_LINES, PREVIEW_TEXT_BYTES};
 pub use query::{Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
 pub use session::{

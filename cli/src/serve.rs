@@ -9,8 +9,8 @@ use serde::Serialize;
 use cairn_server::auth::{self, TokenRecord};
 use cairn_server::config::{parse_listen, ServerConfig};
 
+use super::context::{CliResult, Ctx, Failure};
 use super::output::Table;
-use super::{CliResult, Ctx, Failure};
 
 /// The data folder when neither --data nor CAIRN_DATA is given.
 pub const DEFAULT_DATA: &str = ".cairn-server";

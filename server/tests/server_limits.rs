@@ -106,26 +106,34 @@ fn concurrency_cap_answers_503_with_retry_after() {
     let srv = TestServer::start_with(|c| c.limits.max_concurrency = 1);
     let c = srv.anon();
     let s = c.session(&json!({}));
-    // Hold the only permit: an upload whose body has not all arrived.
-    let mut t = raw(&srv);
-    write!(
-        t,
-        "PUT /v1/sessions/{s}/artifacts/held?kind=tool_result HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234"
-    )
-    .unwrap();
-    t.flush().unwrap();
-    // The held request reaches the handler at some point; from then on others get 503.
-    let mut seen = None;
-    for _ in 0..2000 {
-        let r = c.get("/v1/sessions");
-        if r.status == 503 {
-            seen = Some(r);
+    // Hold the only permit: an upload whose body has not all arrived. A GET of this loop can
+    // reach the server before the upload does and take the permit first; the upload is then
+    // refused (503) and every later GET succeeds, so the scenario starts again on a new
+    // connection (bounded: a few attempts).
+    let mut held = None;
+    for _attempt in 0..5 {
+        let mut t = raw(&srv);
+        write!(
+            t,
+            "PUT /v1/sessions/{s}/artifacts/held?kind=tool_result HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234"
+        )
+        .unwrap();
+        t.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..400 {
+            let r = c.get("/v1/sessions");
+            if r.status == 503 {
+                held = Some((t, r));
+                break;
+            }
+            assert_eq!(r.status, 200);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if held.is_some() {
             break;
         }
-        assert_eq!(r.status, 200);
-        std::thread::sleep(Duration::from_millis(5));
     }
-    let r = seen.expect("a 503 while the permit is held");
+    let (mut t, r) = held.expect("a 503 while the permit is held");
     assert_eq!(r.code(), "overloaded");
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
     // Health checks are exempt.

@@ -471,12 +471,19 @@ impl Tx<'_> {
             }
         };
         // Partial reads (issue 13): one preview per new blob, in the same batch as its record.
+        // Content staged without its raw bytes (bundle import stages it encoded) gets no stored
+        // preview: `Store::preview` computes one from the content when asked, rather than an
+        // empty one standing in for it.
         let preview = match (&staged.preview, &staged.data) {
-            (Some(p), _) => p.clone(),
-            (None, StagedData::Memory { raw, .. }) => crate::preview::Preview::of(raw),
-            (None, StagedData::File { .. }) => crate::preview::Preview::of(&[]),
+            (Some(p), _) => Some(p.clone()),
+            (None, StagedData::Memory { raw, .. }) if raw.len() as u64 == staged.size => {
+                Some(crate::preview::Preview::of(raw))
+            }
+            _ => None,
         };
-        self.put(keys::preview(&staged.hash), preview.encode());
+        if let Some(p) = preview {
+            self.put(keys::preview(&staged.hash), p.encode());
+        }
         self.put(key, m.encode());
         if refs == 0 {
             self.put(keys::garbage(&staged.hash), vec![]);

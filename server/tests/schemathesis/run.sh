@@ -19,8 +19,13 @@ if ! "$VENV/bin/python" -m pip show schemathesis 2>/dev/null | grep -qx "Version
     "$VENV/bin/python" -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-cargo build --quiet --manifest-path "$ROOT/Cargo.toml" -p cairn-cli --bin cairn
-BIN="$ROOT/target/debug/cairn"
+# CAIRN_BIN (set by .ci/run to the binary `cargo test` built) skips the build.
+if [ -n "${CAIRN_BIN:-}" ] && [ -x "$CAIRN_BIN" ]; then
+    BIN="$CAIRN_BIN"
+else
+    cargo build --quiet --manifest-path "$ROOT/Cargo.toml" -p cairn-cli --bin cairn
+    BIN="$ROOT/target/debug/cairn"
+fi
 
 DATA="$(mktemp -d)"
 OUT="$DATA/serve.out"
