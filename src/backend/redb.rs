@@ -52,8 +52,19 @@ impl RedbBackend {
     /// redb format.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE_NAME);
-        let db = redb::Database::create(&path).map_err(|e| open_error(dir, &path, e))?;
-        Self::init(db, path)
+        // A store closed an instant ago may still be held by a thread of this process that is
+        // finishing with it (the group-commit flusher's last flush drops the final handle), so
+        // a lock is retried for a short while before it is reported, as for sled.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match redb::Database::create(&path).map_err(|e| open_error(dir, &path, e)) {
+                Ok(db) => return Self::init(db, path),
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A redb database over any [`redb::StorageBackend`] instead of a file. It exists for the
