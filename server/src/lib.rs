@@ -8,7 +8,8 @@
 //!
 //! Map: [`config`] (limits), [`auth`] (tokens), [`state`] (tenant stores), [`middleware`]
 //! (request id, concurrency cap, auth, body size, timeout, log, metrics), [`api`] (one file per
-//! resource family), [`openapi`] (the generated document), [`metrics`], [`streaming`].
+//! resource family), [`openapi`] (the generated document), [`metrics`], [`streaming`], [`ui`]
+//! (the web view at `/ui`, with its own cookie-or-header authentication).
 //!
 //! ```no_run
 //! let config = cairn_server::ServerConfig::new("/var/lib/cairn");
@@ -30,6 +31,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod state;
 pub mod streaming;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,6 +62,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             middleware::layer,
         ))
+        .merge(ui::router(state.clone()))
         .with_state(state)
 }
 
