@@ -159,6 +159,42 @@ test("an artifact is read by parts: load more pages through it", async () => {
   await shot("artifact");
 });
 
+test("without JavaScript, load more is a plain link to the next part", async () => {
+  await page.route("**/ui/static/ui.js", (r) => r.abort());
+  try {
+    await page.goto(`${URL_}/ui/query?name=evaluation.log`);
+    const rows = page.locator("#results tbody tr");
+    await rows.first().waitFor();
+    const sizes = await rows.evaluateAll((trs) => trs.map((tr) => tr.children[3].textContent));
+    const big = sizes.findIndex((s) => s.includes("KiB") && parseFloat(s) > 64);
+    assert.ok(big >= 0, `a log over 64 KiB (${sizes})`);
+    await rows.nth(big).locator("td a").first().click();
+    await page.waitForSelector("a.load-more");
+    const firstLast = Number(await page.locator("table.code tbody tr th").last().textContent());
+    await page.locator("a.load-more").click();
+    await page.waitForURL(/line=\d+/);
+    const firstNow = Number(await page.locator("table.code tbody tr th").first().textContent());
+    assert.equal(firstNow, firstLast + 1, "the next page starts where the last one ended");
+  } finally {
+    await page.unroute("**/ui/static/ui.js");
+  }
+});
+
+test("pages fit a phone screen", async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  try {
+    for (const p of ["/ui", "/ui/query?name=*.json", "/ui/store"]) {
+      await page.goto(URL_ + p);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 1, `${p} scrolls sideways by ${overflow}px`);
+    }
+    await page.goto(`${URL_}/ui`);
+    await shot("tree-phone");
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 900 });
+  }
+});
+
 test("two versions of patch.diff are diffed", async () => {
   await page.goto(`${URL_}/ui/query?name=patch.diff&latest=1`);
   const rows = page.locator("#results tbody tr");
