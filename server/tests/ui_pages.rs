@@ -436,11 +436,31 @@ fn a_tenant_sees_only_its_own_sessions() {
 fn the_tree_pages_by_cursor_and_search_finds_by_name() {
     let t = TestServer::start();
     let c = t.anon();
+    let mut ids = Vec::new();
     for i in 0..60 {
-        c.json(
+        let s = c.json(
             "POST",
             "/v1/sessions",
             &json!({"name": format!("run-{i:03}")}),
+        );
+        ids.push(s.json()["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids[10..13] {
+        assert_eq!(
+            c.json(
+                "POST",
+                &format!("/v1/sessions/{id}/fail"),
+                &json!({"reason": "boom"})
+            )
+            .status,
+            200
+        );
+    }
+    for id in &ids[55..57] {
+        assert_eq!(
+            c.json("POST", &format!("/v1/sessions/{id}/complete"), &json!({}))
+                .status,
+            200
         );
     }
     let b = Browser::new(&t.url);
@@ -462,6 +482,22 @@ fn the_tree_pages_by_cursor_and_search_finds_by_name() {
     let found = b.get("/ui?q=RUN-05", None);
     assert_eq!(found.body.matches("class=\"session\"").count(), 10);
     assert!(found.body.contains("Searched 60 sessions"));
+    // Two statuses: both status indexes, merged in id order.
+    let two = b.get("/ui?status=failed&status=completed", None);
+    assert_eq!(
+        two.body.matches("class=\"session\"").count(),
+        5,
+        "{}",
+        two.body
+    );
+    for n in ["run-010", "run-011", "run-012", "run-055", "run-056"] {
+        assert!(two.body.contains(n), "{n}");
+    }
+    assert!(
+        two.body.find("run-012") < two.body.find("run-055"),
+        "in id order"
+    );
+    assert!(two.body.contains("boom"), "the failure reason is shown");
     let bad = b.get("/ui?status=bogus", None);
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("Invalid status"));

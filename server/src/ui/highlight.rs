@@ -220,14 +220,9 @@ pub fn tokens(lang: Lang, text: &str) -> Vec<(Option<&'static str>, String)> {
     };
     let rest = |i: usize| chars[i..].iter().collect::<String>();
     let starts = |i: usize, p: &str| {
-        let mut j = i;
-        for pc in p.chars() {
-            if chars.get(j) != Some(&pc) {
-                return false;
-            }
-            j += 1;
-        }
-        true
+        p.chars()
+            .enumerate()
+            .all(|(k, pc)| chars.get(i + k) == Some(&pc))
     };
     let is_ident = |c: char| c.is_alphanumeric() || c == '_';
     let mut i = 0;

@@ -96,10 +96,16 @@ impl TreeFilter {
         p
     }
 
-    fn library_filter(&self) -> SessionFilter {
+    /// The library filter for one of the statuses (all of them when `status` is `None`).
+    fn library_filter(&self, status: Option<SessionStatus>) -> SessionFilter {
         let mut f = SessionFilter::new();
-        for s in &self.statuses {
-            f = f.status(*s);
+        match status {
+            Some(s) => f = f.status(s),
+            None => {
+                for s in &self.statuses {
+                    f = f.status(*s);
+                }
+            }
         }
         for t in &self.tags {
             f = f.tag(t.clone());
@@ -127,27 +133,60 @@ fn name_matches(s: &Session, needle: &str) -> bool {
         || s.id.to_string().contains(&n)
 }
 
-/// One page of sessions for the filter: (sessions, next cursor, sessions read by a search).
-fn find(store: &Store, f: &TreeFilter) -> UiResult<(Vec<Session>, Option<String>, usize)> {
-    let base = f.library_filter();
-    if f.q.is_empty() {
-        let mut lf = base.limit(PAGE);
-        if let Some(c) = f.cursor {
+/// Up to `limit` sessions after `cursor` in id order: (sessions, more exist). With several
+/// statuses, one page per status index is read and merged (the library would otherwise scan
+/// every session for a filter of two statuses).
+fn list_page(
+    store: &Store,
+    f: &TreeFilter,
+    cursor: Option<SessionId>,
+    limit: usize,
+) -> UiResult<(Vec<Session>, bool)> {
+    let page = |status: Option<SessionStatus>| -> UiResult<Page<Session>> {
+        let mut lf = f.library_filter(status).limit(limit);
+        if let Some(c) = cursor {
             lf = lf.after(c);
         }
-        let page = store.list_sessions(&lf)?;
-        return Ok((page.items, page.next_cursor, 0));
+        Ok(store.list_sessions(&lf)?)
+    };
+    if f.statuses.len() < 2 || !f.key.is_empty() {
+        let p = page(None)?;
+        let more = p.has_more();
+        return Ok((p.items, more));
+    }
+    let mut all = Vec::new();
+    let mut more = false;
+    for s in &f.statuses {
+        let p = page(Some(*s))?;
+        more |= p.has_more();
+        all.extend(p.items);
+    }
+    all.sort_by_key(|s| s.id);
+    all.dedup_by_key(|s| s.id);
+    if all.len() > limit {
+        all.truncate(limit);
+        more = true;
+    }
+    Ok((all, more))
+}
+
+/// One page of sessions for the filter: (sessions, next cursor, sessions read by a search).
+fn find(store: &Store, f: &TreeFilter) -> UiResult<(Vec<Session>, Option<String>, usize)> {
+    if f.q.is_empty() {
+        let (items, more) = list_page(store, f, f.cursor, PAGE)?;
+        let next = if more {
+            items.last().map(|s| s.id.to_string())
+        } else {
+            None
+        };
+        return Ok((items, next, 0));
     }
     let mut out = Vec::new();
     let mut read = 0usize;
     let mut cursor = f.cursor;
     loop {
-        let mut lf = base.clone().limit(500);
-        if let Some(c) = cursor {
-            lf = lf.after(c);
-        }
-        let page = store.list_sessions(&lf)?;
-        for s in page.items {
+        let (items, more) = list_page(store, f, cursor, 500)?;
+        for s in items {
             read += 1;
             cursor = Some(s.id);
             if name_matches(&s, &f.q) {
@@ -160,7 +199,7 @@ fn find(store: &Store, f: &TreeFilter) -> UiResult<(Vec<Session>, Option<String>
                 return Ok((out, cursor.map(|c| c.to_string()), read));
             }
         }
-        if page.next_cursor.is_none() {
+        if !more {
             return Ok((out, None, read));
         }
     }
