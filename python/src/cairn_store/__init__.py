@@ -8,7 +8,8 @@
 b'# hello'
 
 Framework adapters are optional modules that import their framework only when imported
-themselves: ``cairn_store.langgraph`` (``CairnSaver``, ``AsyncCairnSaver``).
+themselves: ``cairn_store.langgraph`` (``CairnSaver``, ``AsyncCairnSaver``) and ``cairn_store.adk``
+(``CairnArtifactService``, ``CairnSessionService``).
 """
 
 from ._client import AsyncClient, Client
