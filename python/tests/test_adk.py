@@ -490,3 +490,84 @@ class AttachLlm(BaseLlm):
         else:
             call = types.FunctionCall(name="attach", args={"filename": "notes.txt"}, id="call-a")
             yield LlmResponse(content=types.Content(role="model", parts=[types.Part(function_call=call)]))
+
+
+# ------------------------------------------------------------------------- `adk api_server`
+
+
+def test_adk_api_server_runs_on_cairn_uris(server: LocalServer, tmp_path: Path) -> None:
+    """``adk api_server`` (``adk web`` without the UI) started with ``cairn://`` URIs and the
+    services.yaml of the README keeps its sessions and artifacts in Cairn."""
+    import json as _json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    agents = tmp_path / "agents"
+    (agents / "demo").mkdir(parents=True)
+    (agents / "services.yaml").write_text(
+        "services:\n"
+        "  - {scheme: cairn, type: artifact, class: cairn_store.adk.CairnArtifactService}\n"
+        "  - {scheme: cairn, type: session, class: cairn_store.adk.CairnSessionService}\n"
+    )
+    (agents / "demo" / "__init__.py").write_text("from . import agent\n")
+    (agents / "demo" / "agent.py").write_text(
+        "from google.adk.agents import LlmAgent\nroot_agent = LlmAgent(name='demo', model='gemini-2.0-flash')\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    adk = Path(sys.executable).with_name("adk")
+    uri = cairn_uri(server)
+    cmd = [str(adk), "api_server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--session_service_uri", uri, "--artifact_service_uri", uri, str(agents)]
+    log = tmp_path / "adk.log"  # a file, not a pipe nobody reads (ADK logs every request)
+    logf = log.open("w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logf)
+    base = f"http://127.0.0.1:{port}"
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else _json.dumps(body).encode()
+        req = urllib.request.Request(
+            base + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return _json.loads(resp.read())
+
+    try:
+        for _ in range(240):  # up to 60 s for ADK to import and start
+            try:
+                call("GET", "/list-apps")
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        f"adk api_server exited: {proc.stderr.read() if proc.stderr else ''}"
+                    ) from None
+                time.sleep(0.25)
+        created = call("POST", "/apps/demo/users/u1/sessions", {"state": {"user:lang": "fr", "k": "v"}})
+        sid = created["id"]
+        assert created["state"] == {"k": "v", "user:lang": "fr"}
+        # The session is a Cairn session: found by its key with a plain client.
+        with server.client() as c:
+            s = c.find_session(f"adk:session:demo/u1/{sid}")
+            assert s is not None and s.metadata["s:k"] == {"v": "v"}
+        # An artifact saved through the Cairn service is what the ADK server lists and serves.
+        arts = CairnArtifactService(uri)
+        asyncio.run(
+            arts.save_artifact(
+                app_name="demo", user_id="u1", session_id=sid, filename="r.txt", artifact=types.Part(text="hi")
+            )
+        )
+        assert call("GET", f"/apps/demo/users/u1/sessions/{sid}/artifacts") == ["r.txt"]
+        got = call("GET", f"/apps/demo/users/u1/sessions/{sid}/artifacts/r.txt")
+        assert got["text"] == "hi"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        logf.close()
