@@ -268,6 +268,23 @@ async def test_get_session_config_pages_events(sessions: CairnSessionService) ->
     assert full is not None and len(full.events) == 8
 
 
+async def test_large_events_are_stored_as_content(sessions: CairnSessionService, client: Client) -> None:
+    app = uniq("app")
+    s = await sessions.create_session(app_name=app, user_id="u")
+    big = "x" * (80 << 10)  # over the inline limit: the event lives only in the content
+    await sessions.append_event(
+        s, Event(author="tool", invocation_id="big", content=types.Content(role="user", parts=[types.Part(text=big)]))
+    )
+    await sessions.append_event(s, Event(author="a", invocation_id="small"))
+    got = await sessions.get_session(app_name=app, user_id="u", session_id=s.id)
+    assert got is not None and [e.invocation_id for e in got.events] == ["big", "small"]
+    assert got.events[0].content is not None and got.events[0].content.parts[0].text == big  # type: ignore[index]
+    cairn = client.find_session(sessions._session_key(app, "u", s.id))
+    assert cairn is not None
+    records = {a.name: a for a in client.list_artifacts_page(cairn.id).items}
+    assert "e" not in records["adk/e/000000000001"].metadata and "e" in records["adk/e/000000000002"].metadata
+
+
 async def test_stale_session_is_refused_and_reload_continues(sessions: CairnSessionService, client: Client) -> None:
     app = uniq("app")
     s = await sessions.create_session(app_name=app, user_id="u", state={"n": 0})

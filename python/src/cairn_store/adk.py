@@ -593,7 +593,7 @@ class CairnSessionService(BaseSessionService):
         }
         meta.update({f"s:{k}": v for k, v in _wrap(deltas["session"]).items()})
         try:
-            self.client.create_session(
+            s = self.client.create_session(
                 key=key,
                 name=f"adk {app_name}/{user_id}/{session_id}",
                 tags=[_tag("adk-app", app_name), _tag("adk-user", app_name, user_id)],
@@ -603,9 +603,6 @@ class CairnSessionService(BaseSessionService):
             raise AlreadyExistsError(f"Session with id {session_id} already exists.") from e
         self._merge_scope(self._app_key(app_name), deltas["app"])
         self._merge_scope(self._user_key(app_name, user_id), deltas["user"])
-        s = self.client.find_session(key)
-        if s is None:
-            raise SessionNotFoundError(f"Session {session_id} was deleted while it was being created.")
         return self._build(app_name, user_id, s, [], 0)
 
     def _get(self, app_name: str, user_id: str, session_id: str, config: GetSessionConfig | None) -> Session | None:
