@@ -209,6 +209,9 @@ async def test_branch_from_a_turn_list_and_switch(session: CairnSession, server:
     assert await session.get_items() == main_items
     with pytest.raises(ValueError, match="already has a branch"):
         await session.branch("rome")
+    with pytest.raises(ValueError, match="turn 5 does not exist"):
+        await session.branch("far", turn=5)
+    assert "far" not in [x.name for x in await session.list_branches()]  # nothing was forked
     with pytest.raises(KeyError, match="no branch"):
         await session.switch_branch("nope")
     # clear_session clears only the current branch.

@@ -218,6 +218,8 @@ class CairnSession(SessionABC):
     def _branch(self, name: str, turn: int | None, switch: bool) -> Branch:
         if not name or name == MAIN:
             raise ValueError(f"a branch needs a name other than {MAIN!r}")
+        if turn is not None and turn < 0:
+            raise ValueError("turn counts user messages from 0; it cannot be negative")
         if any(b.name == name for b in self._branches()):
             raise ValueError(f"conversation {self.session_id!r} already has a branch {name!r}")
         self._root_session()
@@ -225,24 +227,24 @@ class CairnSession(SessionABC):
             current = self._current
         src = self._target()
         parent = current[0] if current else MAIN
+        cut: int | None = None  # position of the first item the branch leaves out
+        if turn is not None:
+            users = [i for i, m in enumerate(self.client.history(src)) if _is_user_turn(_item(m))]
+            if turn >= len(users):
+                raise ValueError(
+                    f"branch {parent!r} has {len(users)} user turns (0 to {len(users) - 1}); "
+                    f"turn {turn} does not exist (omit turn to branch from the end)"
+                )
+            cut = users[turn]
         fork = self.client.fork(
             src,
             name=f"openai-agents {self.session_id} ({name})",
             tags=[self._tag()],
             metadata={"oa_branch": name, "oa_conversation": self.session_id, "oa_parent": parent, "oa_turn": turn},
         )
-        if turn is not None:
-            if turn < 0:
-                raise ValueError("turn counts user messages from 0; it cannot be negative")
-            seen = -1
-            drop = False
-            for m in self.client.history(fork.id):
-                if _is_user_turn(_item(m)):
-                    seen += 1
-                    if seen == turn:
-                        drop = True
-                if drop:
-                    self.client.delete_artifact(m.artifact_id)
+        if cut is not None:
+            for m in self.client.history(fork.id)[cut:]:
+                self.client.delete_artifact(m.artifact_id)
         if switch:
             self._switch(name, fork.id)
         return Branch(name, fork.id, parent, turn, fork.created_at)
