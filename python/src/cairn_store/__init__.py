@@ -8,7 +8,9 @@
 b'# hello'
 
 Framework adapters are optional modules that import their framework only when imported
-themselves: ``cairn_store.langgraph`` (``CairnSaver``, ``AsyncCairnSaver``).
+themselves: ``cairn_store.langgraph`` (``CairnSaver``, ``AsyncCairnSaver``), ``cairn_store.adk``
+(``CairnArtifactService``, ``CairnSessionService``) and ``cairn_store.openai_agents``
+(``CairnSession``).
 """
 
 from ._client import AsyncClient, Client

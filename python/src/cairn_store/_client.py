@@ -4,6 +4,7 @@ of ``_api`` and share the models, errors and content handling; only the I/O diff
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -80,22 +81,112 @@ def _put_call(
     return path, _api.put_params(kind, tags, metadata, mime_type), headers
 
 
-class _SseParser:
-    """Turns Server-Sent Events lines into events: ``data:`` lines up to a blank line."""
+def _range_header(start: int, end: int | None) -> dict[str, str]:
+    if start < 0 or (end is not None and end < start):
+        raise ValueError(f"bad byte range {start}-{end}: need 0 <= start <= end")
+    return {"Range": f"bytes={start}-{'' if end is None else end}"}
 
-    def __init__(self) -> None:
+
+def _range_body(resp: httpx.Response, start: int, end: int | None) -> bytes:
+    _check(resp, (206, 200))
+    if resp.status_code == 200:  # the server ignored the range: cut it here
+        return resp.content[start : None if end is None else end + 1]
+    return resp.content
+
+
+def _import_params(new_ids: bool, drop_keys: bool, parent: str | None) -> list[tuple[str, str]]:
+    params = [("new_ids", "true")] if new_ids else []
+    if drop_keys:
+        params.append(("drop_keys", "true"))
+    if parent is not None:
+        params.append(("parent", parent))
+    return params
+
+
+def _stream_headers(last_event_id: str | None) -> dict[str, str]:
+    return {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+
+
+class _Sink:
+    """Where a download goes: a temp file beside ``path``, fsynced and renamed into place only
+    when the whole body arrived (and, for content, was verified); removed otherwise. Shared by
+    the sync and async clients, which differ only in how chunks arrive."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.dest = Path(path)
+        self.tmp = self.dest.with_name(self.dest.name + ".cairn-partial")
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by finish/abort
+        self.n = 0
+
+    def write(self, b: bytes) -> None:
+        self.file.write(b)
+        self.n += len(b)
+
+    def finish(self) -> int:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.dest)
+        return self.n
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+async def _afile_chunks(path: str | os.PathLike[str]) -> AsyncIterator[bytes]:
+    """A file's bytes in chunks, read in a worker thread so the event loop is not blocked."""
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        while True:
+            b = await asyncio.to_thread(f.read, CHUNK)
+            if not b:
+                return
+            yield b
+    finally:
+        f.close()
+
+
+class _SseParser:
+    """Turns Server-Sent Events lines into events (``id:``, ``event:`` and ``data:`` lines up
+    to a blank line; ``:`` comments such as keep-alives are skipped). ``last_id`` is the id of
+    the last event returned, which resumes the stream after it; ``missed`` is set when the
+    server says this client fell behind and events were dropped from the live stream."""
+
+    def __init__(self, last_id: str | None) -> None:
         self._data: list[str] = []
+        self._type = ""
+        self._id: str | None = None
+        self.last_id = last_id
+        self.missed = False
 
     def feed(self, line: str) -> Event | None:
         """Takes one line; returns an event when the line ends one."""
         if line == "":
-            if not self._data:
+            data, kind, eid = self._data, self._type, self._id
+            self._data, self._type, self._id = [], "", None
+            if not data:
                 return None
-            text = "\n".join(self._data)
-            self._data = []
-            return Event.from_json(json.loads(text))
-        if line.startswith("data:"):
-            self._data.append(line[5:].lstrip(" "))
+            if kind == "missed":
+                self.missed = True
+                return None
+            try:
+                ev = Event.from_json(json.loads("\n".join(data)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise ProtocolError(f"the event stream sent an event that is not a Cairn event: {e}") from e
+            if eid is not None:
+                self.last_id = eid
+            return ev
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._type = value
+        elif field == "id":
+            self._id = value
         return None
 
 
@@ -219,20 +310,34 @@ class Client:
                 return
             after = page.items[-1].seq
 
-    def stream_events(self, session_id: str, *, last_event_id: int | None = None) -> Iterator[Event]:
-        """Live events (Server-Sent Events) of the session; resumes after ``last_event_id``."""
-        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-        with self._http.stream(
-            "GET", f"/v1/sessions/{seg(session_id)}/events/stream", headers=headers, timeout=None
-        ) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                _check(resp, (200,))
-            parser = _SseParser()
-            for line in resp.iter_lines():
-                ev = parser.feed(line)
-                if ev is not None:
-                    yield ev
+    def stream_events(self, session_id: str, *, last_event_id: int | str | None = None) -> Iterator[Event]:
+        """Live events (Server-Sent Events) of the session, for as long as the caller iterates.
+        ``last_event_id`` (a seq, or ``SESSION:SEQ``) resumes after that event: the server
+        replays the stored events after it, then continues live. If this client falls so far
+        behind that the server drops events from the live stream, the iterator reconnects
+        after the last event it delivered, so the dropped events are replayed from the log
+        and none is lost.
+        """
+        parser = _SseParser(None if last_event_id is None else str(last_event_id))
+        while True:
+            parser.missed = False
+            with self._http.stream(
+                "GET",
+                f"/v1/sessions/{seg(session_id)}/events/stream",
+                headers=_stream_headers(parser.last_id),
+                timeout=httpx.Timeout(None, connect=10.0),
+            ) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    _check(resp, (200,))
+                for line in resp.iter_lines():
+                    ev = parser.feed(line)
+                    if ev is not None:
+                        yield ev
+                    elif parser.missed:
+                        break
+            if not parser.missed:
+                return
 
     # -------------------------------------------------------------------------- content
 
@@ -303,47 +408,40 @@ class Client:
         """Writes an artifact's content to ``path`` (via a temp file, renamed once verified);
         returns the number of bytes.
         """
-        dest = Path(path)
-        tmp = dest.with_name(dest.name + ".cairn-partial")
-        n = 0
+        sink = _Sink(path)
         try:
-            with self.open(artifact_id) as chunks, open(tmp, "wb") as f:
+            with self.open(artifact_id) as chunks:
                 for b in chunks:
-                    f.write(b)
-                    n += len(b)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return n
+                    sink.write(b)
+            return sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
 
     def read_range(self, artifact_id: str, start: int, end: int | None = None) -> bytes:
         """Bytes ``start`` to ``end`` (inclusive; to the end when None) of an artifact. The
         server verifies the whole content before it answers.
         """
-        rng = f"bytes={start}-{'' if end is None else end}"
-        resp = self._http.get(f"/v1/artifacts/{seg(artifact_id)}/content", headers={"Range": rng})
-        _check(resp, (206, 200))
-        if resp.status_code == 200:
-            return resp.content[start : None if end is None else end + 1]
-        return resp.content
+        resp = self._http.get(f"/v1/artifacts/{seg(artifact_id)}/content", headers=_range_header(start, end))
+        return _range_body(resp, start, end)
 
     # -------------------------------------------------------------------------- bundles
 
     def export_bundle(self, session_id: str, path: str | os.PathLike[str], *, subtree: bool = False) -> int:
         """Streams the session's bundle (``cairn export`` format) into ``path``; returns bytes."""
         params = [("subtree", "true")] if subtree else []
-        n = 0
         with self._http.stream("GET", f"/v1/sessions/{seg(session_id)}/export", params=params) as resp:
             if resp.status_code != 200:
                 resp.read()
                 _check(resp, (200,))
-            with open(path, "wb") as f:
+            sink = _Sink(path)
+            try:
                 for b in resp.iter_bytes(CHUNK):
-                    f.write(b)
-                    n += len(b)
-        return n
+                    sink.write(b)
+                return sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
 
     def import_bundle(
         self,
@@ -356,11 +454,7 @@ class Client:
         """Streams a bundle file to the server; returns the import report. ``new_ids`` gives
         the imported sessions and artifacts new ids (to import beside the originals),
         ``drop_keys`` drops their unique keys, ``parent`` puts the imported roots under it."""
-        params = [("new_ids", "true")] if new_ids else []
-        if drop_keys:
-            params.append(("drop_keys", "true"))
-        if parent is not None:
-            params.append(("parent", parent))
+        params = _import_params(new_ids, drop_keys, parent)
         with open(path, "rb") as f:
             resp = self._http.post("/v1/import", params=params, content=iter(lambda: f.read(CHUNK), b""))
         _check(resp, (200, 201))
@@ -479,20 +573,28 @@ class AsyncClient:
                 return
             after = page.items[-1].seq
 
-    async def stream_events(self, session_id: str, *, last_event_id: int | None = None) -> AsyncIterator[Event]:
-        """Live events (Server-Sent Events) of the session."""
-        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-        async with self._http.stream(
-            "GET", f"/v1/sessions/{seg(session_id)}/events/stream", headers=headers, timeout=None
-        ) as resp:
-            if resp.status_code != 200:
-                await resp.aread()
-                _check(resp, (200,))
-            parser = _SseParser()
-            async for line in resp.aiter_lines():
-                ev = parser.feed(line)
-                if ev is not None:
-                    yield ev
+    async def stream_events(self, session_id: str, *, last_event_id: int | str | None = None) -> AsyncIterator[Event]:
+        """Live events (Server-Sent Events) of the session; see :meth:`Client.stream_events`."""
+        parser = _SseParser(None if last_event_id is None else str(last_event_id))
+        while True:
+            parser.missed = False
+            async with self._http.stream(
+                "GET",
+                f"/v1/sessions/{seg(session_id)}/events/stream",
+                headers=_stream_headers(parser.last_id),
+                timeout=httpx.Timeout(None, connect=10.0),
+            ) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    _check(resp, (200,))
+                async for line in resp.aiter_lines():
+                    ev = parser.feed(line)
+                    if ev is not None:
+                        yield ev
+                    elif parser.missed:
+                        break
+            if not parser.missed:
+                return
 
     async def put(
         self,
@@ -555,12 +657,52 @@ class AsyncClient:
 
     async def read_range(self, artifact_id: str, start: int, end: int | None = None) -> bytes:
         """Bytes ``start`` to ``end`` (inclusive) of an artifact."""
-        rng = f"bytes={start}-{'' if end is None else end}"
-        resp = await self._http.get(f"/v1/artifacts/{seg(artifact_id)}/content", headers={"Range": rng})
-        _check(resp, (206, 200))
-        if resp.status_code == 200:
-            return resp.content[start : None if end is None else end + 1]
-        return resp.content
+        resp = await self._http.get(f"/v1/artifacts/{seg(artifact_id)}/content", headers=_range_header(start, end))
+        return _range_body(resp, start, end)
+
+    async def download(self, artifact_id: str, path: str | os.PathLike[str]) -> int:
+        """Writes an artifact's content to ``path`` (via a temp file, renamed once verified);
+        returns the number of bytes. See :meth:`Client.download`."""
+        sink = await asyncio.to_thread(_Sink, path)
+        try:
+            async with self.open(artifact_id) as chunks:
+                async for b in chunks:
+                    await asyncio.to_thread(sink.write, b)
+            return await asyncio.to_thread(sink.finish)
+        except BaseException:
+            sink.abort()
+            raise
+
+    async def export_bundle(self, session_id: str, path: str | os.PathLike[str], *, subtree: bool = False) -> int:
+        """Streams the session's bundle into ``path``; returns bytes. See :meth:`Client.export_bundle`."""
+        params = [("subtree", "true")] if subtree else []
+        async with self._http.stream("GET", f"/v1/sessions/{seg(session_id)}/export", params=params) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                _check(resp, (200,))
+            sink = await asyncio.to_thread(_Sink, path)
+            try:
+                async for b in resp.aiter_bytes(CHUNK):
+                    await asyncio.to_thread(sink.write, b)
+                return await asyncio.to_thread(sink.finish)
+            except BaseException:
+                sink.abort()
+                raise
+
+    async def import_bundle(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        new_ids: bool = False,
+        drop_keys: bool = False,
+        parent: str | None = None,
+    ) -> dict[str, Any]:
+        """Streams a bundle file to the server; returns the import report. See
+        :meth:`Client.import_bundle`."""
+        params = _import_params(new_ids, drop_keys, parent)
+        resp = await self._http.post("/v1/import", params=params, content=_afile_chunks(path))
+        _check(resp, (200, 201))
+        return dict(_api.body(resp))
 
 
 def _etag(resp: httpx.Response) -> str:

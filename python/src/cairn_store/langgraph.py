@@ -686,6 +686,16 @@ def _default_serde(serde: SerializerProtocol | None) -> SerializerProtocol:
     return serde
 
 
+def _forget_on_first_miss(e: NotFound, attempt: int, core: _Core) -> bool:
+    """The drivers' retry rule: a plan that failed on its first attempt because a cached
+    thread session was deleted by someone else is run once more with the cache cleared."""
+    if attempt == 0 and e.code == "session_not_found":
+        with core._lock:
+            core._threads.clear()
+        return True
+    return False
+
+
 class _SyncDriver:
     """Runs plans with a sync client. A plan that fails because a cached thread session was
     deleted by someone else is run once more with the cache cleared.
@@ -719,9 +729,7 @@ class _SyncDriver:
             except StopIteration as stop:
                 return stop.value
             except NotFound as e:
-                if attempt == 0 and e.code == "session_not_found":
-                    with core._lock:
-                        core._threads.clear()
+                if _forget_on_first_miss(e, attempt, core):
                     continue
                 raise
         raise AssertionError("unreachable")
@@ -758,9 +766,7 @@ class _AsyncDriver:
             except StopIteration as stop:
                 return stop.value
             except NotFound as e:
-                if attempt == 0 and e.code == "session_not_found":
-                    with core._lock:
-                        core._threads.clear()
+                if _forget_on_first_miss(e, attempt, core):
                     continue
                 raise
         raise AssertionError("unreachable")
@@ -786,50 +792,11 @@ class _Base(BaseCheckpointSaver[str]):
         """Versions ``<counter>.<random>``, so two branches of a thread never reuse a version."""
         return _next_version(current)
 
-
-class CairnSaver(_Base):
-    """A sync LangGraph checkpointer on a Cairn server (async methods run it in a thread).
-
-    >>> from cairn_store.langgraph import CairnSaver              # doctest: +SKIP
-    >>> with CairnSaver.local() as saver:                          # starts `cairn serve`
-    ...     graph = builder.compile(checkpointer=saver)
-    ...     graph.invoke(inputs, {"configurable": {"thread_id": "t1"}})
-    """
-
-    def __init__(
-        self,
-        client: Client | None = None,
-        *,
-        url: str | None = None,
-        token: str | None = None,
-        serde: SerializerProtocol | None = None,
-        inline_max: int = INLINE_MAX,
-        cache_bytes: int = CACHE_BYTES,
-    ) -> None:
-        super().__init__(serde=serde, inline_max=inline_max, cache_bytes=cache_bytes)
-        self.client = client or Client(url, token=token)
-        self._driver = _SyncDriver(self.client)
-
-    @classmethod
-    @contextmanager
-    def from_url(cls, url: str, *, token: str | None = None, **kwargs: Any) -> Iterator[CairnSaver]:
-        """A saver on the server at ``url``, closed on exit."""
-        with Client(url, token=token) as c:
-            yield cls(c, **kwargs)
-
-    @classmethod
-    @contextmanager
-    def local(cls, data: str | None = None, *, binary: str | None = None, **kwargs: Any) -> Iterator[CairnSaver]:
-        """Starts ``cairn serve`` on a free port (store in ``data``, or a temporary folder) and
-        yields a saver on it; stops the server on exit.
-        """
-        from .server import LocalServer
-
-        with LocalServer(data, binary=binary) as srv, srv.client() as c:
-            yield cls(c, **kwargs)
-
     def _run(self, make: Any) -> Any:
-        return self._driver.drive(make, self._core)
+        """Runs a plan with the sync client (each saver has one)."""
+        raise NotImplementedError
+
+    # The sync methods, the same for both savers (AsyncCairnSaver runs them on its sync client).
 
     def thread_session(self, thread_id: str) -> Session | None:
         """The Cairn session that holds a thread's checkpoints (None before its first one)."""
@@ -889,6 +856,51 @@ class CairnSaver(_Base):
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: keep each namespace's newest checkpoint; ``delete``: delete all."""
         self._run(lambda: self._core.prune(thread_ids, strategy))
+
+
+class CairnSaver(_Base):
+    """A sync LangGraph checkpointer on a Cairn server (async methods run it in a thread).
+
+    >>> from cairn_store.langgraph import CairnSaver              # doctest: +SKIP
+    >>> with CairnSaver.local() as saver:                          # starts `cairn serve`
+    ...     graph = builder.compile(checkpointer=saver)
+    ...     graph.invoke(inputs, {"configurable": {"thread_id": "t1"}})
+    """
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        serde: SerializerProtocol | None = None,
+        inline_max: int = INLINE_MAX,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        super().__init__(serde=serde, inline_max=inline_max, cache_bytes=cache_bytes)
+        self.client = client or Client(url, token=token)
+        self._driver = _SyncDriver(self.client)
+
+    @classmethod
+    @contextmanager
+    def from_url(cls, url: str, *, token: str | None = None, **kwargs: Any) -> Iterator[CairnSaver]:
+        """A saver on the server at ``url``, closed on exit."""
+        with Client(url, token=token) as c:
+            yield cls(c, **kwargs)
+
+    @classmethod
+    @contextmanager
+    def local(cls, data: str | None = None, *, binary: str | None = None, **kwargs: Any) -> Iterator[CairnSaver]:
+        """Starts ``cairn serve`` on a free port (store in ``data``, or a temporary folder) and
+        yields a saver on it; stops the server on exit.
+        """
+        from .server import LocalServer
+
+        with LocalServer(data, binary=binary) as srv, srv.client() as c:
+            yield cls(c, **kwargs)
+
+    def _run(self, make: Any) -> Any:
+        return self._driver.drive(make, self._core)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Async :meth:`get_tuple` (runs in a worker thread)."""
@@ -1040,58 +1052,3 @@ class AsyncCairnSaver(_Base):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest`` or ``delete``; see :meth:`CairnSaver.prune`."""
         await self._arun(lambda: self._core.prune(thread_ids, strategy))
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Sync :meth:`aget_tuple`, on the sync client."""
-        return self._run(lambda: self._core.get_tuple(config))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """Sync :meth:`alist`, on the sync client."""
-        cursor: str | None = None
-        remaining = limit
-        while remaining is None or remaining > 0:
-            items, cursor = self._run(lambda r=remaining, c=cursor: self._core.list_page(config, filter, before, r, c))
-            yield from items
-            if remaining is not None:
-                remaining -= len(items)
-            if cursor is None:
-                return
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Sync :meth:`aput`."""
-        return self._run(lambda: self._core.put(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        """Sync :meth:`aput_writes`."""
-        self._run(lambda: self._core.put_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        """Sync :meth:`adelete_thread`."""
-        self._run(lambda: self._core.delete_thread(thread_id))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Sync :meth:`acopy_thread`."""
-        self._run(lambda: self._core.copy_thread(source_thread_id, target_thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Sync :meth:`adelete_for_runs`."""
-        self._run(lambda: self._core.delete_for_runs(run_ids))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Sync :meth:`aprune`."""
-        self._run(lambda: self._core.prune(thread_ids, strategy))
