@@ -41,7 +41,9 @@ bench inproc-sse "$TMP/inproc-sse" "$SUBS" "$EVENTS"
 load
 
 echo "-- cairn serve (release) with wrk -t$WRK_THREADS -c$CONNS"
-target/release/cairn serve --data "$TMP/server" --listen 127.0.0.1:0 >"$TMP/url" 2>"$TMP/server.log" &
+# Room for the SSE subscribers (max_streams defaults to 64).
+printf '[server]\nmax_streams = %d\n' "$((SUBS + 16))" >"$TMP/serve.toml"
+target/release/cairn serve --config "$TMP/serve.toml" --data "$TMP/server" --listen 127.0.0.1:0 >"$TMP/url" 2>"$TMP/server.log" &
 PID=$!
 for _ in $(seq 1 200); do [ -s "$TMP/url" ] && break; sleep 0.05; done
 URL=$(head -n1 "$TMP/url")
