@@ -27,8 +27,12 @@ def cairn_bin() -> str:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[LocalServer]:
-    with LocalServer(binary=cairn_bin()) as srv:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    # Anonymous loopback callers get no admin scope unless the server opens it (`open_admin`);
+    # the suite calls the admin routes (stats, gc, verify, metrics) without a token.
+    config = tmp_path_factory.mktemp("cairn-serve") / "serve.toml"
+    config.write_text("[server]\nopen_admin = true\n")
+    with LocalServer(binary=cairn_bin(), args=["--config", str(config)]) as srv:
         yield srv
 
 

@@ -16,6 +16,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The limits.
     pub limits: ServerLimits,
+    /// Without tokens on loopback, whether anonymous callers also get the admin scope
+    /// (`/v1/admin/*`, `/metrics`, `/v1/webhooks`). Default false: anonymous loopback callers
+    /// read and write the tenant `default`, and administration needs an admin token or this
+    /// switch (`[server] open_admin = true`).
+    pub open_admin: bool,
 }
 
 /// The limits of one server, each with a default. See DESIGN.md, "Server".
@@ -49,6 +54,17 @@ pub struct ServerLimits {
     /// Event streams open at once (they do not count towards `max_concurrency`); more get 503
     /// with `Retry-After`. Default 64.
     pub max_streams: usize,
+    /// Events a webhook may have waiting for delivery; beyond it new events are dropped for
+    /// that webhook and counted (`dropped` in `GET /v1/webhooks`). Default 1024.
+    pub webhook_queue: usize,
+    /// Attempts per webhook delivery (the first one included) before it is given up and
+    /// counted as `failed`. Default 10 (about 8.5 minutes of retries at the default base).
+    pub webhook_max_attempts: u32,
+    /// Milliseconds before the first retry of a failed delivery; each further retry waits
+    /// twice as long (capped at 10 minutes). Default 1000.
+    pub webhook_retry_base_ms: u64,
+    /// Seconds one delivery attempt may take (connect, send, response head). Default 10.
+    pub webhook_timeout_secs: u64,
 }
 
 impl Default for ServerLimits {
@@ -64,6 +80,10 @@ impl Default for ServerLimits {
             sse_keepalive_secs: 15,
             sse_queue: 1024,
             max_streams: 64,
+            webhook_queue: 1024,
+            webhook_max_attempts: 10,
+            webhook_retry_base_ms: 1000,
+            webhook_timeout_secs: 10,
         }
     }
 }
@@ -89,6 +109,10 @@ impl ServerLimits {
             ("max_concurrency", self.max_concurrency as u64),
             ("sse_keepalive_secs", self.sse_keepalive_secs),
             ("max_streams", self.max_streams as u64),
+            ("webhook_queue", self.webhook_queue as u64),
+            ("webhook_max_attempts", u64::from(self.webhook_max_attempts)),
+            ("webhook_retry_base_ms", self.webhook_retry_base_ms),
+            ("webhook_timeout_secs", self.webhook_timeout_secs),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -112,6 +136,7 @@ impl ServerLimits {
 struct FileSection {
     listen: Option<String>,
     data: Option<PathBuf>,
+    open_admin: Option<bool>,
     /// Everything else: the limits by name (unknown names are refused when they are applied).
     #[serde(flatten)]
     limits: toml::Table,
@@ -131,11 +156,12 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             limits: ServerLimits::default(),
+            open_admin: false,
         }
     }
 
-    /// Applies the `[server]` section of the TOML file at `path` (`listen`, `data` and any limit
-    /// by its name, e.g. `max_body_bytes = 1073741824`).
+    /// Applies the `[server]` section of the TOML file at `path` (`listen`, `data`,
+    /// `open_admin` and any limit by its name, e.g. `max_body_bytes = 1073741824`).
     pub fn apply_file(&mut self, path: &Path) -> Result<(), String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
@@ -154,6 +180,9 @@ impl ServerConfig {
         }
         if let Some(d) = section.data {
             self.data_dir = d;
+        }
+        if let Some(a) = section.open_admin {
+            self.open_admin = a;
         }
         let t = section.limits;
         if !t.is_empty() {
@@ -184,6 +213,10 @@ struct LimitsSer {
     sse_keepalive_secs: u64,
     sse_queue: u64,
     max_streams: u64,
+    webhook_queue: u64,
+    webhook_max_attempts: u32,
+    webhook_retry_base_ms: u64,
+    webhook_timeout_secs: u64,
 }
 
 impl From<&ServerLimits> for LimitsSer {
@@ -199,6 +232,10 @@ impl From<&ServerLimits> for LimitsSer {
             sse_keepalive_secs: l.sse_keepalive_secs,
             sse_queue: l.sse_queue as u64,
             max_streams: l.max_streams as u64,
+            webhook_queue: l.webhook_queue as u64,
+            webhook_max_attempts: l.webhook_max_attempts,
+            webhook_retry_base_ms: l.webhook_retry_base_ms,
+            webhook_timeout_secs: l.webhook_timeout_secs,
         }
     }
 }
@@ -221,6 +258,9 @@ mod tests {
             .unwrap();
         assert_eq!(c.listen.port(), 9);
         assert_eq!(c.limits.max_concurrency, 3);
+        assert!(!c.open_admin, "admin without a token is never the default");
+        c.apply_toml("[server]\nopen_admin = true\n").unwrap();
+        assert!(c.open_admin);
         assert_eq!(
             c.limits.max_body_bytes,
             ServerLimits::default().max_body_bytes

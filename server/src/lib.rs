@@ -9,7 +9,8 @@
 //! Map: [`config`] (limits), [`auth`] (tokens), [`state`] (tenant stores), [`middleware`]
 //! (request id, concurrency cap, auth, body size, timeout, log, metrics), [`api`] (one file per
 //! resource family), [`openapi`] (the generated document), [`metrics`], [`streaming`], [`ui`]
-//! (the web view at `/ui`, with its own cookie-or-header authentication).
+//! (the web view at `/ui`, with its own cookie-or-header authentication), [`webhooks`] (signed,
+//! retried deliveries of lifecycle events).
 //!
 //! ```no_run
 //! let config = cairn_server::ServerConfig::new("/var/lib/cairn");
@@ -32,6 +33,7 @@ pub mod openapi;
 pub mod state;
 pub mod streaming;
 pub mod ui;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -105,8 +107,13 @@ fn check_start(state: &AppState, addr: SocketAddr) -> Result<(), String> {
         log(
             "warn",
             &format!(
-                "no tokens in {}: serving the single tenant \"default\" without authentication on {addr} (loopback only); `cairn token create` turns authentication on",
-                state.config().data_dir.join(auth::TOKENS_FILE).display()
+                "no tokens in {}: serving the single tenant \"default\" without authentication on {addr} (loopback only; {}); `cairn token create` turns authentication on",
+                state.config().data_dir.join(auth::TOKENS_FILE).display(),
+                if state.config().open_admin {
+                    "admin routes open too (open_admin)"
+                } else {
+                    "read and write; admin routes need an admin token or `open_admin = true`"
+                }
             ),
         );
     }
@@ -134,6 +141,8 @@ pub async fn serve(
     let service = TowerToHyperService::new(app);
     let graceful = GracefulShutdown::new();
     let header_timeout = state.config().limits.header_timeout();
+    // Webhook feeds subscribe before the first request, so no acknowledged event is missed.
+    state.webhooks().start(&state).await?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -148,13 +157,32 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let (stream, answer) = match limits::watch_headers(stream) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        log("error", &format!("cannot set up a connection: {e}"));
+                        continue;
+                    }
+                };
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), service.clone());
                 let watched = graceful.watch(conn);
+                let metrics_state = state.clone();
                 tokio::spawn(async move {
-                    let _ = watched.await;
+                    if let Err(e) = watched.await {
+                        // hyper closes the connection on its header timeout; answer 408 when
+                        // part of a request had arrived.
+                        if e.is_timeout() && answer.answer(header_timeout) {
+                            metrics_state.metrics().record(
+                                "header_timeout",
+                                "-",
+                                408,
+                                header_timeout,
+                            );
+                        }
+                    }
                 });
             }
             () = &mut shutdown => break,
@@ -175,6 +203,9 @@ pub async fn serve(
             "some requests were still running after the grace period; they were cut off (none of them had been answered)",
         );
     }
+    // The feed threads let go of their subscriptions, so the stores can close after us.
+    let st = state.clone();
+    let _ = tokio::task::spawn_blocking(move || st.webhooks().stop()).await;
     let st = state.clone();
     let flushed = tokio::task::spawn_blocking(move || st.flush_all())
         .await

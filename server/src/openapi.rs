@@ -33,6 +33,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         v1::checkpoints::timeline, v1::checkpoints::say, v1::checkpoints::history,
         v1::bundles::export, v1::bundles::import,
         v1::admin::stats, v1::admin::gc, v1::admin::verify,
+        crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Common),

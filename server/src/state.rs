@@ -13,6 +13,7 @@ use crate::auth::{validate_tenant, Principal, Tokens};
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::webhooks::Webhooks;
 
 /// The state shared by every request (cheap to clone).
 #[derive(Clone)]
@@ -32,6 +33,7 @@ struct Inner {
     /// Open event streams (`max_streams`).
     streams: Arc<Semaphore>,
     shutting_down: AtomicBool,
+    webhooks: Webhooks,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             )
         })?;
         let tokens = Tokens::open(&config.data_dir)?;
+        let webhooks = Webhooks::open(&config.data_dir, &config.limits)?;
         let loopback = config.listen.ip().is_loopback();
         let permits = Arc::new(Semaphore::new(config.limits.max_concurrency));
         Ok(Self {
@@ -57,9 +60,15 @@ impl AppState {
                 permits,
                 streams: Arc::new(Semaphore::new(config.limits.max_streams)),
                 shutting_down: AtomicBool::new(false),
+                webhooks,
                 config,
             }),
         })
+    }
+
+    /// The webhooks of every tenant.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
     }
 
     /// The open-event-stream cap (`max_streams`).
@@ -106,9 +115,12 @@ impl AppState {
     pub fn authenticate(&self, header: Option<&str>) -> ApiResult<Principal> {
         let Some(h) = header else {
             if self.open_mode() {
+                // Any local process can reach a loopback port: it may read and write the
+                // default tenant, but administration (gc, verify, metrics, webhooks) needs an
+                // admin token unless the operator opened it explicitly (`open_admin`).
                 return Ok(Principal {
                     tenant: crate::auth::DEFAULT_TENANT.to_string(),
-                    admin: true,
+                    admin: self.inner.config.open_admin,
                     read_only: false,
                     token_id: None,
                 });

@@ -290,7 +290,9 @@ fn errors_have_one_shape_and_the_right_status() {
 
 #[test]
 fn health_readiness_openapi_and_metrics() {
-    let srv = TestServer::start();
+    // `open_admin`: anonymous loopback callers may read /metrics (server_security.rs checks
+    // that they may not by default).
+    let srv = TestServer::start_with(|c| c.open_admin = true);
     let c = srv.anon();
     assert_eq!(c.get("/healthz").json()["status"], "ok");
     assert_eq!(c.get("/readyz").json()["status"], "ready");

@@ -1,5 +1,5 @@
 //! Limits against a real server: body size (413, from Content-Length and while streaming),
-//! request and header timeouts (408, closed connection), the concurrency cap (503 with
+//! request and header timeouts (408), the concurrency cap (503 with
 //! Retry-After) and per-tenant quotas.
 
 mod common;
@@ -79,26 +79,51 @@ fn request_timeout_answers_408_and_stores_nothing() {
 }
 
 #[test]
-fn header_timeout_closes_the_connection() {
+fn header_timeout_answers_408() {
     let srv = TestServer::start_with(|c| c.limits.header_timeout_secs = 1);
+    // Part of a request's headers, then silence: the server answers 408 and closes.
     let mut t = raw(&srv);
     t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let mut buf = [0u8; 64];
-    // The server closes the connection (no complete request, so no response); the read
-    // returns end-of-stream or a reset, not our 60 s read timeout.
-    match t.read(&mut buf) {
-        Ok(n) => assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n])),
-        Err(e) => assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "{e}"
-        ),
-    }
+    let text = read_all(t);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    let body = &text[text.find("\r\n\r\n").expect("a header block") + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "request_timeout", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("header_timeout_secs"),
+        "{v}"
+    );
+
+    // A connection that sent nothing (idle) is closed without a response: no request, no
+    // answer, so a keep-alive client never reads a 408 it did not ask for.
+    let t = raw(&srv);
+    assert_eq!(read_all(t), "");
+
+    // After a complete request and its response, an idle keep-alive connection is closed
+    // quietly too.
+    let mut t = raw(&srv);
+    t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = read_all(t);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(!text.contains("408"), "{text:?}");
+
     // A complete request on a new connection is served.
     assert_eq!(srv.anon().get("/healthz").status, 200);
+    let m = srv
+        .client(&srv.token("default", true, false))
+        .get("/metrics");
+    let text = String::from_utf8(m.body).unwrap();
+    assert!(
+        text.contains(
+            "cairn_http_requests_total{route=\"header_timeout\",method=\"-\",status=\"408\"} 1"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -153,7 +178,9 @@ fn concurrency_cap_answers_503_with_retry_after() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(ok, "the permit was released");
-    let m = c.get("/metrics");
+    let m = srv
+        .client(&srv.token("default", true, false))
+        .get("/metrics");
     let text = String::from_utf8(m.body).unwrap();
     assert!(
         !text.contains("cairn_http_overload_rejections_total 0"),

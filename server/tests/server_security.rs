@@ -268,3 +268,42 @@ fn refuses_a_non_loopback_address_without_tokens() {
     assert_eq!(r.status, 401);
     s.shutdown().unwrap();
 }
+
+#[test]
+fn anonymous_loopback_reads_and_writes_but_does_not_administer() {
+    let srv = TestServer::start();
+    let c = srv.anon();
+    // Read and write on the tenant `default`.
+    let s = c.session(&json!({"name": "x"}));
+    let a = c.put(&s, "a.txt", b"abc");
+    let r = c.get(&format!(
+        "/v1/artifacts/{}/content",
+        a["id"].as_str().unwrap()
+    ));
+    assert_eq!(r.body, b"abc");
+    // Administration is refused with the same answer as a non-admin token.
+    for path in ["/v1/admin/stats", "/metrics"] {
+        let r = c.get(path);
+        assert_eq!(r.status, 403, "{path}");
+        assert_eq!(r.code(), "forbidden", "{path}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("admin"),
+            "{path}: the message names the missing scope"
+        );
+    }
+    assert_eq!(c.post("/v1/admin/gc", &json!({})).status, 403);
+    assert_eq!(c.post("/v1/admin/verify", &json!({})).status, 403);
+    let dir = srv.stop();
+
+    // `open_admin` opens administration to anonymous loopback callers, on the same data.
+    let srv = TestServer::start_in(dir, |c| c.open_admin = true);
+    let c = srv.anon();
+    let r = c.get("/v1/admin/stats");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["artifacts"], 1);
+    assert_eq!(c.get("/metrics").status, 200);
+    // An admin token still turns anonymous access off entirely, open_admin or not.
+    let admin = srv.token("default", true, false);
+    assert_eq!(c.get("/v1/admin/stats").status, 401);
+    assert_eq!(srv.client(&admin).get("/v1/admin/stats").status, 200);
+}

@@ -57,6 +57,7 @@ pub fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
     let r = ops::routes(r);
     let r = v1::routes(r);
     let r = stream::routes(r);
+    let r = crate::webhooks::routes(r);
     (r.router, r.served)
 }
 
