@@ -64,6 +64,8 @@ pub use artifact::{
 };
 #[cfg(feature = "fjall")]
 pub use backend::FjallBackend;
+#[cfg(feature = "postgres")]
+pub use backend::PostgresBackend;
 #[cfg(feature = "redb")]
 pub use backend::RedbBackend;
 pub use backend::{Backend, BatchTx, MemoryBackend, Op, SledBackend, WriteTx};

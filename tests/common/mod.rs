@@ -185,3 +185,6 @@ pub fn build_tree(s: &Store) -> (cairn::SessionId, cairn::SessionId, cairn::Sess
 }
 
 pub mod faults;
+/// The PostgreSQL server of the tests (feature `postgres`, root package only).
+#[cfg(feature = "postgres")]
+pub mod pg;
