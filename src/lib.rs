@@ -99,6 +99,8 @@ pub use store::retention::{
     RetentionRule, SessionRemoval,
 };
 pub use store::verify::{Problem, RepairReport, VerifyReport};
+#[cfg(feature = "postgres")]
+pub use store::POSTGRES_MAX_ARTIFACT_SIZE;
 pub use store::{
     Admin, BackendKind, ContentInfo, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION,
 };

@@ -128,6 +128,30 @@ fn a_lost_race_is_a_write_conflict_and_the_loser_writes_nothing() {
 }
 
 #[test]
+fn content_size_is_capped_while_it_lives_in_the_database() {
+    let Some(url) = common::pg::url() else { return };
+    let s = Store::open_postgres(&url, &common::pg::namespace(), Config::default()).unwrap();
+    assert_eq!(
+        s.config().limits.max_artifact_size,
+        cairn::POSTGRES_MAX_ARTIFACT_SIZE
+    );
+    // A smaller configured limit stays, and a put over it is refused clearly.
+    let mut c = Config::default();
+    c.limits.max_artifact_size = 1000;
+    let s = Store::open_postgres(&url, &common::pg::namespace(), c).unwrap();
+    assert_eq!(s.config().limits.max_artifact_size, 1000);
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let e = s
+        .put(
+            sid,
+            NewArtifact::new(ArtifactKind::ToolResult, "big"),
+            vec![7u8; 1001],
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), "limit_exceeded", "{e}");
+}
+
+#[test]
 fn connection_errors_are_clear() {
     // Nothing listens on port 1.
     let e = Store::open_postgres("postgres://cairn@127.0.0.1:1/x", "t", Config::default())

@@ -37,6 +37,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, Key};
 
+/// The largest artifact a store on PostgreSQL takes while content lives inline in the database:
+/// PostgreSQL keeps a value in one field of at most 1 GB, and a put holds the content in memory.
+#[cfg(feature = "postgres")]
+pub const POSTGRES_MAX_ARTIFACT_SIZE: u64 = 256 << 20;
+
 /// The on-disk format this version writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "CAIRN";
@@ -307,10 +312,16 @@ impl Store {
 
     /// Opens (or creates) the store held in the PostgreSQL database at `url` under `namespace`
     /// (one table per namespace: a tenant), for several processes to share (feature
-    /// `postgres`). Content lives in the database with the records (inline) in this build.
-    /// See DESIGN.md, "Beyond one machine".
+    /// `postgres`). Content lives in the database with the records (inline) in this build, so
+    /// `limits.max_artifact_size` is lowered to [`POSTGRES_MAX_ARTIFACT_SIZE`] if it is above:
+    /// a larger put gets `limit_exceeded`. See DESIGN.md, "Beyond one machine".
     #[cfg(feature = "postgres")]
     pub fn open_postgres(url: &str, namespace: &str, config: Config) -> Result<Store> {
+        let mut config = config;
+        config.limits.max_artifact_size = config
+            .limits
+            .max_artifact_size
+            .min(POSTGRES_MAX_ARTIFACT_SIZE);
         config.validate()?;
         let backend = crate::backend::PostgresBackend::connect(url, namespace)?;
         check_format(&backend).map_err(|message| Error::Backend {

@@ -1,5 +1,5 @@
 //! Shared test helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unexpected_cfgs)] // `postgres`: a feature of the root package, not of cli/
 
 use std::path::{Path, PathBuf};
 
