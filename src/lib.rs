@@ -64,6 +64,8 @@ pub use artifact::{
 };
 #[cfg(feature = "fjall")]
 pub use backend::FjallBackend;
+#[cfg(feature = "postgres")]
+pub use backend::PostgresBackend;
 #[cfg(feature = "redb")]
 pub use backend::RedbBackend;
 pub use backend::{Backend, BatchTx, MemoryBackend, Op, SledBackend, WriteTx};
@@ -97,6 +99,8 @@ pub use store::retention::{
     RetentionRule, SessionRemoval,
 };
 pub use store::verify::{Problem, RepairReport, VerifyReport};
+#[cfg(feature = "postgres")]
+pub use store::POSTGRES_MAX_ARTIFACT_SIZE;
 pub use store::{
     Admin, BackendKind, ContentInfo, DeleteReport, GcReport, Stats, Store, FORMAT_VERSION,
 };

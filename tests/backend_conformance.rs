@@ -38,6 +38,51 @@ fn key(table: u8, i: u32) -> Vec<u8> {
 fn get_apply_delete_and_scan_agree_on_every_engine() {
     let dir = tempfile::tempdir().unwrap();
     for b in engines(dir.path()) {
+        check_contract(&*b);
+    }
+}
+
+/// The same contract on PostgreSQL (a server on 127.0.0.1, see `common::pg`).
+#[cfg(feature = "postgres")]
+#[test]
+fn get_apply_delete_and_scan_agree_on_postgres() {
+    if let Some(b) = common::pg::backend() {
+        check_contract(&b);
+        // Its write transactions read their own writes and commit all at once.
+        let mut tx = b.begin_write().unwrap();
+        tx.put(key(7, 1), b"one".to_vec());
+        tx.delete(key(7, 2));
+        assert_eq!(tx.get(&key(7, 1)).unwrap(), Some(b"one".to_vec()));
+        assert_eq!(tx.get(&key(7, 2)).unwrap(), None);
+        let keys: Vec<Vec<u8>> = tx
+            .scan(&key(7, 0), &key(7, 4), false, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![key(7, 0), key(7, 1), key(7, 3)]);
+        assert_eq!(
+            b.get(&key(7, 2)).unwrap(),
+            Some(2u32.to_le_bytes().to_vec())
+        );
+        tx.commit().unwrap();
+        assert_eq!(b.get(&key(7, 1)).unwrap(), Some(b"one".to_vec()));
+        assert_eq!(b.get(&key(7, 2)).unwrap(), None);
+        // Dropped without commit: nothing written.
+        let mut tx = b.begin_write().unwrap();
+        tx.put(key(7, 9), b"never".to_vec());
+        drop(tx);
+        assert_eq!(
+            b.get(&key(7, 9)).unwrap(),
+            Some(9u32.to_le_bytes().to_vec())
+        );
+        assert!(b.is_shared());
+        b.drop_namespace().unwrap();
+    }
+}
+
+fn check_contract(b: &dyn Backend) {
+    {
         let name = b.name();
         assert_eq!(b.get(b"missing").unwrap(), None, "{name}");
         b.apply(

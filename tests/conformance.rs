@@ -8,16 +8,18 @@ use cairn::*;
 use chrono::{Duration, Utc};
 use serde_json::json;
 
-fn each(mut f: impl FnMut(Store)) {
-    for kind in common::backends() {
-        let (s, _dir) = common::store(kind, Config::default());
-        f(s);
-    }
+fn each(f: impl FnMut(Store)) {
+    each_with(Config::default(), f)
 }
 
+/// Every embedded engine, then PostgreSQL (a server on 127.0.0.1, see `common::pg`).
 fn each_with(config: Config, mut f: impl FnMut(Store)) {
     for kind in common::backends() {
         let (s, _dir) = common::store(kind, config.clone());
+        f(s);
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(s) = common::pg::store(config) {
         f(s);
     }
 }

@@ -123,6 +123,11 @@ fn run(kind: BackendKind, steps: &[Step]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let open = || Store::open_backend(kind, &path, Config::default()).unwrap();
+    run_on(&open, kind != BackendKind::Memory, steps)
+}
+
+/// Runs `steps` on the store `open` opens (again at each reopen, when `reopens`).
+fn run_on(open: &dyn Fn() -> Store, reopens: bool, steps: &[Step]) -> Result<(), TestCaseError> {
     let mut s = open();
     let pool = contents();
     let mut m = Model {
@@ -254,7 +259,7 @@ fn run(kind: BackendKind, steps: &[Step]) -> Result<(), TestCaseError> {
                 s.gc().unwrap();
             }
             Step::Reopen => {
-                if kind == BackendKind::Memory {
+                if !reopens {
                     continue; // nothing survives a memory store
                 }
                 drop(s);
@@ -410,6 +415,18 @@ proptest! {
     #[test]
     fn store_matches_model_redb(steps in proptest::collection::vec(step(), 1..60)) {
         run(BackendKind::Redb, &steps)?;
+    }
+
+    /// The same model on a PostgreSQL server (see `common::pg`): every reopen is a new
+    /// connection to the same namespace, so nothing cached in the process carries over.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn store_matches_model_postgres(steps in proptest::collection::vec(step(), 1..60)) {
+        if let Some(url) = common::pg::url() {
+            let ns = common::pg::namespace();
+            let open = || Store::open_postgres(&url, &ns, Config::default()).unwrap();
+            run_on(&open, true, &steps)?;
+        }
     }
 
     #[cfg(feature = "fjall")]

@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// tokens only a loopback address is served, as the single tenant `default`.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
+    /// Keep every tenant's records in this PostgreSQL database (postgres://user:password@host:port/dbname)
+    /// instead of under the data folder: several servers can then share them.
+    #[arg(long, env = "CAIRN_METADATA", value_name = "URL")]
+    pub metadata: Option<String>,
     /// A TOML file whose [server] section sets `listen`, `data` and any limit by name.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -119,6 +123,11 @@ pub fn serve(_ctx: &Ctx, a: ServeArgs) -> CliResult {
     }
     if let Some(l) = &a.listen {
         c.listen = parse_listen(l).map_err(|m| Failure::invalid("--listen", m))?;
+    }
+    if let Some(m) = &a.metadata {
+        c.metadata = Some(m.clone());
+        c.validate_metadata()
+            .map_err(|m| Failure::invalid("--metadata", m))?;
     }
     let l = &mut c.limits;
     let set = |dst: &mut u64, v: Option<u64>| {

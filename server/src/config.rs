@@ -21,6 +21,11 @@ pub struct ServerConfig {
     /// read and write the tenant `default`, and administration needs an admin token or this
     /// switch (`[server] open_admin = true`).
     pub open_admin: bool,
+    /// A PostgreSQL URL (`postgres://user:password@host:port/dbname`): every tenant's records
+    /// live there (one namespace each) instead of under `data_dir`, shared by any number of
+    /// servers (the build needs the feature `postgres`). `None`: embedded stores. See DESIGN.md,
+    /// "Beyond one machine".
+    pub metadata: Option<String>,
 }
 
 /// The limits of one server, each with a default. See DESIGN.md, "Server".
@@ -157,7 +162,29 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             limits: ServerLimits::default(),
             open_admin: false,
+            metadata: None,
         }
+    }
+
+    /// Checks [`ServerConfig::metadata`]: a PostgreSQL URL, and a build that can use it.
+    pub fn validate_metadata(&self) -> Result<(), String> {
+        let Some(url) = &self.metadata else {
+            return Ok(());
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(
+                "--metadata takes a PostgreSQL URL: postgres://user:password@host:port/dbname"
+                    .into(),
+            );
+        }
+        if !cfg!(feature = "postgres") {
+            return Err(
+                "this build of the server has no PostgreSQL support: rebuild it with \
+                        the cargo feature `postgres`"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Applies the `[server]` section of the TOML file at `path` (`listen`, `data`,

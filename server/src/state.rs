@@ -40,6 +40,7 @@ impl AppState {
     /// State for `config`; reads the token file.
     pub fn new(config: ServerConfig) -> Result<Self, String> {
         config.limits.validate()?;
+        config.validate_metadata()?;
         std::fs::create_dir_all(config.data_dir.join("tenants")).map_err(|e| {
             format!(
                 "cannot create the data folder {}: {e}",
@@ -157,9 +158,14 @@ impl AppState {
             return Ok(s);
         }
         let dir = self.tenant_dir(tenant);
-        let store = tokio::task::spawn_blocking(move || Store::open(dir))
-            .await
-            .map_err(|e| ApiError::internal(format!("opening the tenant store failed: {e}")))??;
+        let metadata = self.inner.config.metadata.clone();
+        let ns = tenant_namespace(tenant);
+        let store = tokio::task::spawn_blocking(move || match metadata {
+            Some(url) => open_shared(&url, &ns),
+            None => Store::open(dir),
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("opening the tenant store failed: {e}")))??;
         let store = Arc::new(store);
         self.tenants_lock()
             .insert(tenant.to_string(), Arc::clone(&store));
@@ -194,5 +200,42 @@ impl AppState {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// The PostgreSQL namespace of a tenant: a hash of its name, so any valid tenant name maps to a
+/// valid table name and no two tenants share one.
+pub fn tenant_namespace(tenant: &str) -> String {
+    let h = blake3::hash(tenant.as_bytes()).to_hex();
+    format!("tenant_{}", &h.as_str()[..32])
+}
+
+#[cfg(feature = "postgres")]
+fn open_shared(url: &str, namespace: &str) -> cairn::Result<Store> {
+    Store::open_postgres(url, namespace, cairn::Config::default())
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_shared(_url: &str, _namespace: &str) -> cairn::Result<Store> {
+    // `AppState::new` refuses such a configuration first.
+    Err(cairn::Error::invalid(
+        "metadata",
+        "this build of the server has no PostgreSQL support: rebuild it with the cargo feature \
+         `postgres`",
+    ))
+}
+
+#[cfg(test)]
+mod tenant_namespace_tests {
+    #[test]
+    fn tenant_namespaces_are_distinct_valid_table_names() {
+        let a = super::tenant_namespace("acme");
+        let b = super::tenant_namespace("Acme");
+        assert_ne!(a, b);
+        assert_eq!(a, super::tenant_namespace("acme"));
+        assert!(a.len() <= 40);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'));
     }
 }

@@ -7,6 +7,8 @@
 #[cfg(feature = "fjall")]
 mod fjall;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redb")]
 mod redb;
 mod sled;
@@ -14,6 +16,8 @@ mod sled;
 #[cfg(feature = "fjall")]
 pub use self::fjall::FjallBackend;
 pub use self::memory::MemoryBackend;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresBackend;
 #[cfg(feature = "redb")]
 pub use self::redb::RedbBackend;
 pub use self::sled::SledBackend;
@@ -62,6 +66,12 @@ pub trait Backend: Send + Sync + 'static {
     fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>> {
         Ok(Box::new(BatchTx::new(self)))
     }
+    /// Whether other processes write the same key space (a database server shared by several
+    /// stores). The store then keeps nothing read from the engine between transactions (counter
+    /// values, event sequence numbers): every write reads them again in its own transaction.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// A write transaction of a [`Backend`]. See [`Backend::begin_write`].
@@ -85,7 +95,7 @@ pub trait WriteTx {
 /// ordered overlay that reads consult first, and commit is one atomic [`Backend::apply`].
 pub struct BatchTx<'a, B: ?Sized> {
     backend: &'a B,
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: Overlay,
 }
 
 impl<'a, B: Backend + ?Sized> BatchTx<'a, B> {
@@ -93,70 +103,31 @@ impl<'a, B: Backend + ?Sized> BatchTx<'a, B> {
     pub fn new(backend: &'a B) -> Self {
         Self {
             backend,
-            overlay: BTreeMap::new(),
+            overlay: Overlay::default(),
         }
-    }
-
-    fn overlay_range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-    ) -> impl DoubleEndedIterator<Item = (&Vec<u8>, &Option<Vec<u8>>)> {
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end)
-        };
-        let empty = !end.is_empty() && start >= end;
-        self.overlay
-            .range::<[u8], _>((Bound::Included(start), upper))
-            .filter(move |_| !empty)
     }
 }
 
 impl<B: Backend + ?Sized> WriteTx for BatchTx<'_, B> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
+            Some(v) => Ok(v),
             None => self.backend.get(key),
         }
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
-        if !end.is_empty() && start >= end {
-            return Ok(Vec::new());
-        }
-        // Each overlay key in range can hide at most one committed entry, so `limit` plus that
-        // many committed entries always hold the first `limit` entries of the merged view.
-        let shadowing = self.overlay_range(start, end).count();
-        let base = self
-            .backend
-            .scan(start, end, reverse, limit.saturating_add(shadowing))?;
-        if shadowing == 0 {
-            return Ok(base);
-        }
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base
-            .into_iter()
-            .filter(|(k, _)| !self.overlay.contains_key(k))
-            .collect();
-        for (k, v) in self.overlay_range(start, end) {
-            if let Some(v) = v {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-        Ok(if reverse {
-            merged.into_iter().rev().take(limit).collect()
-        } else {
-            merged.into_iter().take(limit).collect()
+        self.overlay.scan(start, end, reverse, limit, |n| {
+            self.backend.scan(start, end, reverse, n)
         })
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key, Some(value));
+        self.overlay.put(key, value);
     }
 
     fn delete(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key, None);
+        self.overlay.delete(key);
     }
 
     fn is_empty(&self) -> bool {
@@ -167,15 +138,94 @@ impl<B: Backend + ?Sized> WriteTx for BatchTx<'_, B> {
         if self.overlay.is_empty() {
             return Ok(());
         }
-        let ops = self
-            .overlay
+        self.backend.apply(self.overlay.into_ops())
+    }
+}
+
+/// The pending writes of a transaction, in key order: what [`BatchTx`] and the PostgreSQL
+/// transaction lay over the committed key space so that reads see their own writes.
+#[derive(Default)]
+pub(crate) struct Overlay(BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+
+impl Overlay {
+    /// `Some(value or None for deleted)` if this overlay wrote `key`, else `None`.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.0.get(key).cloned()
+    }
+
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.insert(key, Some(value));
+    }
+
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
+        self.0.insert(key, None);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The writes as ops, in key order.
+    pub(crate) fn into_ops(self) -> Vec<Op> {
+        self.0
             .into_iter()
             .map(|(k, v)| match v {
                 Some(v) => Op::Put(k, v),
                 None => Op::Delete(k),
             })
+            .collect()
+    }
+
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl DoubleEndedIterator<Item = (&Vec<u8>, &Option<Vec<u8>>)> {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let empty = !end.is_empty() && start >= end;
+        self.0
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .filter(move |_| !empty)
+    }
+
+    /// [`Backend::scan`] over the committed entries that `base(n)` returns (the first `n` of the
+    /// same range and direction) with this overlay laid over them.
+    pub(crate) fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+        base: impl FnOnce(usize) -> Result<Vec<Entry>>,
+    ) -> Result<Vec<Entry>> {
+        if !end.is_empty() && start >= end {
+            return Ok(Vec::new());
+        }
+        // Each overlay key in range can hide at most one committed entry, so `limit` plus that
+        // many committed entries always hold the first `limit` entries of the merged view.
+        let shadowing = self.range(start, end).count();
+        let base = base(limit.saturating_add(shadowing))?;
+        if shadowing == 0 {
+            return Ok(base);
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base
+            .into_iter()
+            .filter(|(k, _)| !self.0.contains_key(k))
             .collect();
-        self.backend.apply(ops)
+        for (k, v) in self.range(start, end) {
+            if let Some(v) = v {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(if reverse {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        })
     }
 }
 

@@ -522,13 +522,18 @@ impl Store {
                 }
             }
             // Messages whose artifact went away leave the conversation.
+            // Read in the transaction: on a shared engine another process may add messages.
             let gone: HashSet<ArtifactId> = removed.iter().copied().collect();
-            for e in RangeIter::prefix(self.backend(), &history_prefix(&sid), false) {
+            let mut stale = Vec::new();
+            for e in tx.prefix(&history_prefix(&sid), false) {
                 let (k, v) = e?;
                 let h: HistoryEntry = keys::decode("history", &v)?;
                 if gone.contains(&h.artifact_id) {
-                    tx.del(k);
+                    stale.push(k);
                 }
+            }
+            for k in stale {
+                tx.del(k);
             }
             tx.event(
                 sid,

@@ -37,6 +37,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, Key};
 
+/// The largest artifact a store on PostgreSQL takes while content lives inline in the database:
+/// PostgreSQL keeps a value in one field of at most 1 GB, and a put holds the content in memory.
+#[cfg(feature = "postgres")]
+pub const POSTGRES_MAX_ARTIFACT_SIZE: u64 = 256 << 20;
+
 /// The on-disk format this version writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "CAIRN";
@@ -297,29 +302,32 @@ impl Store {
                 let _ = fs::remove_file(e.path());
             }
         }
-        let format_key = Key::new(keys::META).bytes(b"format").build();
-        match backend.get(&format_key)? {
-            Some(v) => {
-                let f = keys::u64_value(&v);
-                if f != FORMAT_VERSION as u64 {
-                    return Err(Error::NotAStore {
-                        path: root.to_path_buf(),
-                        message: format!(
-                            "the records are format {f}; this Cairn reads format {FORMAT_VERSION}"
-                        ),
-                    });
-                }
-            }
-            None => {
-                backend.apply(vec![Op::Put(
-                    format_key,
-                    (FORMAT_VERSION as u64).to_be_bytes().to_vec(),
-                )])?;
-                backend.flush()?;
-            }
-        }
+        check_format(&*backend).map_err(|message| Error::NotAStore {
+            path: root.to_path_buf(),
+            message,
+        })??;
         let store = Self::from_parts(backend, Some(paths), config);
         Ok(store)
+    }
+
+    /// Opens (or creates) the store held in the PostgreSQL database at `url` under `namespace`
+    /// (one table per namespace: a tenant), for several processes to share (feature
+    /// `postgres`). Content lives in the database with the records (inline) in this build, so
+    /// `limits.max_artifact_size` is lowered to [`POSTGRES_MAX_ARTIFACT_SIZE`] if it is above:
+    /// a larger put gets `limit_exceeded`. See DESIGN.md, "Beyond one machine".
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(url: &str, namespace: &str, config: Config) -> Result<Store> {
+        let mut config = config;
+        config.limits.max_artifact_size = config
+            .limits
+            .max_artifact_size
+            .min(POSTGRES_MAX_ARTIFACT_SIZE);
+        config.validate()?;
+        let backend = crate::backend::PostgresBackend::connect(url, namespace)?;
+        check_format(&backend).map_err(|message| Error::Backend {
+            message: format!("PostgreSQL namespace {namespace:?}: {message}"),
+        })??;
+        Ok(Self::from_parts(Box::new(backend), None, config))
     }
 
     fn from_parts(backend: Box<dyn Backend>, paths: Option<Paths>, config: Config) -> Store {
@@ -459,6 +467,33 @@ pub struct Stats {
     pub dedup_ratio: f64,
     /// content_bytes / stored_bytes.
     pub compression_ratio: f64,
+}
+
+/// Checks the records' format version, or records it in a new store. The outer error is a
+/// format mismatch (its message), the inner one the engine's.
+fn check_format(backend: &dyn Backend) -> std::result::Result<Result<()>, String> {
+    let format_key = Key::new(keys::META).bytes(b"format").build();
+    let got = match backend.get(&format_key) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(match got {
+        Some(v) => {
+            let f = keys::u64_value(&v);
+            if f != FORMAT_VERSION as u64 {
+                return Err(format!(
+                    "the records are format {f}; this Cairn reads format {FORMAT_VERSION}"
+                ));
+            }
+            Ok(())
+        }
+        None => backend
+            .apply(vec![Op::Put(
+                format_key,
+                (FORMAT_VERSION as u64).to_be_bytes().to_vec(),
+            )])
+            .and_then(|()| backend.flush()),
+    })
 }
 
 /// Checks or initialises the store folder and its `CAIRN` marker.

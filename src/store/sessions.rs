@@ -586,11 +586,14 @@ impl Store {
             order.reverse();
             let mut report = DeleteReport::default();
             for sid in order {
-                // Artifacts in bounded batches.
+                // Artifacts in bounded batches; the last one removes the session too, so that
+                // "no artifact left" and the removal are one transaction (on a shared engine,
+                // another process may put an artifact in between two batches).
                 loop {
                     let removed = w.batch(|tx| {
+                        const BATCH: usize = 1000;
                         let prefix = Key::new(keys::SESSION_ARTIFACT).sid(&sid).build();
-                        let batch = tx.scan(&prefix, &prefix_end(&prefix), false, 1000)?;
+                        let batch = tx.scan(&prefix, &prefix_end(&prefix), false, BATCH)?;
                         let mut removed = 0;
                         for (k, _) in &batch {
                             let aid = ArtifactId::from_bytes(keys::tail16(k)?);
@@ -600,14 +603,17 @@ impl Store {
                                 tx.del(k.clone()); // a dangling index entry: drop it
                             }
                         }
-                        Ok((batch.is_empty(), removed))
+                        let last = batch.len() < BATCH;
+                        if last {
+                            self.remove_session_in(tx, sid)?;
+                        }
+                        Ok((last, removed))
                     })?;
                     report.artifacts += removed.1;
                     if removed.0 {
                         break;
                     }
                 }
-                w.batch(|tx| self.remove_session_in(tx, sid))?;
                 report.sessions += 1;
             }
             Ok(report)

@@ -154,7 +154,13 @@ impl Writer<'_> {
     /// conflict, so `f` must have no effects outside the transaction).
     pub(crate) fn batch<T>(&mut self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut attempt = 0;
+        let shared = self.store.backend().is_shared();
         loop {
+            if shared {
+                // Other processes write too: nothing cached from an earlier transaction holds.
+                self.state.counters.clear();
+                self.state.next_seq.clear();
+            }
             let mut tx = Tx {
                 store: self.store,
                 state: &mut self.state,
@@ -163,19 +169,42 @@ impl Writer<'_> {
                 seqs: HashMap::new(),
                 events: Vec::new(),
             };
-            // An error from `f` drops the transaction: nothing is written.
-            let out = f(&mut tx)?;
+            // An error from `f` drops the transaction: nothing is written. A shared engine
+            // may report a lost race on any read, not only at commit: run `f` again then too.
+            let out = match f(&mut tx) {
+                Ok(out) => out,
+                Err(Error::WriteConflict { .. }) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    backoff(attempt);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match tx.commit() {
                 Ok(Some(n)) => {
                     self.last = Some(n);
                     return Ok(out);
                 }
                 Ok(None) => return Ok(out),
-                Err(Error::WriteConflict { .. }) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(Error::WriteConflict { .. }) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    backoff(attempt);
+                }
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// Waits a random time, growing with `attempt`, before a write that lost a race runs again, so
+/// that writers of several processes that keep colliding spread out instead of colliding again.
+fn backoff(attempt: usize) {
+    use std::hash::{BuildHasher, Hasher};
+    let cap_us = 200u64 << attempt.min(8); // 0.4 ms up to 51 ms
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    std::thread::sleep(std::time::Duration::from_micros(r % cap_us));
 }
 
 impl Store {

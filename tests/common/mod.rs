@@ -1,5 +1,5 @@
 //! Shared test helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unexpected_cfgs)] // `postgres`: a feature of the root package, not of cli/
 
 use std::path::{Path, PathBuf};
 
@@ -185,3 +185,6 @@ pub fn build_tree(s: &Store) -> (cairn::SessionId, cairn::SessionId, cairn::Sess
 }
 
 pub mod faults;
+/// The PostgreSQL server of the tests (feature `postgres`, root package only).
+#[cfg(feature = "postgres")]
+pub mod pg;

@@ -1,0 +1,188 @@
+//! A PostgreSQL server for the tests, on 127.0.0.1.
+//!
+//! `CAIRN_PG_URL` names a running server (`.ci/run` starts one with `tests/services/run.sh`).
+//! Without it, the first test that asks starts a private cluster for this test process:
+//! `initdb` in a temporary folder, `postgres` on a free loopback port (as the `postgres` user
+//! when running as root, which PostgreSQL refuses to run as), stopped and removed by a watchdog
+//! when the test process ends. When no server can be had, the tests say so and skip, unless
+//! `CAIRN_REQUIRE_PG=1` (CI), where that is a failure.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cairn::{Config, PostgresBackend, Store};
+
+/// The URL of the test server, or `None` (with the reason printed) when there is none.
+pub fn url() -> Option<String> {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    match URL.get_or_init(start) {
+        Ok(u) => Some(u.clone()),
+        Err(why) => {
+            if std::env::var("CAIRN_REQUIRE_PG").as_deref() == Ok("1") {
+                panic!("CAIRN_REQUIRE_PG=1 but no PostgreSQL server could be had: {why}");
+            }
+            eprintln!("SKIPPED: PostgreSQL tests need a server and none could be started: {why}");
+            None
+        }
+    }
+}
+
+/// A namespace no other test of any process uses.
+pub fn namespace() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "t{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// A fresh store in its own namespace, or `None` when no server can be had.
+pub fn store(config: Config) -> Option<Store> {
+    let url = url()?;
+    Some(Store::open_postgres(&url, &namespace(), config).expect("open a PostgreSQL store"))
+}
+
+/// A fresh backend in its own namespace.
+pub fn backend() -> Option<PostgresBackend> {
+    let url = url()?;
+    Some(PostgresBackend::connect(&url, &namespace()).expect("connect"))
+}
+
+fn bin_dir() -> Option<PathBuf> {
+    if let Ok(d) = std::env::var("CAIRN_PG_BIN") {
+        return Some(PathBuf::from(d));
+    }
+    for v in ["17", "16", "15", "14"] {
+        let d = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if d.join("initdb").is_file() {
+            return Some(d);
+        }
+    }
+    // On PATH (other distributions).
+    let out = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    p.parent()
+        .filter(|d| d.join("postgres").is_file())
+        .map(Path::to_path_buf)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Runs `script` with `sh -c`, as the `postgres` user when we are root.
+fn sh(script: &str, as_postgres: bool) -> Command {
+    let mut c = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    };
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+fn start() -> Result<String, String> {
+    if let Ok(u) = std::env::var("CAIRN_PG_URL") {
+        return wait_ready(&u).map(|()| u);
+    }
+    let bin = bin_dir().ok_or(
+        "no initdb found (install Debian's `postgresql` package, or set CAIRN_PG_BIN or \
+         CAIRN_PG_URL)",
+    )?;
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!(
+        "cairn-pg-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if root {
+        let ok = Command::new("chown")
+            .args(["postgres:postgres", &dir.to_string_lossy()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Err(format!("could not chown {} to postgres", dir.display()));
+        }
+    }
+    let data = dir.join("data");
+    let bin_s = bin.display().to_string();
+    let data_s = data.display().to_string();
+    let dir_s = dir.display().to_string();
+    let out = sh(
+        &format!("'{bin_s}/initdb' -D '{data_s}' -U cairn --auth=trust -E UTF8 --no-sync >'{dir_s}/initdb.log' 2>&1"),
+        root,
+    )
+    .status()
+    .map_err(|e| format!("initdb: {e}"))?;
+    if !out.success() {
+        let log = std::fs::read_to_string(dir.join("initdb.log")).unwrap_or_default();
+        return Err(format!("initdb failed: {log}"));
+    }
+    let port = free_port()?;
+    // The watchdog: runs the server and stops it (fast shutdown), then removes the cluster,
+    // once this test process is gone.
+    let me = std::process::id();
+    let script = format!(
+        "'{bin_s}/postgres' -D '{data_s}' -p {port} -h 127.0.0.1 -k '{dir_s}' \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c max_connections=300 -c max_pred_locks_per_transaction=256 \
+         >'{dir_s}/server.log' 2>&1 & pid=$!; \
+         while [ -d /proc/{me} ] && kill -0 $pid 2>/dev/null; do sleep 1; done; \
+         kill -INT $pid 2>/dev/null; wait $pid; rm -rf '{dir_s}'"
+    );
+    sh(&script, root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting postgres: {e}"))?;
+    let url = format!("postgres://cairn@127.0.0.1:{port}/postgres");
+    wait_ready(&url).map_err(|e| {
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        format!("{e}; server log: {log}")
+    })?;
+    Ok(url)
+}
+
+fn wait_ready(url: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match PostgresBackend::connect(url, "ready_probe") {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("the server at {url} did not answer in 30 s: {e}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
