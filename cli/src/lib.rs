@@ -237,8 +237,8 @@ fn local_only(command: &Command) -> CliResult {
     let why = match command {
         Command::Serve(_) => "`cairn serve` is the server itself; run it without --server",
         Command::Token(_) => {
-            "`cairn token` edits the server's token file; run it on the server's machine \
-             (with --data), without --server"
+            "`cairn token` edits the server's token file; run it on the server's machine, \
+             with --data and without --server"
         }
         Command::Demo(_) => "`cairn demo` plays into a local demo store; run it without --server",
         Command::Bench(_) => {

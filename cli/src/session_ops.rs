@@ -146,7 +146,14 @@ pub fn timeline(ctx: &Ctx, a: TimelineArgs) -> CliResult {
             .flag("subtree", a.subtree)
             .add("limit", limit)
             .opt("cursor", a.after.as_deref());
-        r.get(&format!("/v1/sessions/{sid}/timeline"), &q)?
+        r.get(&format!("/v1/sessions/{sid}/timeline"), &q)
+            .map_err(|e| {
+                // The server names the cursor as the library does; say which flag carried it.
+                match e.message.strip_prefix("invalid timeline cursor: ") {
+                    Some(m) if e.code == "invalid_input" => Failure::invalid("--after", m),
+                    _ => e.into(),
+                }
+            })?
     } else {
         let store = ctx.existing_store()?;
         let sid = session_ref(store, &a.session)?;

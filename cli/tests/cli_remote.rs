@@ -10,5 +10,5 @@
 mod cli;
 #[path = "cli_ops.rs"]
 mod cli_ops;
-#[path = "remote_only.rs"]
+#[path = "common/remote_only.rs"]
 mod remote_only;

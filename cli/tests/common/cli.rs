@@ -56,14 +56,20 @@ fn test_name() -> String {
 pub struct Server {
     pub url: String,
     pub token: String,
+    /// The server's data folder (tokens.json, tenants/): outside the test's folder, so a test
+    /// that stores its whole folder never meets the server's own files.
+    pub data: PathBuf,
     child: Child,
     // Kept open so the server's later writes to stdout never hit a closed pipe.
     _stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(dir: &std::path::Path) -> Self {
-        let data = dir.join("server-data");
+    fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let data = dir.join("data");
         let out = Command::new(bin())
             .args([
                 "--json", "token", "create", "--tenant", "cli", "--admin", "--data",
@@ -101,8 +107,10 @@ impl Server {
         Self {
             url,
             token,
+            data,
             child,
             _stdout: stdout,
+            _dir: tmp,
         }
     }
 }
@@ -117,7 +125,6 @@ impl Drop for Server {
 /// A temporary folder with a store path inside it (the store itself is created by the CLI),
 /// or in the remote rerun, a folder and a server.
 pub struct Env {
-    // Declared before `dir`: the server stops before its data folder is removed.
     pub server: Option<Server>,
     pub dir: tempfile::TempDir,
 }
@@ -127,7 +134,7 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let name = test_name();
         let local_only = LOCAL_ONLY.iter().any(|(t, _)| *t == name);
-        let server = (remote_target() && !local_only).then(|| Server::start(dir.path()));
+        let server = (remote_target() && !local_only).then(Server::start);
         Self { server, dir }
     }
 

@@ -2,7 +2,7 @@
 //! content-first bulk puts, verified downloads, tokens and scopes, the commands refused with
 //! `--server`, and an unreachable server. Included by `cli_remote.rs`, so `Env` is remote.
 
-#[path = "common/cli.rs"]
+#[path = "cli.rs"]
 mod cli_env;
 
 use cli_env::{failure, one_json, s, Env};
@@ -77,7 +77,7 @@ fn tokens_and_scopes_map_to_clear_errors() {
     assert!(err.starts_with("cairn: error: "), "{err}");
 
     // A read-only token of the same tenant reads, and a write is "forbidden".
-    let data = env.dir.path().join("server-data");
+    let data = env.server.as_ref().unwrap().data.clone();
     let out = Command::new(cli_env::bin())
         .args([
             "--json",
