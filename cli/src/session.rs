@@ -630,7 +630,8 @@ fn print_export(ctx: &Ctx, r: &ExportReport, file: &std::path::Path) -> CliResul
 
 /// `session export` from a server: the bundle streams down into a temporary file, is checked
 /// whole (`cairn::bundle::inspect`: every frame, hash and the trailer), and only then renamed
-/// into place; the report is what the check counted. To stdout it streams through unchecked.
+/// into place; the report is what the check counted. To stdout it streams through, checked on
+/// the way by a second reader of the same bytes.
 fn remote_export(ctx: &Ctx, r: &Remote, a: ExportArgs) -> CliResult {
     let id = remote_session_ref(r, &a.session)?;
     let q = Params::new().flag("subtree", a.subtree);
@@ -641,22 +642,62 @@ fn remote_export(ctx: &Ctx, r: &Remote, a: ExportArgs) -> CliResult {
         exit: 1,
     };
     if a.file.as_os_str() == "-" {
+        // Streamed to stdout and, beside it, through the bundle check on a thread, so the note
+        // says what the check counted (as locally) and a broken bundle fails.
+        let (check_in, mut check_out) = io::pipe().map_err(|e| Failure {
+            code: "io".into(),
+            message: format!("cannot make a pipe for the bundle check: {e}"),
+            exit: 1,
+        })?;
+        let checker =
+            std::thread::spawn(move || cairn::bundle::inspect(io::BufReader::new(check_in)));
         let stdout = io::stdout();
         let mut w = io::BufWriter::with_capacity(1 << 20, stdout.lock());
         let mut buf = vec![0u8; 64 << 10];
-        let mut total = 0u64;
-        loop {
+        let mut checking = true;
+        let streamed = loop {
             let n = match io::Read::read(&mut body, &mut buf) {
-                Ok(0) => break,
+                Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(broken(e)),
+                Err(e) => break Err(broken(e)),
             };
-            w.write_all(&buf[..n]).map_err(Failure::stdout)?;
-            total += n as u64;
-        }
-        w.flush().map_err(Failure::stdout)?;
-        super::context::note(&format!("exported session {id}: {total} bytes"));
+            if let Err(e) = w.write_all(&buf[..n]) {
+                break Err(Failure::stdout(e));
+            }
+            // The checker stops reading once it has found a problem; its verdict says which.
+            if checking && check_out.write_all(&buf[..n]).is_err() {
+                checking = false;
+            }
+        };
+        let flushed = streamed.and_then(|()| w.flush().map_err(Failure::stdout));
+        drop(check_out);
+        let verdict = checker.join();
+        flushed?;
+        let s = match verdict {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(Failure {
+                    code: "integrity".into(),
+                    message: format!("the bundle written to stdout failed its check: {e}"),
+                    exit: 1,
+                })
+            }
+            Err(_) => {
+                return Err(Failure {
+                    code: "other".into(),
+                    message: "the bundle check stopped unexpectedly".into(),
+                    exit: 1,
+                })
+            }
+        };
+        super::context::note(&format!(
+            "exported {} session(s), {} artifact(s), {} blob(s): {} bytes",
+            s.sessions.len(),
+            s.artifacts,
+            s.blobs,
+            s.bundle_bytes
+        ));
         return Ok(());
     }
     let spin = super::progress::Spinner::start("exporting", ctx.progress_enabled());

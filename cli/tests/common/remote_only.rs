@@ -229,6 +229,22 @@ fn export_and_import_between_servers_and_stores() {
     assert_eq!(rep["sessions"], 2);
     assert_eq!(rep["artifacts"], 1);
     assert_eq!(rep["bundle_bytes"], std::fs::metadata(&file).unwrap().len());
+    // To stdout: the same bytes, and the note counts what the check on the way saw.
+    let out = env.run(&["session", "export", "key:k1", "-", "--subtree"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("exported 2 session(s), 1 artifact(s)"),
+        "{note}"
+    );
+    assert_eq!(
+        out.stdout.len() as u64,
+        std::fs::metadata(&file).unwrap().len()
+    );
     // Into a local store, and the content reads back.
     let local = env.path("local");
     let out = Command::new(cli_env::bin())
