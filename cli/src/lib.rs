@@ -3,7 +3,8 @@
 //! Layout: one file per noun (`session.rs`, `artifact.rs`, `admin.rs` for store-wide commands,
 //! `demo.rs`), shared argument parsing in `args.rs`, people-facing formatting in `output.rs`,
 //! the stderr progress bar in `progress.rs`, the context and failure type every command uses in
-//! `context.rs`, atomic file writes in `atomic.rs`.
+//! `context.rs`, atomic file writes in `atomic.rs`, and the HTTP client of remote mode
+//! (`--server URL`: every command talks to `cairn serve` instead of a store) in `remote.rs`.
 //!
 //! Imports go one way: this file (the clap structure and dispatch) uses the command modules;
 //! command modules use shared leaves (`context`, `output`, `args`, `atomic`, `progress`,
