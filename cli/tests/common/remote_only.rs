@@ -351,3 +351,71 @@ fn session_stats_and_repair_go_through_their_routes() {
     assert_eq!(rep["after"]["ok"], true);
     assert_eq!(rep["quarantined"], serde_json::json!([]));
 }
+
+#[test]
+fn cleanup_runs_on_the_server_and_its_rules_are_checked_there_too() {
+    let env = Env::new();
+    let sid = s(&env.json(&["session", "create"]), "id").to_string();
+    for body in [&b"v1"[..], b"v2", b"v3"] {
+        one_json(
+            &env.run_stdin(
+                &[
+                    "--json",
+                    "artifact",
+                    "put",
+                    &sid,
+                    "-",
+                    "--name",
+                    "n",
+                    "--kind",
+                    "tool_result",
+                ],
+                body,
+            ),
+            &["put"],
+        );
+    }
+    let dry = env.json(&["cleanup", "--keep-versions", "1", "--dry-run"]);
+    assert_eq!(dry["artifacts_removed"], 2);
+    assert_eq!(
+        env.json(&["artifact", "versions", &sid, "n"])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let real = env.json(&["cleanup", "--keep-versions", "1"]);
+    assert_eq!(real["artifacts_removed"], 2);
+    assert_eq!(
+        env.json(&["artifact", "versions", &sid, "n"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The server refuses what the command line would (a client may call it directly).
+    let url = &env.server.as_ref().unwrap().url;
+    let token = &env.server.as_ref().unwrap().token;
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    for body in [
+        r#"{}"#,
+        r#"{"keep_versions":0}"#,
+        r#"{"older_than_secs":1e13}"#,
+        r#"{"older_than_secs":-1}"#,
+        r#"{"statuses":["failed"]}"#,
+        r#"{"ttl_secs":{"Bad Kind":1}}"#,
+    ] {
+        let req = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{url}/v1/admin/cleanup"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        let resp = agent.run(req).unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+    }
+}

@@ -80,7 +80,17 @@ pub struct Cleanup {
     pub ttl_secs: std::collections::BTreeMap<String, f64>,
 }
 
+/// Longest age a rule may give: 10,000 years, as the command line's durations (the store
+/// subtracts it from now, and a date far beyond that is out of range).
+const MAX_AGE_SECS: f64 = 10_000.0 * 365.0 * 86_400.0;
+
 fn age(what: &str, secs: f64) -> ApiResult<Duration> {
+    if !(0.0..=MAX_AGE_SECS).contains(&secs) {
+        return Err(ApiError::invalid(
+            what,
+            format!("{secs}: give a number of seconds from 0 to {MAX_AGE_SECS} (10000 years)"),
+        ));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| {
         ApiError::invalid(what, format!("{secs}: give a number of seconds, 0 or more"))
     })
