@@ -5,6 +5,7 @@ use clap::Args;
 use super::context::{CliResult, Ctx, Failure};
 use super::output::{human_size, ratio, Cell, Colour, Table};
 use super::progress::Spinner;
+use super::remote::Params;
 
 /// `cairn stats`.
 #[derive(Debug, Args)]
@@ -25,19 +26,22 @@ pub struct VerifyArgs {
 
 /// Prints store-wide counts and ratios.
 pub fn stats(ctx: &Ctx, _a: StatsArgs) -> CliResult {
-    let store = ctx.existing_store()?;
-    let s = store.stats()?;
+    let (s, place): (cairn::Stats, String) = if let Some(r) = ctx.remote() {
+        (
+            r.get("/v1/admin/stats", &Params::new())?,
+            r.url().to_string(),
+        )
+    } else {
+        let store = ctx.existing_store()?;
+        let place = store
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        (store.stats()?, place)
+    };
     ctx.emit(&s, |w, style| {
         let b = |k: &str| style.paint(Colour::Bold, &format!("{k:<13}"));
-        writeln!(
-            w,
-            "{} {}",
-            b("store"),
-            store
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        )?;
+        writeln!(w, "{} {place}", b("store"))?;
         let by_status = s
             .sessions_by_status
             .iter()
@@ -99,10 +103,17 @@ fn paren(s: &str) -> String {
 
 /// Collects unreferenced content.
 pub fn gc(ctx: &Ctx, _a: GcArgs) -> CliResult {
-    let store = ctx.existing_store()?;
-    let report = {
+    let report: cairn::GcReport = {
         let _spin = Spinner::start("collecting garbage", ctx.progress_enabled());
-        store.gc()?
+        match ctx.remote() {
+            Some(r) => r.send(
+                "POST",
+                "/v1/admin/gc",
+                &Params::new(),
+                &serde_json::json!({}),
+            )?,
+            None => ctx.existing_store()?.gc()?,
+        }
     };
     ctx.emit(&report, |w, _| {
         writeln!(
@@ -120,10 +131,17 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> CliResult {
     if a.repair {
         return repair(ctx);
     }
-    let store = ctx.existing_store()?;
-    let report = {
+    let report: cairn::VerifyReport = {
         let _spin = Spinner::start("verifying", ctx.progress_enabled());
-        store.verify()?
+        match ctx.remote() {
+            Some(r) => r.send(
+                "POST",
+                "/v1/admin/verify",
+                &Params::new(),
+                &serde_json::json!({}),
+            )?,
+            None => ctx.existing_store()?.verify()?,
+        }
     };
     ctx.emit(&report, |w, style| {
         let verdict = if report.ok {
@@ -206,10 +224,17 @@ fn problem_table(problems: &[cairn::Problem]) -> Table {
 /// `cairn verify --repair`: repairs, prints the report, and exits 1 when problems remain (lost
 /// content cannot be rebuilt: the artifacts that hold it are named).
 fn repair(ctx: &Ctx) -> CliResult {
-    let store = ctx.existing_store()?;
-    let report = {
+    let report: cairn::RepairReport = {
         let _spin = Spinner::start("verifying and repairing", ctx.progress_enabled());
-        store.repair()?
+        match ctx.remote() {
+            Some(r) => r.send(
+                "POST",
+                "/v1/admin/repair",
+                &Params::new(),
+                &serde_json::json!({}),
+            )?,
+            None => ctx.existing_store()?.repair()?,
+        }
     };
     ctx.emit(&report, |w, style| {
         writeln!(

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use cairn::{ArtifactId, ArtifactKind, CheckpointId, Role, SessionId, SessionStatus, Store};
 
 use super::context::{CliResult, Failure};
+use super::remote::{Params, Remote};
 
 /// Parses `KEY=VALUE` pairs into a JSON object. The value is JSON when it parses as JSON
 /// (`n=3`, `ok=true`, `x={"a":1}`), else the text itself (`model=gpt-4o`). Later keys win.
@@ -120,6 +121,25 @@ pub fn session_ref(store: &Store, s: &str) -> CliResult<SessionId> {
             None => Err(cairn::Error::SessionNotFound { id: s.to_string() }.into()),
         };
     }
+    session_id(s)
+}
+
+/// [`session_ref`] against a server: `key:KEY` is looked up with `GET /v1/sessions?key=KEY`.
+pub fn remote_session_ref(r: &Remote, s: &str) -> CliResult<SessionId> {
+    if let Some(key) = s.strip_prefix("key:") {
+        let page: cairn::Page<cairn::Session> = r.get(
+            "/v1/sessions",
+            &Params::new().add("key", key).add("limit", 1),
+        )?;
+        return match page.items.into_iter().next() {
+            Some(sess) => Ok(sess.id),
+            None => Err(cairn::Error::SessionNotFound { id: s.to_string() }.into()),
+        };
+    }
+    session_id(s)
+}
+
+fn session_id(s: &str) -> CliResult<SessionId> {
     s.parse::<SessionId>().map_err(|_| {
         Failure::invalid(
             "session id",

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use cairn::{Artifact, ArtifactKind, NewArtifact, Page, Query, SessionId, Store};
+use cairn::{Artifact, ArtifactKind, ContentHash, NewArtifact, Page, Query, SessionId, Store};
 
-use super::args::{self, session_ref};
+use super::args::{self, remote_session_ref, session_ref};
 use super::context::{CliResult, Ctx, Failure};
 use super::output::{human_size, meta_text, relative_time, Cell, Colour, Table};
 use super::progress::Progress;
+use super::remote::{encode, Params, Remote};
 
 /// Files larger than this go through the streaming single put instead of a batch.
 const STREAM_ABOVE: u64 = 8 << 20;
@@ -106,6 +107,25 @@ impl Which {
             (None, Some(sess), Some(name)) => {
                 let sid = session_ref(store, sess)?;
                 Ok(store.artifact_by_name(sid, name, self.version)?)
+            }
+            _ => Err(Failure::usage(
+                "give an artifact id, or --session SESSION --name NAME",
+            )),
+        }
+    }
+
+    fn resolve_remote(&self, r: &Remote) -> CliResult<Artifact> {
+        match (&self.id, &self.session, &self.name) {
+            (Some(id), _, _) => {
+                let id = args::artifact_id(id)?;
+                Ok(r.get(&format!("/v1/artifacts/{id}"), &Params::new())?)
+            }
+            (None, Some(sess), Some(name)) => {
+                let sid = remote_session_ref(r, sess)?;
+                Ok(r.get(
+                    &format!("/v1/sessions/{sid}/artifacts/{}", encode(name)),
+                    &Params::new().opt("version", self.version),
+                )?)
             }
             _ => Err(Failure::usage(
                 "give an artifact id, or --session SESSION --name NAME",
@@ -218,6 +238,23 @@ struct Template {
 }
 
 impl Template {
+    /// The query parameters of `PUT /v1/sessions/{id}/artifacts/{name}`.
+    fn params(&self) -> CliResult<Params> {
+        let mut q = Params::new().add("kind", &self.kind);
+        for t in &self.tags {
+            q = q.add("tag", t);
+        }
+        if !self.metadata.is_empty() {
+            let m = serde_json::to_string(&self.metadata).map_err(|e| Failure {
+                code: "other".into(),
+                message: format!("cannot encode the metadata: {e}"),
+                exit: 1,
+            })?;
+            q = q.add("metadata", m);
+        }
+        Ok(q.opt("mime_type", self.mime.as_deref()))
+    }
+
     fn artifact(&self, name: String) -> NewArtifact {
         let mut n = NewArtifact::new(self.kind.clone(), name)
             .tags(self.tags.iter().cloned())
@@ -249,6 +286,24 @@ fn put(ctx: &Ctx, a: PutArgs) -> CliResult {
                 "reading stdin, the artifact needs a name: add --name NAME",
             ));
         };
+        if let Some(r) = ctx.remote() {
+            let sid = remote_session_ref(r, &a.session)?;
+            if io::stdin().is_terminal() && !ctx.json {
+                super::context::note(
+                    "reading the artifact's content from stdin; end it with Ctrl-D",
+                );
+            }
+            let mut stdin = io::stdin().lock();
+            let art: Artifact = r.upload(
+                "PUT",
+                &format!("/v1/sessions/{sid}/artifacts/{}", encode(&name)),
+                &t.params()?,
+                &mut stdin,
+                None,
+                None,
+            )?;
+            return print_artifact(ctx, &art);
+        }
         let store = ctx.store()?;
         let sid = session_ref(store, &a.session)?;
         if io::stdin().is_terminal() && !ctx.json {
@@ -302,10 +357,37 @@ fn put(ctx: &Ctx, a: PutArgs) -> CliResult {
                 )
             })?,
     };
+    if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, &a.session)?;
+        let mut f = fs::File::open(&path).map_err(|e| Failure::input(&path, e))?;
+        let art = upload_file(r, sid, &name, &t.params()?, &mut f, md.len(), None)?;
+        return print_artifact(ctx, &art);
+    }
     let store = ctx.store()?;
     let sid = session_ref(store, &a.session)?;
     let art = store.put_file(sid, t.artifact(name), &path)?;
     print_artifact(ctx, &art)
+}
+
+/// Streams one file to `PUT /v1/sessions/{sid}/artifacts/{name}` (with `hash`, checked by the
+/// server).
+fn upload_file(
+    r: &Remote,
+    sid: SessionId,
+    name: &str,
+    q: &Params,
+    f: &mut fs::File,
+    len: u64,
+    hash: Option<&ContentHash>,
+) -> CliResult<Artifact> {
+    Ok(r.upload(
+        "PUT",
+        &format!("/v1/sessions/{sid}/artifacts/{}", encode(name)),
+        q,
+        f,
+        Some(len),
+        hash,
+    )?)
 }
 
 /// One file found under the folder of a bulk put.
@@ -360,10 +442,17 @@ fn walk(dir: &Path, prefix: &str, skip: Option<&Path>) -> CliResult<Vec<Found>> 
 }
 
 fn put_dir(ctx: &Ctx, session: &str, dir: &Path, t: &Template, prefix: &str) -> CliResult {
-    let store_dir = fs::canonicalize(&ctx.store_path).ok();
+    let store_dir = if ctx.remote().is_some() {
+        None
+    } else {
+        fs::canonicalize(&ctx.store_path).ok()
+    };
     let files = walk(dir, prefix, store_dir.as_deref())?;
     for f in &files {
         cairn::validate_name(&f.name)?;
+    }
+    if let Some(r) = ctx.remote() {
+        return remote_put_dir(ctx, r, session, &files, t);
     }
     let store = ctx.store()?;
     let sid = session_ref(store, session)?;
@@ -395,18 +484,148 @@ fn put_dir(ctx: &Ctx, session: &str, dir: &Path, t: &Template, prefix: &str) -> 
     })?;
     progress.finish();
     let after = store.stats()?;
+    let grew = format!(
+        "the store grew by {} (dedup and compression)",
+        human_size(after.stored_bytes.saturating_sub(before.stored_bytes))
+    );
+    print_bulk(ctx, &stored, total_bytes, sid, &grew)
+}
+
+fn print_bulk(
+    ctx: &Ctx,
+    stored: &[Artifact],
+    total_bytes: u64,
+    sid: SessionId,
+    grew: &str,
+) -> CliResult {
     ctx.emit(&stored, |w, style| {
         if !stored.is_empty() && stored.len() <= 50 {
-            artifact_table(&stored).write(w, style)?;
+            artifact_table(stored).write(w, style)?;
         }
         writeln!(
             w,
-            "stored {} file(s), {}, into session {sid}; the store grew by {} (dedup and compression)",
+            "stored {} file(s), {}, into session {sid}; {grew}",
             stored.len(),
             human_size(total_bytes),
-            human_size(after.stored_bytes.saturating_sub(before.stored_bytes)),
         )
     })
+}
+
+/// Most hashes one `POST /v1/blobs/missing` asks about (the server's limit).
+const PROBE_BATCH: usize = 10_000;
+
+/// The BLAKE3 hash of a file, streamed.
+fn hash_file(path: &Path) -> CliResult<ContentHash> {
+    let mut f = fs::File::open(path).map_err(|e| Failure::input(path, e))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::io(path, e)),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// `artifact put --recursive` against a server, content first: every file is hashed here, one
+/// `POST /v1/blobs/missing` per 10,000 files asks which contents the tenant lacks, and only
+/// those are uploaded; the others are stored by hash with an empty body. Every upload
+/// declares its hash, so the server refuses a file that changed after it was hashed.
+fn remote_put_dir(
+    ctx: &Ctx,
+    r: &Remote,
+    session: &str,
+    files: &[Found],
+    t: &Template,
+) -> CliResult {
+    #[derive(serde::Deserialize)]
+    struct Missing {
+        missing: Vec<ContentHash>,
+    }
+    let sid = remote_session_ref(r, session)?;
+    let s: cairn::Session = r.get(&format!("/v1/sessions/{sid}"), &Params::new())?;
+    if s.status.is_terminal() {
+        return Err(cairn::Error::SessionClosed {
+            id: sid,
+            status: s.status,
+            message: "a finished session takes no new artifacts".into(),
+        }
+        .into());
+    }
+    // Store-wide counts need an admin token; without one the summary says what was sent.
+    let before: Option<cairn::Stats> = r.get("/v1/admin/stats", &Params::new()).ok();
+    let q = t.params()?;
+    let total_bytes: u64 = files.iter().map(|f| f.size).sum();
+    let mut progress = Progress::new("storing", files.len() as u64, ctx.progress_enabled());
+    let mut stored: Vec<Artifact> = Vec::with_capacity(files.len());
+    let mut sent = 0u64;
+    for chunk in files.chunks(PROBE_BATCH) {
+        let hashes = chunk
+            .iter()
+            .map(|f| hash_file(&f.path))
+            .collect::<CliResult<Vec<_>>>()?;
+        let missing: Missing = r.send(
+            "POST",
+            "/v1/blobs/missing",
+            &Params::new(),
+            &serde_json::json!({ "hashes": hashes }),
+        )?;
+        let mut missing: std::collections::HashSet<ContentHash> =
+            missing.missing.into_iter().collect();
+        for (f, h) in chunk.iter().zip(&hashes) {
+            let done = stored.len();
+            let with_count = |e: Failure| {
+                if done == 0 {
+                    e
+                } else {
+                    Failure {
+                        message: format!(
+                            "{} ({done} of {} files were stored before this error)",
+                            e.message,
+                            files.len()
+                        ),
+                        ..e
+                    }
+                }
+            };
+            let a = if missing.remove(h) {
+                // First of its content in this upload: send the bytes.
+                let mut file = fs::File::open(&f.path).map_err(|e| Failure::input(&f.path, e))?;
+                sent += f.size;
+                upload_file(r, sid, &f.name, &q, &mut file, f.size, Some(h)).map_err(with_count)?
+            } else {
+                let mut empty: &[u8] = &[];
+                r.upload(
+                    "PUT",
+                    &format!("/v1/sessions/{sid}/artifacts/{}", encode(&f.name)),
+                    &q,
+                    &mut empty,
+                    Some(0),
+                    Some(h),
+                )
+                .map_err(|e| with_count(e.into()))?
+            };
+            progress.advance(1, f.size);
+            stored.push(a);
+        }
+    }
+    progress.finish();
+    let after: Option<cairn::Stats> = r.get("/v1/admin/stats", &Params::new()).ok();
+    let grew = match (before, after) {
+        (Some(b), Some(a)) => format!(
+            "the store grew by {} (dedup and compression)",
+            human_size(a.stored_bytes.saturating_sub(b.stored_bytes))
+        ),
+        _ => format!(
+            "sent {} (content the server already held was not sent again)",
+            human_size(sent)
+        ),
+    };
+    print_bulk(ctx, &stored, total_bytes, sid, &grew)
 }
 
 /// Stores `files` in batches; on error, the failure and how many files were already stored.
@@ -461,9 +680,17 @@ fn bulk_put(
 
 fn get(ctx: &Ctx, a: GetArgs) -> CliResult {
     a.which.precheck()?;
-    let store = ctx.existing_store()?;
-    let art = a.which.resolve(store)?;
-    let mut reader = store.admin().open_reader(art.id)?;
+    let (art, mut reader): (Artifact, Box<dyn Read>) = if let Some(r) = ctx.remote() {
+        let art = a.which.resolve_remote(r)?;
+        let body = r.download(&format!("/v1/artifacts/{}/content", art.id), &Params::new())?;
+        let verified = Verified::new(body, art.hash, art.size);
+        (art, Box::new(verified) as Box<dyn Read>)
+    } else {
+        let store = ctx.existing_store()?;
+        let art = a.which.resolve(store)?;
+        let reader = store.admin().open_reader(art.id)?;
+        (art, reader as Box<dyn Read>)
+    };
     let to_stdout = a.output.as_deref().is_none_or(|p| p == Path::new("-"));
     if to_stdout {
         let stdout = io::stdout();
@@ -486,6 +713,52 @@ fn get(ctx: &Ctx, a: GetArgs) -> CliResult {
             dest.display()
         )
     })
+}
+
+/// A reader over downloaded content (used by `checkpoint state` too) that hashes what passes through and fails at the end
+/// (before reporting end of input) when the size or the BLAKE3 hash differs from the
+/// artifact's: a download is verified like a local read.
+pub struct Verified<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    expect: ContentHash,
+    size: u64,
+    seen: u64,
+}
+
+impl<R: Read> Verified<R> {
+    /// Wraps `inner`, which must yield `size` bytes hashing to `expect`.
+    pub fn new(inner: R, expect: ContentHash, size: u64) -> Self {
+        Self {
+            inner,
+            hasher: blake3::Hasher::new(),
+            expect,
+            size,
+            seen: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Verified<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            let got: ContentHash = self.hasher.finalize().into();
+            if self.seen != self.size || got != self.expect {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the download does not match the artifact ({} bytes, hash {}; expected {} bytes, hash {})",
+                        self.seen, got, self.size, self.expect
+                    ),
+                ));
+            }
+            return Ok(0);
+        }
+        self.seen += n as u64;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Copies verified content; read errors are integrity failures, write errors go through `werr`.
@@ -518,12 +791,23 @@ fn copy_verified(
 
 fn show(ctx: &Ctx, which: &Which) -> CliResult {
     which.precheck()?;
-    let store = ctx.existing_store()?;
-    let a = which.resolve(store)?;
+    let a = match ctx.remote() {
+        Some(r) => which.resolve_remote(r)?,
+        None => which.resolve(ctx.existing_store()?)?,
+    };
     print_artifact(ctx, &a)
 }
 
 fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
+    if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, &a.session)?;
+        let q = Params::new()
+            .flag("recursive", a.recursive)
+            .add("limit", a.limit.unwrap_or(cairn::DEFAULT_LIMIT))
+            .opt("cursor", a.cursor.as_deref());
+        let page: Page<Artifact> = r.get(&format!("/v1/sessions/{sid}/artifacts"), &q)?;
+        return print_page(ctx, &page);
+    }
     let store = ctx.existing_store()?;
     let sid = session_ref(store, &a.session)?;
     let page = store.list_artifacts(
@@ -536,9 +820,15 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
 }
 
 fn versions(ctx: &Ctx, session: &str, name: &str) -> CliResult {
-    let store = ctx.existing_store()?;
-    let sid = session_ref(store, session)?;
-    let v = store.versions(sid, name)?;
+    let (sid, v): (SessionId, Vec<Artifact>) = if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, session)?;
+        let path = format!("/v1/sessions/{sid}/artifacts/{}/versions", encode(name));
+        (sid, r.get(&path, &Params::new())?)
+    } else {
+        let store = ctx.existing_store()?;
+        let sid = session_ref(store, session)?;
+        (sid, store.versions(sid, name)?)
+    };
     if v.is_empty() {
         return Err(cairn::Error::ArtifactNotFound {
             id: format!("{sid}/{name}"),
@@ -549,6 +839,9 @@ fn versions(ctx: &Ctx, session: &str, name: &str) -> CliResult {
 }
 
 fn query(ctx: &Ctx, a: QueryArgs) -> CliResult {
+    if let Some(r) = ctx.remote() {
+        return remote_query(ctx, r, a);
+    }
     let mut q = Query::new();
     for k in &a.kinds {
         q = q.kind(args::kind(k)?);
@@ -589,10 +882,51 @@ fn query(ctx: &Ctx, a: QueryArgs) -> CliResult {
     print_page(ctx, &page)
 }
 
+/// `artifact query` against a server: the same checks here, the same filters as parameters.
+fn remote_query(ctx: &Ctx, r: &Remote, a: QueryArgs) -> CliResult {
+    let mut q = Params::new();
+    for k in &a.kinds {
+        q = q.add("kind", args::kind(k)?);
+    }
+    for t in &a.tags {
+        q = q.add("tag", t);
+    }
+    for t in &a.any_tags {
+        q = q.add("any_tag", t);
+    }
+    q = q.opt("name", a.name.as_deref());
+    if let Some(s) = &a.min_size {
+        q = q.add("min_size", args::parse_size(s, "--min-size")?);
+    }
+    if let Some(s) = &a.max_size {
+        q = q.add("max_size", args::parse_size(s, "--max-size")?);
+    }
+    if let Some(t) = &a.after {
+        q = q.add("after", args::parse_time(t, "--after")?.to_rfc3339());
+    }
+    if let Some(t) = &a.before {
+        q = q.add("before", args::parse_time(t, "--before")?.to_rfc3339());
+    }
+    q = q
+        .add("limit", a.limit.unwrap_or(cairn::DEFAULT_LIMIT))
+        .opt("cursor", a.cursor.as_deref())
+        .flag("latest", a.latest)
+        .flag("desc", a.desc);
+    if let Some(s) = &a.session {
+        q = q
+            .add("session", remote_session_ref(r, s)?)
+            .flag("subtree", a.subtree);
+    }
+    let page: Page<Artifact> = r.get("/v1/artifacts", &q)?;
+    print_page(ctx, &page)
+}
+
 fn delete(ctx: &Ctx, id: &str) -> CliResult {
     let id = args::artifact_id(id)?;
-    let store = ctx.existing_store()?;
-    let a = store.admin().delete(id)?;
+    let a: Artifact = match ctx.remote() {
+        Some(r) => r.delete(&format!("/v1/artifacts/{id}"), &Params::new())?,
+        None => ctx.existing_store()?.admin().delete(id)?,
+    };
     ctx.emit(&a, |w, _| {
         writeln!(
             w,

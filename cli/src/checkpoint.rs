@@ -15,10 +15,11 @@ use serde_json::Value;
 
 use cairn::{Artifact, Checkpoint, NewCheckpoint, Page, RestoreReport};
 
-use super::args::{self, session_ref};
+use super::args::{self, remote_session_ref, session_ref};
 use super::artifact::artifact_table;
 use super::context::{CliResult, Ctx, Failure};
 use super::output::{ellipsize, human_size, relative_time, Cell, Colour, Table};
+use super::remote::Params;
 
 /// Checkpoint verbs. A SESSION argument is a session id, or `key:KEY` for the session with that key.
 #[derive(Debug, Subcommand)]
@@ -102,6 +103,33 @@ pub fn run(ctx: &Ctx, cmd: CheckpointCmd) -> CliResult {
 
 fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
     cairn::validate_label(&a.label)?;
+    if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, &a.session)?;
+        // The server's limits are its own; these bound what is read and sent from here.
+        let limits = cairn::Config::default().limits;
+        let state = match &a.state {
+            None => Value::Null,
+            Some(path) => {
+                let bytes = read_state(path, limits.max_artifact_size)?;
+                let as_json = if a.binary || bytes.len() > limits.max_metadata_bytes {
+                    None
+                } else {
+                    serde_json::from_slice::<Value>(&bytes).ok()
+                };
+                match as_json {
+                    Some(v) => v,
+                    None => return remote_binary_state(ctx, sid, &a.label, bytes),
+                }
+            }
+        };
+        let cp: Checkpoint = r.send(
+            "POST",
+            &format!("/v1/sessions/{sid}/checkpoints"),
+            &Params::new(),
+            &serde_json::json!({ "label": a.label, "state": state }),
+        )?;
+        return print_checkpoint(ctx, &cp, None);
+    }
     let store = ctx.existing_store()?;
     let sid = session_ref(store, &a.session)?;
     let mut new = NewCheckpoint::new(a.label);
@@ -120,6 +148,25 @@ fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
         };
     }
     let cp = store.create_checkpoint(sid, new)?;
+    print_checkpoint(ctx, &cp, None)
+}
+
+/// A binary checkpoint state sent to a server: `PUT /v1/sessions/{id}/checkpoints?label=L`
+/// with the bytes as the body.
+fn remote_binary_state(ctx: &Ctx, sid: cairn::SessionId, label: &str, bytes: Vec<u8>) -> CliResult {
+    let Some(r) = ctx.remote() else {
+        return Err(Failure::usage("no server"));
+    };
+    let len = bytes.len() as u64;
+    let mut body: &[u8] = &bytes;
+    let cp: Checkpoint = r.upload(
+        "PUT",
+        &format!("/v1/sessions/{sid}/checkpoints"),
+        &Params::new().add("label", label),
+        &mut body,
+        Some(len),
+        None,
+    )?;
     print_checkpoint(ctx, &cp, None)
 }
 
@@ -168,9 +215,15 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
             )
         })?),
     };
-    let store = ctx.existing_store()?;
-    let sid = session_ref(store, &a.session)?;
-    let page: Page<Checkpoint> = store.checkpoints_page(sid, after, limit)?;
+    let page: Page<Checkpoint> = if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, &a.session)?;
+        let q = Params::new().add("limit", limit).opt("cursor", after);
+        r.get(&format!("/v1/sessions/{sid}/checkpoints"), &q)?
+    } else {
+        let store = ctx.existing_store()?;
+        let sid = session_ref(store, &a.session)?;
+        store.checkpoints_page(sid, after, limit)?
+    };
     ctx.emit(&page, |w, style| {
         if page.items.is_empty() {
             return writeln!(w, "no checkpoints");
@@ -204,17 +257,43 @@ struct Shown<'a> {
 
 fn show(ctx: &Ctx, id: &str) -> CliResult {
     let id = args::checkpoint_id(id)?;
-    let store = ctx.existing_store()?;
-    let cp = store.checkpoint(id)?;
-    let arts = store.checkpoint_artifacts(id)?;
+    let (cp, arts): (Checkpoint, Vec<Artifact>) = if let Some(r) = ctx.remote() {
+        (
+            r.get(&format!("/v1/checkpoints/{id}"), &Params::new())?,
+            r.get(&format!("/v1/checkpoints/{id}/artifacts"), &Params::new())?,
+        )
+    } else {
+        let store = ctx.existing_store()?;
+        (store.checkpoint(id)?, store.checkpoint_artifacts(id)?)
+    };
     print_checkpoint(ctx, &cp, Some(&arts))
 }
 
 fn state(ctx: &Ctx, a: StateArgs) -> CliResult {
     let id = args::checkpoint_id(&a.id)?;
-    let store = ctx.existing_store()?;
-    let cp = store.checkpoint(id)?;
-    let bytes = match store.checkpoint_state_bytes(id)? {
+    let (cp, blob): (Checkpoint, Option<Vec<u8>>) = if let Some(r) = ctx.remote() {
+        let cp: Checkpoint = r.get(&format!("/v1/checkpoints/{id}"), &Params::new())?;
+        let blob = match cp.state_blob {
+            None => None,
+            Some(b) => {
+                let body = r.download(&format!("/v1/checkpoints/{id}/state"), &Params::new())?;
+                let mut v = Vec::new();
+                super::artifact::Verified::new(body, b.hash, b.size)
+                    .read_to_end(&mut v)
+                    .map_err(|e| Failure {
+                        code: "integrity".into(),
+                        message: format!("reading the state of checkpoint {id}: {e}"),
+                        exit: 1,
+                    })?;
+                Some(v)
+            }
+        };
+        (cp, blob)
+    } else {
+        let store = ctx.existing_store()?;
+        (store.checkpoint(id)?, store.checkpoint_state_bytes(id)?)
+    };
+    let bytes = match blob {
         Some(b) => b,
         None => {
             let mut v = serde_json::to_vec_pretty(&cp.state).map_err(|e| Failure {
@@ -263,8 +342,15 @@ fn state(ctx: &Ctx, a: StateArgs) -> CliResult {
 
 fn restore(ctx: &Ctx, id: &str) -> CliResult {
     let id = args::checkpoint_id(id)?;
-    let store = ctx.existing_store()?;
-    let r: RestoreReport = store.restore_checkpoint(id)?;
+    let r: RestoreReport = match ctx.remote() {
+        Some(r) => r.send(
+            "POST",
+            &format!("/v1/checkpoints/{id}/restore"),
+            &Params::new(),
+            &serde_json::json!({}),
+        )?,
+        None => ctx.existing_store()?.restore_checkpoint(id)?,
+    };
     ctx.emit(&r, |w, style| {
         writeln!(
             w,
@@ -283,8 +369,10 @@ fn restore(ctx: &Ctx, id: &str) -> CliResult {
 
 fn delete(ctx: &Ctx, id: &str) -> CliResult {
     let id = args::checkpoint_id(id)?;
-    let store = ctx.existing_store()?;
-    let cp = store.delete_checkpoint(id)?;
+    let cp: Checkpoint = match ctx.remote() {
+        Some(r) => r.delete(&format!("/v1/checkpoints/{id}"), &Params::new())?,
+        None => ctx.existing_store()?.delete_checkpoint(id)?,
+    };
     ctx.emit(&cp, |w, _| {
         writeln!(
             w,

@@ -13,6 +13,7 @@ use super::args;
 use super::context::{CliResult, Ctx, Failure};
 use super::output::{human_size, Cell, Colour, Table};
 use super::progress::Progress;
+use super::remote::Params;
 
 /// Rows of each table printed for people (the JSON report always holds everything).
 const MAX_ROWS: usize = 50;
@@ -112,6 +113,32 @@ fn policy(a: &CleanupArgs) -> CliResult<RetentionPolicy> {
 /// Applies the retention rules (or reports what they would remove) and prints a summary.
 pub fn cleanup(ctx: &Ctx, a: CleanupArgs) -> CliResult {
     let policy = policy(&a)?;
+    if let Some(r) = ctx.remote() {
+        // The same rules, checked above, sent as the body of `POST /v1/admin/cleanup`.
+        let mut ttl = serde_json::Map::new();
+        for t in &a.ttls {
+            if let Some((kind, age)) = t.split_once('=') {
+                let secs = args::parse_duration(age, "--ttl")?.as_secs_f64();
+                ttl.insert(kind.trim().to_string(), serde_json::json!(secs));
+            }
+        }
+        let older = a
+            .older_than
+            .as_deref()
+            .map(|age| args::parse_duration(age, "--older-than"))
+            .transpose()?
+            .map(|d| d.as_secs_f64());
+        let body = serde_json::json!({
+            "dry_run": a.dry_run,
+            "older_than_secs": older,
+            "statuses": a.statuses,
+            "tags": a.tags,
+            "keep_versions": a.keep_versions,
+            "ttl_secs": ttl,
+        });
+        let report: RetentionReport = r.send("POST", "/v1/admin/cleanup", &Params::new(), &body)?;
+        return print_report(ctx, &report);
+    }
     let store = ctx.existing_store()?;
     let enabled = ctx.progress_enabled();
     let mut bar: Option<(&'static str, Progress)> = None;

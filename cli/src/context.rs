@@ -1,6 +1,8 @@
 //! What every command gets and returns: the context ([`Ctx`]: the store, opened on first use,
 //! the output mode and styling) and the failure type ([`Failure`]: code, message, exit code).
-//! A leaf of the front end: it imports only `output`, never a command module or the crate root.
+//! In remote mode (`--server`) the context holds a [`Remote`] client instead, and asking it for a
+//! store is an error naming why. A leaf of the front end: it imports only `output` and `remote`,
+//! never a command module or the crate root.
 
 use std::cell::OnceCell;
 use std::io::{self, IsTerminal, Write};
@@ -12,6 +14,7 @@ use serde::Serialize;
 use cairn::Store;
 
 use crate::output::Style;
+use crate::remote::{Remote, RemoteError};
 
 /// The store used when neither --store nor CAIRN_STORE is given.
 pub const DEFAULT_STORE: &str = ".cairn";
@@ -105,26 +108,48 @@ impl Failure {
     }
 }
 
+/// The exit code of an error code: 3 not found, 4 invalid state transition or conflict, 5 limit
+/// exceeded or invalid input, 1 anything else. One table for the library's errors and the
+/// server's, so a command exits alike locally and remotely.
+pub fn exit_code_of(code: &str) -> u8 {
+    match code {
+        "session_not_found"
+        | "artifact_not_found"
+        | "checkpoint_not_found"
+        | "content_missing"
+        | "not_found"
+        | "file_not_found"
+        | "store_not_found" => 3,
+        "invalid_transition" | "key_conflict" | "already_exists" | "has_children"
+        | "session_closed" | "conflict" => 4,
+        "limit_exceeded"
+        | "invalid_input"
+        | "invalid_glob"
+        | "payload_too_large"
+        | "quota_exceeded"
+        | "hash_mismatch"
+        | "range_not_satisfiable" => 5,
+        "usage" => 2,
+        _ => 1,
+    }
+}
+
 impl From<cairn::Error> for Failure {
     fn from(e: cairn::Error) -> Self {
-        use cairn::Error as E;
-        let exit = match &e {
-            E::SessionNotFound { .. }
-            | E::ArtifactNotFound { .. }
-            | E::CheckpointNotFound { .. }
-            | E::ContentMissing { .. } => 3,
-            E::InvalidTransition { .. }
-            | E::KeyConflict { .. }
-            | E::AlreadyExists { .. }
-            | E::HasChildren { .. }
-            | E::SessionClosed { .. } => 4,
-            E::LimitExceeded { .. } | E::InvalidInput { .. } | E::InvalidGlob { .. } => 5,
-            _ => 1,
-        };
         Failure {
             code: e.code().to_string(),
             message: e.to_string(),
-            exit,
+            exit: exit_code_of(e.code()),
+        }
+    }
+}
+
+impl From<RemoteError> for Failure {
+    fn from(e: RemoteError) -> Self {
+        Failure {
+            exit: exit_code_of(&e.code),
+            code: e.code,
+            message: e.message,
         }
     }
 }
@@ -141,6 +166,8 @@ pub struct Ctx {
     pub style: Style,
     /// `--engine`: the engine of a store created by this command.
     pub engine: Option<cairn::BackendKind>,
+    /// `--server`: the server every command talks to instead of a store.
+    pub remote: Option<Remote>,
     store: OnceCell<Store>,
 }
 
@@ -156,6 +183,7 @@ impl Ctx {
             json,
             style: Style::new(colour),
             engine: None,
+            remote: None,
             store: OnceCell::new(),
         }
     }
@@ -164,6 +192,13 @@ impl Ctx {
     pub fn store(&self) -> CliResult<&Store> {
         if let Some(s) = self.store.get() {
             return Ok(s);
+        }
+        if let Some(r) = &self.remote {
+            return Err(Failure::usage(format!(
+                "this command works on a local store only, and --server {} (or CAIRN_SERVER) is set; \
+                 run it on the server's machine, or unset CAIRN_SERVER to use --store",
+                r.url()
+            )));
         }
         let config = cairn::Config::default();
         let config = match self.engine {
@@ -177,6 +212,9 @@ impl Ctx {
     /// The store, which must already exist: for commands that only read, so that a mistyped
     /// `--store` is reported instead of silently creating an empty store.
     pub fn existing_store(&self) -> CliResult<&Store> {
+        if self.remote.is_some() {
+            return self.store();
+        }
         let missing_or_empty = match std::fs::read_dir(&self.store_path) {
             Ok(mut entries) => entries.next().is_none(),
             Err(e) => e.kind() == io::ErrorKind::NotFound,
@@ -193,6 +231,11 @@ impl Ctx {
             });
         }
         self.store()
+    }
+
+    /// The server client in remote mode (`--server` / `CAIRN_SERVER`), else `None`.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
     }
 
     /// Whether progress may be drawn: stderr is a terminal and the output is not JSON.

@@ -3,7 +3,8 @@
 //! Layout: one file per noun (`session.rs`, `artifact.rs`, `admin.rs` for store-wide commands,
 //! `demo.rs`), shared argument parsing in `args.rs`, people-facing formatting in `output.rs`,
 //! the stderr progress bar in `progress.rs`, the context and failure type every command uses in
-//! `context.rs`, atomic file writes in `atomic.rs`.
+//! `context.rs`, atomic file writes in `atomic.rs`, and the HTTP client of remote mode
+//! (`--server URL`: every command talks to `cairn serve` instead of a store) in `remote.rs`.
 //!
 //! Imports go one way: this file (the clap structure and dispatch) uses the command modules;
 //! command modules use shared leaves (`context`, `output`, `args`, `atomic`, `progress`,
@@ -28,6 +29,7 @@ pub mod context;
 pub mod demo;
 pub mod output;
 pub mod progress;
+pub mod remote;
 pub mod serve;
 pub mod session;
 pub mod session_ops;
@@ -38,7 +40,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use self::context::{note, CliResult, Ctx, Failure, DEFAULT_STORE};
 
@@ -76,6 +78,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "CAIRN_ENGINE", value_name = "ENGINE",
           value_parser = ["sled", "redb", "fjall"])]
     pub engine: Option<String>,
+
+    /// Talk to a `cairn serve` server at this URL (e.g. http://127.0.0.1:7070) instead of
+    /// opening a store: every command works the same, with the same output and exit codes. The
+    /// bearer token is read from CAIRN_TOKEN.
+    #[arg(long, global = true, env = "CAIRN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
 
     /// The command to run.
     #[command(subcommand)]
@@ -162,16 +170,89 @@ pub fn main() -> ExitCode {
 pub fn run_args(argv: Vec<OsString>) -> ExitCode {
     // Known before parsing, so that even usage errors can be reported as JSON.
     let json_requested = argv.iter().skip(1).any(|a| a == "--json");
-    let cli = match Cli::try_parse_from(&argv) {
+    let parsed = Cli::command()
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => return clap_failure(e, json_requested),
     };
-    let mut ctx = Ctx::new(cli.store, cli.json);
-    ctx.engine = cli.engine.and_then(|e| e.parse().ok());
+    let json = cli.json;
+    let ctx = match context(
+        cli.store,
+        cli.json,
+        cli.engine,
+        cli.server.as_deref(),
+        &matches,
+    ) {
+        Ok(c) => c,
+        Err(f) => return f.report(json),
+    };
+    if ctx.remote().is_some() {
+        if let Err(f) = local_only(&cli.command) {
+            return f.report(json);
+        }
+    }
     match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => f.report(ctx.json),
     }
+}
+
+/// Whether `id` was given on the command line itself (not from the environment or a default).
+fn on_command_line(m: &clap::ArgMatches, id: &str) -> bool {
+    m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+}
+
+/// The context: a local store, or with `--server` (or CAIRN_SERVER) a client of that server with
+/// CAIRN_TOKEN as its bearer token. `--store` and `--engine` on the command line contradict
+/// `--server` and are refused; from the environment they are ignored in remote mode.
+fn context(
+    store: Option<PathBuf>,
+    json: bool,
+    engine: Option<String>,
+    server: Option<&str>,
+    m: &clap::ArgMatches,
+) -> Result<Ctx, Failure> {
+    let Some(url) = server.filter(|s| !s.trim().is_empty()) else {
+        let mut ctx = Ctx::new(store, json);
+        ctx.engine = engine.and_then(|e| e.parse().ok());
+        return Ok(ctx);
+    };
+    for (flag, id) in [("--store", "store"), ("--engine", "engine")] {
+        if on_command_line(m, id) {
+            return Err(Failure::usage(format!(
+                "{flag} names a local store, and --server (or CAIRN_SERVER) sends every command to a \
+                 server; give one or the other"
+            )));
+        }
+    }
+    let token = std::env::var("CAIRN_TOKEN").ok();
+    let mut ctx = Ctx::new(None, json);
+    ctx.remote = Some(remote::Remote::new(url, token)?);
+    Ok(ctx)
+}
+
+/// Refuses, in remote mode, the commands that run on the local machine by nature.
+fn local_only(command: &Command) -> CliResult {
+    let why = match command {
+        Command::Serve(_) => "`cairn serve` is the server itself; run it without --server",
+        Command::Token(_) => {
+            "`cairn token` edits the server's token file; run it on the server's machine, \
+             with --data and without --server"
+        }
+        Command::Demo(_) => "`cairn demo` plays into a local demo store; run it without --server",
+        Command::Bench(_) => {
+            "`cairn bench` measures the local engines in scratch stores; run it without --server"
+        }
+        Command::Mcp(_) => {
+            "`cairn mcp` serves a local store to an MCP client; run it without --server"
+        }
+        _ => return Ok(()),
+    };
+    Err(Failure::usage(format!(
+        "{why} (--server or CAIRN_SERVER is set)"
+    )))
 }
 
 fn clap_failure(e: clap::Error, json: bool) -> ExitCode {
@@ -227,7 +308,6 @@ fn clap_message(e: &clap::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn clap_structure_is_valid() {
@@ -264,6 +344,64 @@ mod tests {
             Failure::stdout(io::Error::from(io::ErrorKind::BrokenPipe)).exit,
             0
         );
+    }
+
+    #[test]
+    fn server_error_codes_exit_like_local_ones() {
+        let f = |code: &str| -> Failure {
+            remote::RemoteError {
+                code: code.into(),
+                message: "m".into(),
+                status: Some(400),
+            }
+            .into()
+        };
+        for (code, exit) in [
+            ("session_not_found", 3),
+            ("artifact_not_found", 3),
+            ("not_found", 3),
+            ("has_children", 4),
+            ("invalid_transition", 4),
+            ("invalid_input", 5),
+            ("limit_exceeded", 5),
+            ("hash_mismatch", 5),
+            ("unauthorized", 1),
+            ("forbidden", 1),
+            ("server_unreachable", 1),
+            ("usage", 2),
+        ] {
+            assert_eq!(f(code).exit, exit, "{code}");
+            assert_eq!(f(code).code, code);
+        }
+        // The library's errors go through the same table.
+        let lib: Failure = cairn::Error::HasChildren {
+            id: cairn::SessionId::new(),
+            children: 1,
+        }
+        .into();
+        assert_eq!(lib.exit, context::exit_code_of("has_children"));
+    }
+
+    #[test]
+    fn remote_mode_refuses_local_commands_and_flags() {
+        let argv = |a: &[&str]| -> Vec<OsString> {
+            std::iter::once("cairn")
+                .chain(a.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        let url = "http://127.0.0.1:9";
+        for a in [
+            vec!["--server", url, "demo"],
+            vec!["--server", url, "serve"],
+            vec!["--server", url, "token", "list"],
+            vec!["--server", url, "mcp"],
+            vec!["--server", url, "--store", "x", "stats"],
+            vec!["--server", url, "--engine", "redb", "stats"],
+            vec!["--server", "ftp://x", "stats"],
+        ] {
+            assert_eq!(run_args(argv(&a)), ExitCode::from(2), "{a:?}");
+        }
     }
 
     /// The modules of this crate that `text` refers to (`super::NAME` or `crate::NAME`, outside

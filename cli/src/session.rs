@@ -4,13 +4,17 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use cairn::{MetadataUpdate, NewSession, Session, SessionFilter, SessionId, SessionStatus};
+use cairn::{
+    DeleteReport, Event, ExportReport, ImportReport, MetadataUpdate, NewSession, Page, Session,
+    SessionFilter, SessionId, SessionStatus,
+};
 
-use super::args::{self, session_ref};
+use super::args::{self, remote_session_ref, session_ref};
 use super::context::{CliResult, Ctx, Failure};
 use super::output::{relative_time, Cell, Colour, Style, Table};
+use super::remote::{Params, Remote};
 use super::session_ops;
 use super::session_view::{display_name, print_session, session_table};
 
@@ -228,6 +232,19 @@ pub fn run(ctx: &Ctx, cmd: SessionCmd) -> CliResult {
 fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
     // Validate everything the command line owns before touching (or creating) the store.
     let metadata = args::parse_meta(&a.meta, "--meta")?;
+    if let Some(r) = ctx.remote() {
+        let parent = a
+            .parent
+            .as_deref()
+            .map(|p| remote_session_ref(r, p))
+            .transpose()?;
+        let body = json!({
+            "name": a.name, "description": a.description, "key": a.key, "parent": parent,
+            "tags": a.tags, "metadata": metadata,
+        });
+        let s: Session = r.send("POST", "/v1/sessions", &Params::new(), &body)?;
+        return print_session(ctx, &s);
+    }
     let store = ctx.store()?;
     let mut new = NewSession::new().metadata(metadata);
     if let Some(n) = a.name {
@@ -250,12 +267,34 @@ fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
 }
 
 fn show(ctx: &Ctx, session: &str) -> CliResult {
+    if let Some(r) = ctx.remote() {
+        let id = remote_session_ref(r, session)?;
+        let s: Session = r.get(&format!("/v1/sessions/{id}"), &Params::new())?;
+        return print_session(ctx, &s);
+    }
     let store = ctx.existing_store()?;
     let s = store.session(session_ref(store, session)?)?;
     print_session(ctx, &s)
 }
 
 fn transition(ctx: &Ctx, session: &str, to: SessionStatus, reason: Option<String>) -> CliResult {
+    if let Some(r) = ctx.remote() {
+        let id = remote_session_ref(r, session)?;
+        let verb = match to {
+            SessionStatus::Active => "resume",
+            SessionStatus::Suspended => "suspend",
+            SessionStatus::Completed => "complete",
+            SessionStatus::Failed => "fail",
+            _ => "cancel",
+        };
+        let s: Session = r.send(
+            "POST",
+            &format!("/v1/sessions/{id}/{verb}"),
+            &Params::new(),
+            &json!({ "reason": reason }),
+        )?;
+        return print_session(ctx, &s);
+    }
     let store = ctx.existing_store()?;
     let id = session_ref(store, session)?;
     let s = store.transition(id, to, reason.as_deref())?;
@@ -273,6 +312,16 @@ fn meta(ctx: &Ctx, a: MetaArgs) -> CliResult {
         }
         patch.insert(k, Value::Null);
     }
+    if let Some(r) = ctx.remote() {
+        let id = remote_session_ref(r, &a.session)?;
+        let s: Session = r.send(
+            "PATCH",
+            &format!("/v1/sessions/{id}"),
+            &Params::new(),
+            &json!({ "metadata": patch }),
+        )?;
+        return print_session(ctx, &s);
+    }
     let store = ctx.existing_store()?;
     let id = session_ref(store, &a.session)?;
     let s = store.update_metadata(id, MetadataUpdate::Merge(patch))?;
@@ -284,8 +333,8 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
     for s in &a.statuses {
         filter = filter.status(args::status(s)?);
     }
-    for t in a.tags {
-        filter = filter.tag(t);
+    for t in &a.tags {
+        filter = filter.tag(t.clone());
     }
     if let Some(n) = a.limit {
         filter = filter.limit(n);
@@ -304,13 +353,17 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
     if a.roots {
         filter = filter.roots();
     }
-    let store = ctx.existing_store()?;
-    if let Some(p) = &a.parent {
-        let pid = session_ref(store, p)?;
-        store.session(pid)?; // a clear "not found" instead of an empty list
-        filter = filter.parent(pid);
-    }
-    let page = store.list_sessions(&filter)?;
+    let page = if let Some(r) = ctx.remote() {
+        remote_list(r, &a)?
+    } else {
+        let store = ctx.existing_store()?;
+        if let Some(p) = &a.parent {
+            let pid = session_ref(store, p)?;
+            store.session(pid)?; // a clear "not found" instead of an empty list
+            filter = filter.parent(pid);
+        }
+        store.list_sessions(&filter)?
+    };
     ctx.emit(&page, |w, style| {
         if page.items.is_empty() {
             return writeln!(w, "no sessions");
@@ -323,14 +376,40 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
     })
 }
 
+/// `session list` against a server (the flags were checked by the caller).
+fn remote_list(r: &Remote, a: &ListArgs) -> CliResult<Page<Session>> {
+    let mut q = Params::new()
+        .add("limit", a.limit.unwrap_or(cairn::DEFAULT_LIMIT))
+        .opt("cursor", a.cursor.as_deref())
+        .flag("roots", a.roots);
+    for st in &a.statuses {
+        q = q.add("status", st);
+    }
+    for t in &a.tags {
+        q = q.add("tag", t);
+    }
+    if let Some(p) = &a.parent {
+        let pid = remote_session_ref(r, p)?;
+        let _: Session = r.get(&format!("/v1/sessions/{pid}"), &Params::new())?;
+        q = q.add("parent", pid);
+    }
+    Ok(r.get("/v1/sessions", &q)?)
+}
+
 /// Deepest tree printed as nested JSON: serializing (and dropping) nested values recurses.
 const MAX_JSON_DEPTH: usize = 1000;
 
 fn tree(ctx: &Ctx, session: &str) -> CliResult {
-    let store = ctx.existing_store()?;
-    let root = session_ref(store, session)?;
-    // Breadth first: every parent comes before its children.
-    let all = store.subtree(root)?;
+    let (root, all) = if let Some(r) = ctx.remote() {
+        let root = remote_session_ref(r, session)?;
+        let all: Vec<Session> = r.get(&format!("/v1/sessions/{root}/tree"), &Params::new())?;
+        (root, all)
+    } else {
+        let store = ctx.existing_store()?;
+        let root = session_ref(store, session)?;
+        // Breadth first: every parent comes before its children.
+        (root, store.subtree(root)?)
+    };
     let mut kids: HashMap<SessionId, Vec<&Session>> = HashMap::new();
     let mut depth: HashMap<SessionId, usize> = HashMap::new();
     depth.insert(root, 0);
@@ -455,9 +534,15 @@ fn events(ctx: &Ctx, a: EventsArgs) -> CliResult {
             format!("{limit}; use 1 to {}", cairn::MAX_LIMIT),
         ));
     }
-    let store = ctx.existing_store()?;
-    let id = session_ref(store, &a.session)?;
-    let page = store.events(id, after, limit)?;
+    let page: Page<Event> = if let Some(r) = ctx.remote() {
+        let id = remote_session_ref(r, &a.session)?;
+        let q = Params::new().opt("after", after).add("limit", limit);
+        r.get(&format!("/v1/sessions/{id}/events"), &q)?
+    } else {
+        let store = ctx.existing_store()?;
+        let id = session_ref(store, &a.session)?;
+        store.events(id, after, limit)?
+    };
     ctx.emit(&page, |w, style| {
         if page.items.is_empty() {
             return writeln!(w, "no events");
@@ -484,9 +569,17 @@ fn events(ctx: &Ctx, a: EventsArgs) -> CliResult {
 }
 
 fn delete(ctx: &Ctx, a: DeleteArgs) -> CliResult {
-    let store = ctx.existing_store()?;
-    let id = session_ref(store, &a.session)?;
-    let report = store.delete_session(id, a.recursive)?;
+    let report: DeleteReport = if let Some(r) = ctx.remote() {
+        let id = remote_session_ref(r, &a.session)?;
+        r.delete(
+            &format!("/v1/sessions/{id}"),
+            &Params::new().flag("recursive", a.recursive),
+        )?
+    } else {
+        let store = ctx.existing_store()?;
+        let id = session_ref(store, &a.session)?;
+        store.delete_session(id, a.recursive)?
+    };
     ctx.emit(&report, |w, _| {
         writeln!(
             w,
@@ -497,6 +590,9 @@ fn delete(ctx: &Ctx, a: DeleteArgs) -> CliResult {
 }
 
 fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
+    if let Some(r) = ctx.remote() {
+        return remote_export(ctx, r, a);
+    }
     let store = ctx.existing_store()?;
     let id = session_ref(store, &a.session)?;
     if a.file.as_os_str() == "-" {
@@ -513,8 +609,11 @@ fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
     let spin = super::progress::Spinner::start("exporting", ctx.progress_enabled());
     let r = store.export_session_to_path(id, a.subtree, &a.file);
     drop(spin);
-    let r = r?;
-    ctx.emit(&r, |w, _| {
+    print_export(ctx, &r?, &a.file)
+}
+
+fn print_export(ctx: &Ctx, r: &ExportReport, file: &std::path::Path) -> CliResult {
+    ctx.emit(r, |w, _| {
         writeln!(
             w,
             "exported {} session(s), {} artifact(s), {} event(s), {} blob(s) ({}) to {} ({})",
@@ -523,13 +622,130 @@ fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
             r.events,
             r.blobs,
             super::output::human_size(r.content_bytes),
-            a.file.display(),
+            file.display(),
             super::output::human_size(r.bundle_bytes)
         )
     })
 }
 
+/// `session export` from a server: the bundle streams down into a temporary file, is checked
+/// whole (`cairn::bundle::inspect`: every frame, hash and the trailer), and only then renamed
+/// into place; the report is what the check counted. To stdout it streams through, checked on
+/// the way by a second reader of the same bytes.
+fn remote_export(ctx: &Ctx, r: &Remote, a: ExportArgs) -> CliResult {
+    let id = remote_session_ref(r, &a.session)?;
+    let q = Params::new().flag("subtree", a.subtree);
+    let mut body = r.download(&format!("/v1/sessions/{id}/export"), &q)?;
+    let broken = |e: io::Error| Failure {
+        code: "server_unreachable".into(),
+        message: format!("the bundle download from {} failed: {e}", r.url()),
+        exit: 1,
+    };
+    if a.file.as_os_str() == "-" {
+        // Streamed to stdout and, beside it, through the bundle check on a thread, so the note
+        // says what the check counted (as locally) and a broken bundle fails.
+        let (check_in, mut check_out) = io::pipe().map_err(|e| Failure {
+            code: "io".into(),
+            message: format!("cannot make a pipe for the bundle check: {e}"),
+            exit: 1,
+        })?;
+        let checker =
+            std::thread::spawn(move || cairn::bundle::inspect(io::BufReader::new(check_in)));
+        let stdout = io::stdout();
+        let mut w = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let mut buf = vec![0u8; 64 << 10];
+        let mut checking = true;
+        let streamed = loop {
+            let n = match io::Read::read(&mut body, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(broken(e)),
+            };
+            if let Err(e) = w.write_all(&buf[..n]) {
+                break Err(Failure::stdout(e));
+            }
+            // The checker stops reading once it has found a problem; its verdict says which.
+            if checking && check_out.write_all(&buf[..n]).is_err() {
+                checking = false;
+            }
+        };
+        let flushed = streamed.and_then(|()| w.flush().map_err(Failure::stdout));
+        drop(check_out);
+        let verdict = checker.join();
+        flushed?;
+        let s = match verdict {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(Failure {
+                    code: "integrity".into(),
+                    message: format!("the bundle written to stdout failed its check: {e}"),
+                    exit: 1,
+                })
+            }
+            Err(_) => {
+                return Err(Failure {
+                    code: "other".into(),
+                    message: "the bundle check stopped unexpectedly".into(),
+                    exit: 1,
+                })
+            }
+        };
+        super::context::note(&format!(
+            "exported {} session(s), {} artifact(s), {} blob(s): {} bytes",
+            s.sessions.len(),
+            s.artifacts,
+            s.blobs,
+            s.bundle_bytes
+        ));
+        return Ok(());
+    }
+    let spin = super::progress::Spinner::start("exporting", ctx.progress_enabled());
+    let checked = super::atomic::write_file(&a.file, |w, tmp| {
+        io::copy(&mut body, w).map_err(broken)?;
+        w.flush().map_err(|e| Failure::io(tmp, e))?;
+        let f = std::fs::File::open(tmp).map_err(|e| Failure::io(tmp, e))?;
+        Ok(cairn::bundle::inspect(io::BufReader::new(f))?)
+    });
+    drop(spin);
+    let s = checked?;
+    let report = ExportReport {
+        root: id,
+        sessions: s.sessions.len() as u64,
+        artifacts: s.artifacts,
+        events: s.events,
+        extensions: s.extensions,
+        blobs: s.blobs,
+        content_bytes: s.content_bytes,
+        bundle_bytes: s.bundle_bytes,
+        hash: s.hash,
+    };
+    print_export(ctx, &report, &a.file)
+}
+
 fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
+    if let Some(r) = ctx.remote() {
+        let parent = a
+            .parent
+            .as_deref()
+            .map(|p| remote_session_ref(r, p))
+            .transpose()?;
+        let q = Params::new()
+            .opt("parent", parent)
+            .flag("new_ids", a.new_ids)
+            .flag("drop_keys", a.drop_keys);
+        let spin = super::progress::Spinner::start("importing", ctx.progress_enabled());
+        let report: ImportReport = if a.file.as_os_str() == "-" {
+            let mut stdin = io::stdin().lock();
+            r.upload("POST", "/v1/import", &q, &mut stdin, None, None)?
+        } else {
+            let mut f = std::fs::File::open(&a.file).map_err(|e| Failure::input(&a.file, e))?;
+            let len = f.metadata().map_err(|e| Failure::io(&a.file, e))?.len();
+            r.upload("POST", "/v1/import", &q, &mut f, Some(len), None)?
+        };
+        drop(spin);
+        return print_import(ctx, &report);
+    }
     let store = ctx.store()?;
     let mut opts = cairn::ImportOptions::new()
         .new_ids(a.new_ids)
@@ -547,7 +763,11 @@ fn import(ctx: &Ctx, a: ImportArgs) -> CliResult {
         store.import_bundle_from_path(&a.file, &opts)?
     };
     drop(spin);
-    ctx.emit(&r, |w, _| {
+    print_import(ctx, &r)
+}
+
+fn print_import(ctx: &Ctx, r: &ImportReport) -> CliResult {
+    ctx.emit(r, |w, _| {
         writeln!(
             w,
             "imported {} session(s), {} artifact(s), {} event(s), {} blob(s) ({} new); root {}",

@@ -4,13 +4,16 @@
 use std::io::{self, IsTerminal, Write};
 
 use clap::Args;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use cairn::{Message, NewSession, SessionFilter, SessionStats, TimelineEntry, TimelineOptions};
+use cairn::{
+    Message, NewSession, Page, Session, SessionFilter, SessionStats, TimelineEntry, TimelineOptions,
+};
 
-use super::args::{self, session_ref};
+use super::args::{self, remote_session_ref, session_ref};
 use super::context::{CliResult, Ctx, Failure};
 use super::output::{ellipsize, human_size, relative_time, Cell, Colour, Style, Table};
+use super::remote::Params;
 use super::session_view::print_session;
 
 /// `session fork`.
@@ -104,6 +107,17 @@ pub fn fork(ctx: &Ctx, a: ForkArgs) -> CliResult {
         .as_deref()
         .map(args::checkpoint_id)
         .transpose()?;
+    if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, &a.session)?;
+        let body = json!({ "checkpoint": cp, "name": a.name, "tags": a.tags });
+        let s: Session = r.send(
+            "POST",
+            &format!("/v1/sessions/{sid}/fork"),
+            &Params::new(),
+            &body,
+        )?;
+        return print_session(ctx, &s);
+    }
     let store = ctx.existing_store()?;
     let sid = session_ref(store, &a.session)?;
     let mut new = NewSession::new();
@@ -126,19 +140,35 @@ pub fn timeline(ctx: &Ctx, a: TimelineArgs) -> CliResult {
             format!("{limit}; use 1 to {}", cairn::MAX_LIMIT),
         ));
     }
-    let store = ctx.existing_store()?;
-    let sid = session_ref(store, &a.session)?;
-    let mut opts = TimelineOptions::new().subtree(a.subtree).limit(limit);
-    if let Some(c) = a.after {
-        opts = opts.cursor(c);
-    }
-    let page = store.timeline(sid, &opts).map_err(|e| match e {
-        // The library names the cursor; say which flag carried it.
-        cairn::Error::InvalidInput { what, message } if what == "timeline cursor" => {
-            Failure::invalid("--after", message)
+    let page: Page<TimelineEntry> = if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, &a.session)?;
+        let q = Params::new()
+            .flag("subtree", a.subtree)
+            .add("limit", limit)
+            .opt("cursor", a.after.as_deref());
+        r.get(&format!("/v1/sessions/{sid}/timeline"), &q)
+            .map_err(|e| {
+                // The server names the cursor as the library does; say which flag carried it.
+                match e.message.strip_prefix("invalid timeline cursor: ") {
+                    Some(m) if e.code == "invalid_input" => Failure::invalid("--after", m),
+                    _ => e.into(),
+                }
+            })?
+    } else {
+        let store = ctx.existing_store()?;
+        let sid = session_ref(store, &a.session)?;
+        let mut opts = TimelineOptions::new().subtree(a.subtree).limit(limit);
+        if let Some(c) = a.after {
+            opts = opts.cursor(c);
         }
-        e => e.into(),
-    })?;
+        store.timeline(sid, &opts).map_err(|e| match e {
+            // The library names the cursor; say which flag carried it.
+            cairn::Error::InvalidInput { what, message } if what == "timeline cursor" => {
+                Failure::invalid("--after", message)
+            }
+            e => e.into(),
+        })?
+    };
     let subtree = a.subtree;
     ctx.emit(&page, |w, style| {
         if page.items.is_empty() {
@@ -199,13 +229,23 @@ fn entry_details(e: &TimelineEntry) -> String {
 pub fn say(ctx: &Ctx, a: SayArgs) -> CliResult {
     let role = args::role(&a.role)?;
     let metadata = args::parse_meta(&a.meta, "--meta")?;
-    let store = ctx.existing_store()?;
-    let sid = session_ref(store, &a.session)?;
+    let remote = ctx.remote();
+    let (store, sid) = match remote {
+        Some(r) => (None, remote_session_ref(r, &a.session)?),
+        None => {
+            let store = ctx.existing_store()?;
+            (Some(store), session_ref(store, &a.session)?)
+        }
+    };
     let text = if a.text == "-" {
         if io::stdin().is_terminal() && !ctx.json {
             super::context::note("reading the message from stdin; end it with Ctrl-D");
         }
-        let max = store.config().limits.max_artifact_size;
+        // Remotely, the server checks its own limit; this one bounds what is read here.
+        let max = store.map_or_else(
+            || cairn::Config::default().limits.max_artifact_size,
+            |s| s.config().limits.max_artifact_size,
+        );
         let bytes = args::read_stdin_bounded(max, "the message")?;
         String::from_utf8(bytes).map_err(|e| {
             Failure::invalid(
@@ -220,7 +260,16 @@ pub fn say(ctx: &Ctx, a: SayArgs) -> CliResult {
     } else {
         a.text
     };
-    let m = store.say(sid, role, &text, metadata)?;
+    let m: Message = match (remote, store) {
+        (Some(r), _) => r.send(
+            "POST",
+            &format!("/v1/sessions/{sid}/messages"),
+            &Params::new(),
+            &json!({ "role": role, "content": text, "metadata": metadata }),
+        )?,
+        (None, Some(store)) => store.say(sid, role, &text, metadata)?,
+        (None, None) => return Err(Failure::usage("no store and no server")),
+    };
     ctx.emit(&m, |w, style| {
         writeln!(
             w,
@@ -240,9 +289,17 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> CliResult {
             "0; give the number of latest messages to print (at least 1), or leave it out for all",
         ));
     }
-    let store = ctx.existing_store()?;
-    let sid = session_ref(store, &a.session)?;
-    let msgs: Vec<Message> = store.history(sid, a.last)?;
+    let msgs: Vec<Message> = if let Some(r) = ctx.remote() {
+        let sid = remote_session_ref(r, &a.session)?;
+        r.get(
+            &format!("/v1/sessions/{sid}/messages"),
+            &Params::new().opt("last", a.last),
+        )?
+    } else {
+        let store = ctx.existing_store()?;
+        let sid = session_ref(store, &a.session)?;
+        store.history(sid, a.last)?
+    };
     ctx.emit(&msgs, |w, style| {
         if msgs.is_empty() {
             return writeln!(w, "no messages");
@@ -272,11 +329,11 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> CliResult {
     for s in &a.statuses {
         filter = filter.status(args::status(s)?);
     }
-    for t in a.tags {
-        filter = filter.tag(t);
+    for t in &a.tags {
+        filter = filter.tag(t.clone());
     }
-    if let Some(k) = a.key {
-        filter = filter.key(k);
+    if let Some(k) = &a.key {
+        filter = filter.key(k.clone());
     }
     let since = a
         .since
@@ -305,6 +362,26 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> CliResult {
     }
     if a.roots {
         filter = filter.roots();
+    }
+    if let Some(r) = ctx.remote() {
+        let mut q = Params::new()
+            .opt("key", a.key.as_deref())
+            .flag("roots", a.roots)
+            .opt("created_after", since.map(|t| t.to_rfc3339()))
+            .opt("created_before", until.map(|t| t.to_rfc3339()));
+        for s in &a.statuses {
+            q = q.add("status", s);
+        }
+        for t in &a.tags {
+            q = q.add("tag", t);
+        }
+        if let Some(p) = &a.parent {
+            let pid = remote_session_ref(r, p)?;
+            let _: Session = r.get(&format!("/v1/sessions/{pid}"), &Params::new())?;
+            q = q.add("parent", pid);
+        }
+        let st: SessionStats = r.get("/v1/sessions/stats", &q)?;
+        return ctx.emit(&st, |w, style| write_stats(w, style, &st));
     }
     let store = ctx.existing_store()?;
     if let Some(p) = &a.parent {

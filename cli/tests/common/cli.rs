@@ -1,24 +1,146 @@
 //! Running the real `cairn` binary against a temporary store: shared by the command-line tests
 //! (`tests/cli.rs`, `tests/cli_ops.rs`), included with `#[path]` so that test binaries without
 //! the command line do not need it.
+//!
+//! Remote mode: in the test target `cli_remote` (which includes `cli.rs` and `cli_ops.rs` as
+//! modules), every `Env` starts its own `cairn serve` on an ephemeral 127.0.0.1 port with an
+//! admin token, and `Env::cmd` passes `--server URL` (and `CAIRN_TOKEN`) instead of `--store`:
+//! the same test bodies then check the command line against a server. The tests in
+//! [`LOCAL_ONLY`] look at the store's files or run local-only commands; they get a local `Env`
+//! there too (so they still run and assert, locally).
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 use serde_json::Value;
 
-/// A temporary folder with a store path inside it (the store itself is created by the CLI).
+/// Whether this test binary is the remote rerun (`tests/cli_remote.rs`).
+pub fn remote_target() -> bool {
+    env!("CARGO_CRATE_NAME") == "cli_remote"
+}
+
+/// The tests that stay local in the remote rerun, each with the reason.
+pub const LOCAL_ONLY: &[(&str, &str)] = &[
+    (
+        "store_comes_from_cairn_store_env_and_defaults_to_dot_cairn",
+        "checks where a local store is created (CAIRN_STORE, ./.cairn)",
+    ),
+    (
+        "demo_runs_twice_on_the_same_store",
+        "`cairn demo` plays into a local store by design (refused with --server)",
+    ),
+    (
+        "session_stats_match_what_the_test_recorded",
+        "records counters through the library on the store folder (no CLI command writes them)",
+    ),
+    (
+        "orphans_from_a_killed_bulk_put_are_reported_apart_and_verify_exits_0",
+        "kills a bulk put mid-write and inspects the blob files left in the store folder",
+    ),
+    (
+        "verify_finds_a_flipped_byte_and_repair_quarantines_it",
+        "flips a byte in a blob file and checks the store's quarantine folder",
+    ),
+];
+
+/// The running test's name (libtest names each test's thread after it), without module path.
+fn test_name() -> String {
+    let t = std::thread::current();
+    let full = t.name().unwrap_or("");
+    full.rsplit("::").next().unwrap_or(full).to_string()
+}
+
+/// A `cairn serve` started for one `Env`, stopped when the `Env` is dropped.
+pub struct Server {
+    pub url: String,
+    pub token: String,
+    /// The server's data folder (tokens.json, tenants/): outside the test's folder, so a test
+    /// that stores its whole folder never meets the server's own files.
+    pub data: PathBuf,
+    child: Child,
+    // Kept open so the server's later writes to stdout never hit a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let data = dir.join("data");
+        let out = Command::new(bin())
+            .args([
+                "--json", "token", "create", "--tenant", "cli", "--admin", "--data",
+            ])
+            .arg(&data)
+            .env_remove("CAIRN_SERVER")
+            .output()
+            .expect("run cairn token create");
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+        let token = v["token"].as_str().expect("token").to_string();
+        let log = std::fs::File::create(dir.join("server.log")).expect("server log");
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .env_remove("CAIRN_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn cairn serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut url = String::new();
+        stdout.read_line(&mut url).expect("read the server's URL");
+        let url = url.trim().to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "cairn serve printed {url:?}; log: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        Self {
+            url,
+            token,
+            data,
+            child,
+            _stdout: stdout,
+            _dir: tmp,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary folder with a store path inside it (the store itself is created by the CLI),
+/// or in the remote rerun, a folder and a server.
 pub struct Env {
+    pub server: Option<Server>,
     pub dir: tempfile::TempDir,
 }
 
 impl Env {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = test_name();
+        let local_only = LOCAL_ONLY.iter().any(|(t, _)| *t == name);
+        let server = (remote_target() && !local_only).then(Server::start);
+        Self { server, dir }
+    }
+
+    /// Whether commands go to a server (`--server`) rather than a local store.
+    pub fn is_remote(&self) -> bool {
+        self.server.is_some()
     }
 
     pub fn store(&self) -> PathBuf {
@@ -31,10 +153,19 @@ impl Env {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--store")
-            .arg(self.store())
-            .args(args)
+        match &self.server {
+            Some(srv) => {
+                c.arg("--server")
+                    .arg(&srv.url)
+                    .env("CAIRN_TOKEN", &srv.token);
+            }
+            None => {
+                c.arg("--store").arg(self.store()).env_remove("CAIRN_TOKEN");
+            }
+        }
+        c.args(args)
             .env_remove("CAIRN_STORE")
+            .env_remove("CAIRN_SERVER")
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());

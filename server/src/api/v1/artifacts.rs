@@ -235,7 +235,7 @@ const QUERY_PARAMS: [&str; 14] = [
 
 /// Finds artifacts across the tenant's sessions; every given filter must hold.
 #[utoipa::path(get, path = "/v1/artifacts", tag = "artifacts",
-    params(("kind" = Option<String>, Query, description = "Only this kind"),
+    params(("kind" = Option<Vec<String>>, Query, description = "Only these kinds (repeat for any of several)"),
         ("tag" = Option<Vec<String>>, Query, description = "Carrying every one of these tags (repeat)"),
         ("any_tag" = Option<Vec<String>>, Query, description = "Carrying at least one of these tags (repeat)"),
         ("name" = Option<String>, Query, description = "Name glob such as *.txt"),
@@ -258,7 +258,7 @@ pub async fn query(
 ) -> ApiResult<Json<Page<Artifact>>> {
     let p = Params::parse(q.as_deref(), &QUERY_PARAMS)?;
     let mut qy = Query::new().limit(p.limit()?);
-    if let Some(k) = p.get("kind") {
+    for k in p.all("kind") {
         qy = qy.kind(ArtifactKind::from_str(k).map_err(ApiError::from)?);
     }
     for t in p.all("tag") {

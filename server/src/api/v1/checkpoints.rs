@@ -7,8 +7,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::Json;
 use cairn::{
-    Checkpoint, CheckpointId, CopyOptions, Lineage, Message, NewCheckpoint, NewSession, Page,
-    RestoreReport, Role, Session, SessionId, SessionOptions, TimelineEntry, TimelineOptions,
+    Artifact, Checkpoint, CheckpointId, CopyOptions, Lineage, Message, NewCheckpoint, NewSession,
+    Page, RestoreReport, Role, Session, SessionId, SessionOptions, TimelineEntry, TimelineOptions,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -22,8 +22,11 @@ use crate::state::AppState;
 
 pub(crate) fn routes(r: Routes) -> Routes {
     r.add(Method::POST, "/v1/sessions/{id}/checkpoints", create)
+        .add(Method::PUT, "/v1/sessions/{id}/checkpoints", create_binary)
         .add(Method::GET, "/v1/sessions/{id}/checkpoints", list)
         .add(Method::GET, "/v1/checkpoints/{id}", show)
+        .add(Method::GET, "/v1/checkpoints/{id}/artifacts", artifacts)
+        .add(Method::GET, "/v1/checkpoints/{id}/state", state)
         .add(Method::DELETE, "/v1/checkpoints/{id}", delete)
         .add(Method::POST, "/v1/checkpoints/{id}/restore", restore)
         .add(Method::POST, "/v1/sessions/{id}/fork", fork)
@@ -67,6 +70,54 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(cp)))
 }
 
+/// Records a checkpoint whose state is the request body's bytes (its binary state: content
+/// addressed, deduplicated and compressed like an artifact), as `cairn checkpoint create
+/// --state FILE --binary` does. The body is at most the store's `max_artifact_size`.
+#[utoipa::path(put, path = "/v1/sessions/{id}/checkpoints", tag = "checkpoints",
+    params(("id" = SessionId, Path, description = "Session id"),
+        ("label" = String, Query, description = "The label (1-256 printable bytes)")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The binary state"),
+    responses((status = 201, description = "The checkpoint", body = Checkpoint),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "The session is closed", body = ErrorBody),
+        (status = 413, description = "The state is over max_body_bytes or max_artifact_size", body = ErrorBody),
+        (status = 422, description = "quota_exceeded", body = ErrorBody)))]
+pub async fn create_binary(
+    State(st): State<AppState>,
+    Writer(store): Writer,
+    Path(id): Path<SessionId>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<Checkpoint>)> {
+    let p = Params::parse(q.as_deref(), &["label"])?;
+    let label = p
+        .get("label")
+        .ok_or_else(|| ApiError::invalid("label", "missing: give label=NAME"))?
+        .to_string();
+    check_quota(&st, &store).await?;
+    let max = store
+        .config()
+        .limits
+        .max_artifact_size
+        .min(st.config().limits.max_body_bytes);
+    let bytes = axum::body::to_bytes(body, usize::try_from(max).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit") {
+                ApiError::too_large(max)
+            } else {
+                ApiError::invalid("request body", e)
+            }
+        })?;
+    st.metrics().add_in(bytes.len() as u64);
+    let cp = blocking(move || {
+        store.create_checkpoint(id, NewCheckpoint::new(label).state_bytes(bytes.to_vec()))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(cp)))
+}
+
 /// A session's checkpoints, oldest first, one page at a time.
 #[utoipa::path(get, path = "/v1/sessions/{id}/checkpoints", tag = "checkpoints",
     params(("id" = SessionId, Path, description = "Session id"),
@@ -97,6 +148,46 @@ pub async fn show(
     Path(id): Path<CheckpointId>,
 ) -> ApiResult<Json<Checkpoint>> {
     Ok(Json(blocking(move || store.checkpoint(id)).await?))
+}
+
+/// The artifact versions a checkpoint captured.
+#[utoipa::path(get, path = "/v1/checkpoints/{id}/artifacts", tag = "checkpoints",
+    params(("id" = CheckpointId, Path, description = "Checkpoint id")),
+    responses((status = 200, description = "The captured artifacts", body = Vec<Artifact>),
+        (status = 404, description = "No such checkpoint", body = ErrorBody)))]
+pub async fn artifacts(
+    Reader(store): Reader,
+    Path(id): Path<CheckpointId>,
+) -> ApiResult<Json<Vec<Artifact>>> {
+    Ok(Json(
+        blocking(move || store.checkpoint_artifacts(id)).await?,
+    ))
+}
+
+/// A checkpoint's binary state, verified (404 `not_found` when it has only a JSON state: that
+/// is in the checkpoint itself).
+#[utoipa::path(get, path = "/v1/checkpoints/{id}/state", tag = "checkpoints",
+    params(("id" = CheckpointId, Path, description = "Checkpoint id")),
+    responses((status = 200, description = "The binary state", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such checkpoint, or no binary state", body = ErrorBody)))]
+pub async fn state(
+    Reader(store): Reader,
+    Path(id): Path<CheckpointId>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let bytes = blocking(move || store.checkpoint_state_bytes(id)).await?;
+    let Some(bytes) = bytes else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("checkpoint {id} has no binary state; its JSON state is in GET /v1/checkpoints/{id}"),
+        ));
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
 }
 
 /// Deletes a checkpoint (the artifacts stay).

@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode};
 use axum::Json;
 use cairn::{
     DeleteReport, Event, MetadataUpdate, NewSession, Page, Session, SessionFilter, SessionId,
-    SessionMetrics, SessionOptions, SessionStatus,
+    SessionMetrics, SessionOptions, SessionStats, SessionStatus,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -19,6 +19,7 @@ use crate::extract::{blocking, Json as Body, Path, Reader, Writer};
 pub(crate) fn routes(r: Routes) -> Routes {
     r.add(Method::POST, "/v1/sessions", create)
         .add(Method::GET, "/v1/sessions", list)
+        .add(Method::GET, "/v1/sessions/stats", session_stats)
         .add(Method::PUT, "/v1/sessions/by-key/{key}", by_key)
         .add(Method::GET, "/v1/sessions/{id}", show)
         .add(Method::PATCH, "/v1/sessions/{id}", update)
@@ -131,7 +132,16 @@ pub async fn list(Reader(store): Reader, RawQuery(q): RawQuery) -> ApiResult<Jso
     let mut known = LIST_PARAMS.to_vec();
     known.push("cursor");
     let p = Params::parse(q.as_deref(), &known)?;
-    let mut f = SessionFilter::new().limit(p.limit()?);
+    let mut f = filter(&p)?.limit(p.limit()?);
+    if let Some(c) = p.parse_opt::<SessionId>("cursor")? {
+        f = f.after(c);
+    }
+    Ok(Json(blocking(move || store.list_sessions(&f)).await?))
+}
+
+/// The filters `list` and `session_stats` share (not the page size or cursor).
+fn filter(p: &Params) -> ApiResult<SessionFilter> {
+    let mut f = SessionFilter::new();
     for s in p.all("status") {
         let st: SessionStatus = s
             .parse()
@@ -158,10 +168,38 @@ pub async fn list(Reader(store): Reader, RawQuery(q): RawQuery) -> ApiResult<Jso
     if updated != (None, None) {
         f = f.updated_between(updated.0, updated.1);
     }
-    if let Some(c) = p.parse_opt::<SessionId>("cursor")? {
-        f = f.after(c);
-    }
-    Ok(Json(blocking(move || store.list_sessions(&f)).await?))
+    Ok(f)
+}
+
+/// Statistics across the sessions the filters select (all of them without filters): counts
+/// by status, success and error rates, iteration and duration percentiles, token totals. The
+/// JSON of `cairn session stats`.
+#[utoipa::path(get, path = "/v1/sessions/stats", tag = "sessions",
+    params(
+        ("status" = Option<Vec<SessionStatus>>, Query, description = "Only these statuses (repeat for any of several)"),
+        ("tag" = Option<Vec<String>>, Query, description = "Only sessions with every one of these tags (repeat)"),
+        ("key" = Option<String>, Query, description = "Only the session with this key"),
+        ("parent" = Option<SessionId>, Query, description = "Only direct children of this session"),
+        ("roots" = Option<bool>, Query, description = "Only root sessions"),
+        ("created_after" = Option<String>, Query, description = "Created at or after (RFC 3339)"),
+        ("created_before" = Option<String>, Query, description = "Created before (RFC 3339)"),
+        ("updated_after" = Option<String>, Query, description = "Updated at or after (RFC 3339)"),
+        ("updated_before" = Option<String>, Query, description = "Updated before (RFC 3339)"),
+    ),
+    responses((status = 200, description = "The statistics", body = SessionStats),
+        (status = 400, description = "Invalid filter", body = ErrorBody)))]
+pub async fn session_stats(
+    Reader(store): Reader,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<SessionStats>> {
+    let known: Vec<&str> = LIST_PARAMS
+        .iter()
+        .copied()
+        .filter(|k| *k != "limit")
+        .collect();
+    let p = Params::parse(q.as_deref(), &known)?;
+    let f = filter(&p)?;
+    Ok(Json(blocking(move || store.session_stats(&f)).await?))
 }
 
 /// Gets the session with this key, or creates it (201) from the body.
