@@ -142,6 +142,7 @@ impl Default for PartLimits {
 
 /// The result of a partial read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartResult {
     /// The artifact read.
     pub artifact_id: ArtifactId,
@@ -168,6 +169,7 @@ pub struct PartResult {
 /// The content of a [`PartResult`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PartContent {
     /// A byte range.
     Bytes {
@@ -209,6 +211,7 @@ pub enum PartContent {
 
 /// Returned bytes: UTF-8 text as is, anything else in base64.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Data {
     /// `utf8` or `base64`.
     pub encoding: String,
@@ -242,6 +245,7 @@ impl Data {
 
 /// One line of text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Line {
     /// Line number (1-based).
     pub number: u64,
@@ -257,6 +261,7 @@ pub struct Line {
 
 /// A grep line: a match or context.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GrepLine {
     /// The line.
     #[serde(flatten)]
@@ -267,6 +272,7 @@ pub struct GrepLine {
 
 /// One JSON line's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JsonItem {
     /// Line number.
     pub line: u64,
@@ -280,6 +286,7 @@ pub struct JsonItem {
 
 /// What a read cost: proof of the bounded-cost property, and a measure for benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadCost {
     /// True if the content is stored seekable (frames with an index).
     pub seekable: bool,
