@@ -32,6 +32,8 @@ struct Inner {
     /// Open event streams (`max_streams`).
     streams: Arc<Semaphore>,
     shutting_down: AtomicBool,
+    /// The MCP services at `/mcp`, one per (tenant, read-only).
+    mcp: crate::api::mcp::McpServices,
 }
 
 impl AppState {
@@ -57,9 +59,15 @@ impl AppState {
                 permits,
                 streams: Arc::new(Semaphore::new(config.limits.max_streams)),
                 shutting_down: AtomicBool::new(false),
+                mcp: Default::default(),
                 config,
             }),
         })
+    }
+
+    /// The MCP services at `/mcp`.
+    pub fn mcp(&self) -> &crate::api::mcp::McpServices {
+        &self.inner.mcp
     }
 
     /// The open-event-stream cap (`max_streams`).
