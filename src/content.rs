@@ -154,7 +154,7 @@ impl EncodeOptions {
             frame_size: c.seekable_frame_size,
         }
     }
-    fn seekable(&self, len: u64) -> bool {
+    pub(crate) fn seekable(&self, len: u64) -> bool {
         len > 0 && len >= self.threshold && len >= self.seekable_threshold
     }
 }

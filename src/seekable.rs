@@ -280,6 +280,14 @@ fn index_checksum(entries: &[u8], head: &[u8; 8], size: u64) -> [u8; 16] {
     out
 }
 
+/// Whether encoded bytes end with the seekable footer (a blob written in this format).
+pub(crate) fn has_footer(tail: &[u8]) -> bool {
+    tail.ends_with(FOOTER_MAGIC)
+}
+
+/// The length of [`has_footer`]'s evidence: the last bytes of a blob to look at.
+pub(crate) const FOOTER_MAGIC_LEN: u64 = FOOTER_MAGIC.len() as u64;
+
 /// Encodes `raw` in the seekable format in memory.
 pub(crate) fn encode(raw: &[u8], frame_size: u64, level: i32) -> Result<Vec<u8>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
