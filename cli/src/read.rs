@@ -261,13 +261,12 @@ fn human(w: &mut dyn Write, r: &PartResult) -> io::Result<()> {
                 last = Some(n);
             }
         }
-        PartContent::Json { value, .. } => match value {
-            Some(v) => {
+        PartContent::Json { value, .. } => {
+            if let Some(v) = value {
                 let s = serde_json::to_string_pretty(v).map_err(io::Error::other)?;
                 writeln!(w, "{s}")?;
             }
-            None => {}
-        },
+        }
         PartContent::JsonLines { items } => {
             for it in items {
                 match (&it.value, &it.error) {

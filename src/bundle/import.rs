@@ -406,55 +406,6 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    pub(super) fn fresh_ids_keep_time_and_order() {
-        let olds: Vec<uuid::Uuid> = (0..50).map(|_| uuid::Uuid::now_v7()).collect();
-        let m = fresh_ids(&olds);
-        assert_eq!(m.len(), 50);
-        for w in olds.windows(2) {
-            assert!(m[&w[0]] < m[&w[1]], "order kept");
-        }
-        for o in &olds {
-            let n = m[o];
-            assert_ne!(n, *o);
-            assert_eq!(
-                ArtifactId::from_uuid(n).timestamp(),
-                ArtifactId::from_uuid(*o).timestamp()
-            );
-        }
-    }
-
-    #[test]
-    pub(super) fn writer_refuses_out_of_order_sections() {
-        let h = BundleHeader::new(SessionId::new(), false);
-        let mut w = BundleWriter::new(Vec::new(), &h).unwrap();
-        let e = Event {
-            session_id: h.root,
-            seq: 1,
-            at: Utc::now(),
-            kind: EventKind::Created { parent_id: None },
-        };
-        w.event(&e).unwrap();
-        let s = Store::memory();
-        let sess = s.create_session(crate::NewSession::new()).unwrap();
-        let err = w.session(&sess).unwrap_err();
-        assert!(err.to_string().contains("cannot follow"), "{err}");
-    }
-
-    #[test]
-    pub(super) fn writer_rejects_content_that_does_not_match_its_hash() {
-        let h = BundleHeader::new(SessionId::new(), false);
-        let mut w = BundleWriter::new(Vec::new(), &h).unwrap();
-        let err = w.blob(ContentHash::of(b"abc"), 3, &b"abd"[..]).unwrap_err();
-        assert!(matches!(err, Error::Integrity { .. }), "{err}");
-        assert!(w.finish().is_err(), "a poisoned writer cannot finish");
-    }
-}
-
 /// Content that `put` would store seekable (partial reads, issue 13) is written seekable on
 /// import too, so that a range read of imported content has the same bounded cost. A bundle
 /// carries plain zstd: the staged (already verified) bytes are decoded and re-encoded, streaming,
@@ -543,5 +494,54 @@ fn staged_is_seekable(bytes: &StagedBytes) -> Result<bool> {
                 .map_err(|e| Error::io(&path, e))?;
             Ok(crate::seekable::has_footer(&tail))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn fresh_ids_keep_time_and_order() {
+        let olds: Vec<uuid::Uuid> = (0..50).map(|_| uuid::Uuid::now_v7()).collect();
+        let m = fresh_ids(&olds);
+        assert_eq!(m.len(), 50);
+        for w in olds.windows(2) {
+            assert!(m[&w[0]] < m[&w[1]], "order kept");
+        }
+        for o in &olds {
+            let n = m[o];
+            assert_ne!(n, *o);
+            assert_eq!(
+                ArtifactId::from_uuid(n).timestamp(),
+                ArtifactId::from_uuid(*o).timestamp()
+            );
+        }
+    }
+
+    #[test]
+    pub(super) fn writer_refuses_out_of_order_sections() {
+        let h = BundleHeader::new(SessionId::new(), false);
+        let mut w = BundleWriter::new(Vec::new(), &h).unwrap();
+        let e = Event {
+            session_id: h.root,
+            seq: 1,
+            at: Utc::now(),
+            kind: EventKind::Created { parent_id: None },
+        };
+        w.event(&e).unwrap();
+        let s = Store::memory();
+        let sess = s.create_session(crate::NewSession::new()).unwrap();
+        let err = w.session(&sess).unwrap_err();
+        assert!(err.to_string().contains("cannot follow"), "{err}");
+    }
+
+    #[test]
+    pub(super) fn writer_rejects_content_that_does_not_match_its_hash() {
+        let h = BundleHeader::new(SessionId::new(), false);
+        let mut w = BundleWriter::new(Vec::new(), &h).unwrap();
+        let err = w.blob(ContentHash::of(b"abc"), 3, &b"abd"[..]).unwrap_err();
+        assert!(matches!(err, Error::Integrity { .. }), "{err}");
+        assert!(w.finish().is_err(), "a poisoned writer cannot finish");
     }
 }

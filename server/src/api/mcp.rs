@@ -30,11 +30,12 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 type Svc = StreamableHttpService<CairnMcp, LocalSessionManager>;
+type Table = HashMap<(String, bool), Svc>;
 
 /// The MCP services of one server, one per (tenant, read-only).
 #[derive(Default)]
 pub struct McpServices {
-    services: Mutex<HashMap<(String, bool), Svc>>,
+    services: Mutex<Table>,
     watching: std::sync::atomic::AtomicBool,
 }
 
@@ -72,9 +73,7 @@ async fn service(st: &AppState, p: &Principal) -> Result<Svc, ApiError> {
     Ok(svc)
 }
 
-fn lock(
-    m: &McpServices,
-) -> Result<std::sync::MutexGuard<'_, HashMap<(String, bool), Svc>>, ApiError> {
+fn lock(m: &McpServices) -> Result<std::sync::MutexGuard<'_, Table>, ApiError> {
     m.services
         .lock()
         .map_err(|_| ApiError::internal("the MCP service table lock was poisoned"))
