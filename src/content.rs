@@ -154,7 +154,7 @@ impl EncodeOptions {
             frame_size: c.seekable_frame_size,
         }
     }
-    fn seekable(&self, len: u64) -> bool {
+    pub(crate) fn seekable(&self, len: u64) -> bool {
         len > 0 && len >= self.threshold && len >= self.seekable_threshold
     }
 }
@@ -375,7 +375,27 @@ pub(crate) fn decoder<'a>(
     Ok(match codec {
         Codec::Raw => source,
         Codec::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::new(source))?;
+            // Partial reads (issue 13): a version 2 seekable blob starts with its header frame
+            // and needs its first frame as the later frames' dictionary.
+            let mut source = source;
+            let mut head = [0u8; crate::seekable::HEADER_LEN];
+            let mut n = 0;
+            while n < head.len() {
+                match source.read(&mut head[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if crate::seekable::is_header(&head[..n]) {
+                return Ok(Box::new(crate::seekable::FrameStream::new(
+                    BufReader::with_capacity(256 << 10, source),
+                )));
+            }
+            let rest: Box<dyn Read + Send + 'a> =
+                Box::new(io::Cursor::new(head[..n].to_vec()).chain(source));
+            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::new(rest))?;
             d.window_log_max(MAX_WINDOW_LOG)?;
             Box::new(d)
         }

@@ -30,6 +30,7 @@ pub const MAX_MEMO_ARGS: usize = 1 << 20;
 /// Where a memo entry is visible.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MemoScope {
     /// Every lookup in the store.
     Store,
@@ -141,6 +142,7 @@ struct Entry {
 
 /// A memo lookup that found a live result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoHit {
     /// The result artifact.
     pub artifact: Artifact,
@@ -156,6 +158,7 @@ pub struct MemoHit {
 
 /// Hit and miss counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoStats {
     /// Lookups that returned a result.
     pub hits: u64,

@@ -10,6 +10,7 @@
 //! Content in the older `raw` and `zstd` layouts has no index: it is streamed from the start and
 //! read to its end, so the whole content is verified before a result is returned.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
@@ -142,6 +143,7 @@ impl Default for PartLimits {
 
 /// The result of a partial read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartResult {
     /// The artifact read.
     pub artifact_id: ArtifactId,
@@ -168,6 +170,7 @@ pub struct PartResult {
 /// The content of a [`PartResult`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PartContent {
     /// A byte range.
     Bytes {
@@ -209,6 +212,7 @@ pub enum PartContent {
 
 /// Returned bytes: UTF-8 text as is, anything else in base64.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Data {
     /// `utf8` or `base64`.
     pub encoding: String,
@@ -242,6 +246,7 @@ impl Data {
 
 /// One line of text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Line {
     /// Line number (1-based).
     pub number: u64,
@@ -257,6 +262,7 @@ pub struct Line {
 
 /// A grep line: a match or context.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GrepLine {
     /// The line.
     #[serde(flatten)]
@@ -267,6 +273,7 @@ pub struct GrepLine {
 
 /// One JSON line's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JsonItem {
     /// Line number.
     pub line: u64,
@@ -280,6 +287,7 @@ pub struct JsonItem {
 
 /// What a read cost: proof of the bounded-cost property, and a measure for benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadCost {
     /// True if the content is stored seekable (frames with an index).
     pub seekable: bool,
@@ -499,7 +507,7 @@ impl Splitter {
         emit: &mut dyn FnMut(RawLine<'_>) -> Result<bool>,
     ) -> Result<bool> {
         while !chunk.is_empty() {
-            let nl = chunk.iter().position(|&c| c == b'\n');
+            let nl = memchr::memchr(b'\n', chunk);
             let (piece, rest, ends) = match nl {
                 Some(i) => (&chunk[..i], &chunk[i + 1..], true),
                 None => (chunk, &chunk[chunk.len()..], false),
@@ -547,6 +555,11 @@ impl Splitter {
             }
         }
         Ok(true)
+    }
+
+    /// True between lines: nothing of a line is buffered or being skipped.
+    fn at_line_start(&self) -> bool {
+        !self.in_line && !self.skip_partial && self.buf.is_empty() && !self.overflow
     }
 
     fn push(&mut self, piece: &[u8]) {
@@ -664,6 +677,40 @@ impl Store {
         };
         p.stored_size = meta.stored_size;
         Ok(p)
+    }
+
+    /// `len` bytes of content from `offset` (fewer at the end), verified: seekable content reads
+    /// only the frames that hold the range; other layouts are read to their end (and so verified
+    /// whole). The engine of [`Store::read_range`]; the caller checked that `offset <= size`.
+    pub(crate) fn read_range_verified(
+        &self,
+        hash: &ContentHash,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let mut c = self.open_part_content(hash, size)?;
+        let want = len.min(size.saturating_sub(offset));
+        // Grown as verified bytes arrive, never sized from the record up front.
+        let mut out = Vec::with_capacity(want.min(content::VERIFY_BEFORE_READ) as usize);
+        if want > 0 {
+            c.scan(offset, &mut |_, b| {
+                let take = (want - out.len() as u64).min(b.len() as u64) as usize;
+                out.extend_from_slice(&b[..take]);
+                Ok((out.len() as u64) < want)
+            })?;
+        }
+        c.drain()?;
+        if (out.len() as u64) < want {
+            return Err(Error::Integrity {
+                hash: *hash,
+                message: format!(
+                    "content ends after {} of {size} bytes (truncated)",
+                    offset + out.len() as u64
+                ),
+            });
+        }
+        Ok(out)
     }
 
     fn part_blob_meta(&self, hash: &ContentHash) -> Result<BlobMeta> {
@@ -833,6 +880,7 @@ fn run(c: &mut Content, part: &Part, l: &PartLimits) -> Result<Out> {
                 .map_err(|e| Error::invalid("pattern", format!("{pattern:?}: {e}")))?;
             let g = Grep {
                 re,
+                multi: whole_buffer_regex(pattern, *ignore_case),
                 context: *context as usize,
                 max_matches: u64::from(*max_matches),
             };
@@ -880,8 +928,28 @@ fn bytes(c: &mut Content, offset: u64, len: u64, l: &PartLimits) -> Result<Out> 
 
 struct Grep {
     re: regex::bytes::Regex,
+    /// The same pattern in multi-line mode, to find candidate lines in whole frames at once;
+    /// `None` where whole-buffer matching could miss a line that matches alone (see
+    /// [`whole_buffer_regex`]).
+    multi: Option<regex::bytes::Regex>,
     context: usize,
     max_matches: u64,
+}
+
+/// The pattern for searching many lines at once, if that finds every line the per-line regex
+/// matches: in multi-line mode `^`, `$` and `\b` behave at a `\n` as at the ends of a line, and
+/// each candidate is then checked on its own line. Not for patterns that turn multi-line mode
+/// off (`(?-m)`) or use the text anchors `\A` and `\z`, which differ between a line and a buffer.
+fn whole_buffer_regex(pattern: &str, ignore_case: bool) -> Option<regex::bytes::Regex> {
+    if pattern.contains("-m") || pattern.contains("\\A") || pattern.contains("\\z") {
+        return None;
+    }
+    regex::bytes::RegexBuilder::new(pattern)
+        .case_insensitive(ignore_case)
+        .multi_line(true)
+        .size_limit(16 << 20)
+        .build()
+        .ok()
 }
 
 enum LineMode {
@@ -913,8 +981,8 @@ fn lines(c: &mut Content, start: u64, count: u64, l: &PartLimits, mode: LineMode
     let mut done = count == 0;
     let mut matches = 0u64;
     // Grep state: context before (bounded ring), after-context left, last line emitted.
-    let mut before: VecDeque<Line> = VecDeque::new();
-    let mut after_left = 0usize;
+    let before: RefCell<VecDeque<Line>> = RefCell::new(VecDeque::new());
+    let after_left = Cell::new(0usize);
     let mut last_emitted = 0u64;
     let end = start.saturating_add(count);
     if let Some((from, number, partial)) = line_start(c, start) {
@@ -975,6 +1043,7 @@ fn lines(c: &mut Content, start: u64, count: u64, l: &PartLimits, mode: LineMode
                             return Ok(false);
                         }
                         let mut group: Vec<GrepLine> = before
+                            .borrow_mut()
                             .drain(..)
                             .filter(|b| b.number > last_emitted)
                             .map(|line| GrepLine {
@@ -997,12 +1066,12 @@ fn lines(c: &mut Content, start: u64, count: u64, l: &PartLimits, mode: LineMode
                         matches += 1;
                         last_emitted = r.number;
                         greps.extend(group);
-                        after_left = g.context;
-                    } else if after_left > 0 {
+                        after_left.set(g.context);
+                    } else if after_left.get() > 0 {
                         let line = to_line(&r, l.max_line_bytes);
                         if used + line_cost(&line) > l.max_bytes {
                             // Context is best effort: stop adding it, but keep searching.
-                            after_left = 0;
+                            after_left.set(0);
                         } else {
                             used += line_cost(&line);
                             last_emitted = r.number;
@@ -1010,21 +1079,36 @@ fn lines(c: &mut Content, start: u64, count: u64, l: &PartLimits, mode: LineMode
                                 line,
                                 matched: false,
                             });
-                            after_left -= 1;
+                            after_left.set(after_left.get() - 1);
                         }
                     } else if g.context > 0 {
-                        if before.len() == g.context {
-                            before.pop_front();
+                        let mut b = before.borrow_mut();
+                        if b.len() == g.context {
+                            b.pop_front();
                         }
-                        before.push_back(to_line(&r, l.max_line_bytes));
+                        b.push_back(to_line(&r, l.max_line_bytes));
                     }
                 }
             }
             Ok(true)
         };
+        let fast = match &mode {
+            LineMode::Grep(g) => g.multi.as_ref().map(|multi| FastGrep {
+                multi,
+                ring: &before,
+                after_left: &after_left,
+                context: g.context,
+                start,
+                max_line: l.max_line_bytes,
+            }),
+            _ => None,
+        };
         let mut stopped = false;
         c.scan(from, &mut |_, chunk| {
-            let go = sp.feed(chunk, &mut emit)?;
+            let go = match &fast {
+                Some(f) => f.feed(&mut sp, chunk, &mut emit)?,
+                None => sp.feed(chunk, &mut emit)?,
+            };
             stopped = !go;
             Ok(go)
         })?;
@@ -1054,6 +1138,111 @@ fn lines(c: &mut Content, start: u64, count: u64, l: &PartLimits, mode: LineMode
         next_offset: None,
         next_line,
     })
+}
+
+/// Grep over whole chunks: the multi-line regex finds the next candidate line in all the
+/// complete lines of a chunk at once; the lines before it are only counted (and the last
+/// `context` of them kept as context), never split or matched one by one. Candidates, lines
+/// that carry over between chunks, after-context lines and lines with a `\r` (where per-line
+/// matching differs) go through the [`Splitter`] and the per-line check as before.
+struct FastGrep<'a> {
+    multi: &'a regex::bytes::Regex,
+    ring: &'a RefCell<VecDeque<Line>>,
+    after_left: &'a Cell<usize>,
+    context: usize,
+    start: u64,
+    max_line: usize,
+}
+
+impl FastGrep<'_> {
+    fn feed(
+        &self,
+        sp: &mut Splitter,
+        chunk: &[u8],
+        emit: &mut dyn FnMut(RawLine<'_>) -> Result<bool>,
+    ) -> Result<bool> {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if !sp.at_line_start() || self.after_left.get() > 0 {
+                // One line the ordinary way.
+                match memchr::memchr(b'\n', rest) {
+                    Some(i) => {
+                        if !sp.feed(&rest[..=i], emit)? {
+                            return Ok(false);
+                        }
+                        rest = &rest[i + 1..];
+                        continue;
+                    }
+                    None => return sp.feed(rest, emit),
+                }
+            }
+            let Some(last) = memchr::memrchr(b'\n', rest) else {
+                return sp.feed(rest, emit);
+            };
+            let region = &rest[..=last];
+            if memchr::memchr(b'\r', region).is_some() {
+                if !sp.feed(region, emit)? {
+                    return Ok(false);
+                }
+                rest = &rest[last + 1..];
+                continue;
+            }
+            let Some(m) = self.multi.find(region) else {
+                self.skip(sp, region);
+                rest = &rest[last + 1..];
+                continue;
+            };
+            let ls = memchr::memrchr(b'\n', &region[..m.start()]).map_or(0, |i| i + 1);
+            self.skip(sp, &region[..ls]);
+            let le = memchr::memchr(b'\n', &region[ls..]).map_or(region.len(), |i| ls + i + 1);
+            if !sp.feed(&region[ls..le], emit)? {
+                return Ok(false);
+            }
+            rest = &rest[le..];
+        }
+        Ok(true)
+    }
+
+    /// Passes over `region` (complete lines) without matching: advances the line number and
+    /// keeps the last `context` lines (from line `start` on) as before-context.
+    fn skip(&self, sp: &mut Splitter, region: &[u8]) {
+        if region.is_empty() {
+            return;
+        }
+        let n = count_newlines(region);
+        if self.context > 0 {
+            // Walk back over at most `context` lines.
+            let mut ends = Vec::with_capacity(self.context);
+            let mut end = region.len() - 1; // the last '\n'
+            let mut first = sp.number + n - 1;
+            loop {
+                let begin = memchr::memrchr(b'\n', &region[..end]).map_or(0, |i| i + 1);
+                ends.push((begin, end, first));
+                if begin == 0 || ends.len() == self.context {
+                    break;
+                }
+                end = begin - 1;
+                first -= 1;
+            }
+            let mut ring = self.ring.borrow_mut();
+            for &(b, e, number) in ends.iter().rev() {
+                if number < self.start {
+                    continue;
+                }
+                let line = &region[b..e];
+                let (bytes, cut) = if line.len() > SCAN_LINE_BYTES {
+                    (&line[..SCAN_LINE_BYTES], true)
+                } else {
+                    (line, false)
+                };
+                if ring.len() == self.context {
+                    ring.pop_front();
+                }
+                ring.push_back(to_line(&RawLine { number, bytes, cut }, self.max_line));
+            }
+        }
+        sp.number += n;
+    }
 }
 
 /// The last `n` lines. Seekable content: a line range from the index's line count, so only the

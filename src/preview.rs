@@ -15,6 +15,7 @@ const MAX_KEY_BYTES: usize = 128;
 
 /// A summary of one piece of content. See [`crate::Store::preview`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Preview {
     /// Content length in bytes.
     pub size: u64,

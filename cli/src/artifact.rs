@@ -29,6 +29,8 @@ pub enum ArtifactCmd {
     Put(PutArgs),
     /// Write an artifact's content, verified against its hash, to stdout or a file.
     Get(GetArgs),
+    /// Print one part of an artifact, verified: bytes, lines, head, tail, grep, a JSON path.
+    Read(super::read::ReadArgs),
     /// Print one artifact's metadata.
     Show(Which),
     /// List the artifacts of a session (with --recursive, of its whole subtree).
@@ -221,6 +223,7 @@ pub fn run(ctx: &Ctx, cmd: ArtifactCmd) -> CliResult {
     match cmd {
         ArtifactCmd::Put(a) => put(ctx, a),
         ArtifactCmd::Get(a) => get(ctx, a),
+        ArtifactCmd::Read(a) => super::read::read(ctx, a),
         ArtifactCmd::Show(w) => show(ctx, &w),
         ArtifactCmd::List(a) => list(ctx, a),
         ArtifactCmd::Versions { session, name } => versions(ctx, &session, &name),

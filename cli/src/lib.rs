@@ -27,8 +27,10 @@ pub mod checkpoint;
 pub mod cleanup;
 pub mod context;
 pub mod demo;
+pub mod memo;
 pub mod output;
 pub mod progress;
+pub mod read;
 pub mod remote;
 pub mod serve;
 pub mod session;
@@ -125,6 +127,9 @@ pub enum Command {
     /// Serve the store to AI agents over the Model Context Protocol on stdin/stdout (for an MCP
     /// client's configuration: `"command": "cairn", "args": ["mcp", "--store", "PATH"]`).
     Mcp(McpArgs),
+    /// The tool-call memo: look up, store and forget results of tool calls by their arguments.
+    #[command(subcommand)]
+    Memo(memo::MemoCmd),
 }
 
 /// `cairn mcp`: no options of its own (the store is `--store` / `CAIRN_STORE`).
@@ -157,6 +162,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
         Command::Serve(a) => serve::serve(ctx, a),
         Command::Token(c) => serve::token(ctx, c),
         Command::Mcp(a) => mcp(ctx, a),
+        Command::Memo(c) => memo::run(ctx, c),
     }
 }
 

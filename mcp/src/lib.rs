@@ -58,6 +58,9 @@ pub struct McpOptions {
     pub resource_cap: u64,
     /// The key of the session that calls without `session_id` use (created on first use).
     pub default_session_key: String,
+    /// Only tools that do not write may run (a read-only token of `cairn serve`); the others
+    /// answer with a `forbidden` tool error.
+    pub read_only: bool,
 }
 
 impl McpOptions {
@@ -77,6 +80,7 @@ impl Default for McpOptions {
             allow_local_files: false,
             resource_cap: DEFAULT_RESOURCE_CAP,
             default_session_key: DEFAULT_SESSION_KEY.into(),
+            read_only: false,
         }
     }
 }
@@ -140,6 +144,18 @@ impl CairnMcp {
         arguments: Option<Map<String, Value>>,
     ) -> Option<CallToolResult> {
         let spec = tools::find(name)?;
+        if self.shared.opts.read_only && !spec.read_only {
+            return Some(to_call_result(Err(ToolError {
+                code: "forbidden".into(),
+                argument: None,
+                message: format!(
+                    "{name} writes to the store, and this connection's token is read-only; \
+                     use the read tools (read_part, query_artifacts, memo_lookup...) or a token \
+                     made without --read-only"
+                ),
+                example: None,
+            })));
+        }
         let outcome = args::Args::new(spec, arguments).and_then(|a| (spec.run)(&self.shared, &a));
         Some(to_call_result(outcome))
     }

@@ -726,3 +726,34 @@ fn memo_store_then_lookup_hits_regardless_of_key_order() {
     );
     assert_eq!(e["code"], "artifact_not_found");
 }
+
+#[test]
+fn a_read_only_service_reads_and_refuses_every_writing_tool() {
+    let store = Store::memory();
+    let rw = CairnMcp::new(store.clone(), McpOptions::default());
+    let id = store_text(&rw, "a.log", "one\ntwo\n");
+    let ro = CairnMcp::new(
+        store,
+        McpOptions {
+            read_only: true,
+            ..McpOptions::default()
+        },
+    );
+    let r = ok(
+        &ro,
+        "read_part",
+        json!({"artifact_id": id, "mode": "tail", "lines": 1}),
+    );
+    assert_eq!(r["lines"][0]["text"], "two");
+    let mut writers = 0;
+    for t in tools::all().iter().filter(|t| !t.read_only) {
+        let e = err(&ro, t.name, (t.example)());
+        assert_eq!(e["code"], "forbidden", "{}", t.name);
+        assert!(
+            e["message"].as_str().unwrap_or("").contains("read-only"),
+            "{e}"
+        );
+        writers += 1;
+    }
+    assert!(writers >= 4, "{writers}");
+}

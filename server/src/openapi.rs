@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{ops, stream, v1};
+use crate::api::{mcp, ops, stream, v1};
 use crate::error::{ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -35,6 +35,10 @@ use crate::error::{ErrorBody, ErrorDetail};
         v1::bundles::export, v1::bundles::import,
         v1::admin::stats, v1::admin::gc, v1::admin::verify,
         crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete,
+        v1::partial::read, v1::partial::preview,
+        v1::memo::lookup, v1::memo::store, v1::memo::forget, v1::memo::stats, v1::memo::ttl,
+        v1::memo::set_ttl,
+        mcp::post, mcp::get, mcp::delete,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Common),

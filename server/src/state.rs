@@ -34,6 +34,8 @@ struct Inner {
     streams: Arc<Semaphore>,
     shutting_down: AtomicBool,
     webhooks: Webhooks,
+    /// The MCP services at `/mcp`, one per (tenant, read-only).
+    mcp: crate::api::mcp::McpServices,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
                 streams: Arc::new(Semaphore::new(config.limits.max_streams)),
                 shutting_down: AtomicBool::new(false),
                 webhooks,
+                mcp: Default::default(),
                 config,
             }),
         })
@@ -70,6 +73,11 @@ impl AppState {
     /// The webhooks of every tenant.
     pub fn webhooks(&self) -> &Webhooks {
         &self.inner.webhooks
+    }
+
+    /// The MCP services at `/mcp`.
+    pub fn mcp(&self) -> &crate::api::mcp::McpServices {
+        &self.inner.mcp
     }
 
     /// The open-event-stream cap (`max_streams`).

@@ -243,9 +243,11 @@ impl Store {
             }
         }
         let root_old = p.header.root;
+        let eo = content::EncodeOptions::of(&self.inner.config);
         let staged = staged
             .into_iter()
             .map(|mut b| {
+                reencode_seekable(&mut b, &eo)?;
                 let bytes = match &mut b.bytes {
                     StagedBytes::Memory(m) => EncodedBytes::Memory(std::mem::take(m)),
                     // The path moves to the staged blob, which removes it if it is not installed.
@@ -401,6 +403,97 @@ impl Store {
             bundle_bytes: p.trailer.bundle_bytes + 5 + TRAILER_LEN as u64,
             hash: ContentHash::from_bytes(p.trailer.hash),
         })
+    }
+}
+
+/// Content that `put` would store seekable (partial reads, issue 13) is written seekable on
+/// import too, so that a range read of imported content has the same bounded cost. A bundle
+/// carries plain zstd: the staged (already verified) bytes are decoded and re-encoded, streaming,
+/// into a new temporary file (or memory) that replaces them; the content hash is checked again
+/// on the way, so the frames' chaining values can only describe the right content.
+fn reencode_seekable(b: &mut StagedBlob, eo: &content::EncodeOptions) -> Result<()> {
+    if b.codec != Codec::Zstd || !eo.seekable(b.size) || staged_is_seekable(&b.bytes)? {
+        return Ok(());
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let source: Box<dyn Read + Send + '_> = match &b.bytes {
+        StagedBytes::Memory(m) => Box::new(&m[..]),
+        StagedBytes::File(t) => {
+            let path = t.0.clone().unwrap_or_default();
+            let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            Box::new(BufReader::with_capacity(256 << 10, f))
+        }
+    };
+    let dec = content::decoder(Codec::Zstd, source).map_err(|e| Error::Integrity {
+        hash: b.hash,
+        message: format!("staged content cannot be decoded: {e}"),
+    })?;
+    let mut reader = content::ContentReader::new(dec, b.hash, b.size);
+    let copy = |w: &mut dyn FnMut(&[u8]) -> Result<()>, r: &mut dyn Read| -> Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => w(&buf[..n])?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(content::unwrap_integrity(e, b.hash)),
+            }
+        }
+    };
+    let new = match &b.bytes {
+        StagedBytes::Memory(_) => {
+            let mut w =
+                crate::seekable::SeekableWriter::new(Vec::new(), eo.frame_size, eo.level, workers)?;
+            copy(&mut |d| w.push(d), &mut reader)?;
+            StagedBytes::Memory(w.finish()?.0)
+        }
+        StagedBytes::File(t) => {
+            let old = t.0.clone().unwrap_or_default();
+            let dir = old.parent().unwrap_or(Path::new("."));
+            let path = content::temp_path(dir);
+            let guard = TempFile(Some(path.clone()));
+            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            let mut w = crate::seekable::SeekableWriter::new(
+                BufWriter::with_capacity(1 << 20, f),
+                eo.frame_size,
+                eo.level,
+                workers,
+            )?;
+            copy(&mut |d| w.push(d), &mut reader)?;
+            let (out, _) = w.finish()?;
+            let f = out
+                .into_inner()
+                .map_err(|e| Error::io(&path, e.into_error()))?;
+            f.sync_all().map_err(|e| Error::io(&path, e))?;
+            StagedBytes::File(guard)
+        }
+    };
+    drop(reader);
+    // The old staged bytes (a temporary file is removed when its guard drops) are replaced.
+    b.bytes = new;
+    Ok(())
+}
+
+/// Whether staged bytes are already in the seekable format (a bundle written by a store that
+/// exports seekable blobs as they are).
+fn staged_is_seekable(bytes: &StagedBytes) -> Result<bool> {
+    let n = crate::seekable::FOOTER_MAGIC_LEN;
+    match bytes {
+        StagedBytes::Memory(m) => Ok(crate::seekable::has_footer(m)),
+        StagedBytes::File(t) => {
+            let path = t.0.clone().unwrap_or_default();
+            let mut f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+            if len < n {
+                return Ok(false);
+            }
+            use std::io::{Seek, SeekFrom};
+            let mut tail = [0u8; 8];
+            f.seek(SeekFrom::Start(len - n))
+                .and_then(|_| f.read_exact(&mut tail))
+                .map_err(|e| Error::io(&path, e))?;
+            Ok(crate::seekable::has_footer(&tail))
+        }
     }
 }
 

@@ -372,41 +372,8 @@ impl Store {
                 format!("offset {offset} is past the end ({} bytes)", a.size),
             ));
         }
-        let mut r = self.open_content(&a.hash, a.size)?;
-        let mut skip = offset;
-        let mut buf = vec![0u8; 64 << 10];
-        while skip > 0 {
-            let take = skip.min(buf.len() as u64) as usize;
-            let n = r
-                .read(&mut buf[..take])
-                .map_err(|e| content::unwrap_integrity(e, a.hash))?;
-            if n == 0 {
-                break;
-            }
-            skip -= n as u64;
-        }
-        // Grow the buffer as bytes arrive instead of trusting the recorded size for an up-front
-        // allocation: a crafted record (or `len = u64::MAX` on a huge artifact) must not abort.
-        let want = len.min(a.size - offset);
-        let mut out = Vec::with_capacity(want.min(content::VERIFY_BEFORE_READ) as usize);
-        (&mut r)
-            .take(want)
-            .read_to_end(&mut out)
-            .map_err(|e| content::unwrap_integrity(e, a.hash))?;
-        if (out.len() as u64) < want {
-            return Err(Error::Integrity {
-                hash: a.hash,
-                message: format!(
-                    "content ends after {} of {} bytes (truncated)",
-                    offset + out.len() as u64,
-                    a.size
-                ),
-            });
-        }
-        // Drain to verify the rest as well.
-        std::io::copy(&mut r, &mut std::io::sink())
-            .map_err(|e| content::unwrap_integrity(e, a.hash))?;
-        Ok(out)
+        // Seekable content: only the frames holding the range are read and verified.
+        self.read_range_verified(&a.hash, a.size, offset, len)
     }
 
     /// Reads and verifies content by hash.

@@ -49,6 +49,8 @@ pub(crate) mod kind {
     pub const ORPHAN_ARTIFACT: &str = "orphan_artifact";
     /// Inline blob bytes no inline blob record claims.
     pub const ORPHAN_INLINE_DATA: &str = "orphan_inline_data";
+    /// A stored preview (issue 13) of content that has no blob record.
+    pub const ORPHAN_PREVIEW: &str = "orphan_preview";
     /// A store-wide counter differs from the records.
     pub const COUNTER: &str = "counter";
     /// Records this version of `verify` cannot count references from (reference counts are then
@@ -230,6 +232,7 @@ impl Store {
         c.blobs(all_counted)?;
         c.inline_data()?;
         c.garbage()?;
+        c.previews()?;
         c.orphan_files()?;
         c.check_counters()?;
         c.report_lost();
@@ -274,8 +277,9 @@ impl Store {
                 let k = match op {
                     Op::Put(k, _) | Op::Delete(k) => k,
                 };
-                k.first()
-                    .is_some_and(|t| ![keys::BLOB, keys::GARBAGE, keys::BLOB_DATA].contains(t))
+                k.first().is_some_and(|t| {
+                    ![keys::BLOB, keys::GARBAGE, keys::BLOB_DATA, keys::PREVIEW].contains(t)
+                })
             })
             .count() as u64;
         report.refcounts_fixed = ops
@@ -893,6 +897,29 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// Previews (partial reads, issue 13) of content that has no blob record: GC deletes a
+    /// preview with its blob, so one left over is removed by repair.
+    fn previews(&mut self) -> Result<()> {
+        let backend = self.store.backend();
+        for e in RangeIter::prefix(backend, &[keys::PREVIEW], false) {
+            let (k, _) = e?;
+            let exists = match ContentHash::from_slice(&k[1..]) {
+                Ok(h) => backend.get(&keys::blob(&h))?.is_some(),
+                Err(_) => false,
+            };
+            if !exists {
+                self.push(problem(
+                    kind::ORPHAN_PREVIEW,
+                    ContentHash::from_slice(&k[1..]).ok(),
+                    Vec::new(),
+                    format!("preview {} names no blob", key_label(&k)),
+                ));
+                self.plan.ops.push(Op::Delete(k));
+            }
+        }
+        Ok(())
+    }
+
     fn orphan_files(&mut self) -> Result<()> {
         let store = self.store;
         let Some(paths) = &store.inner.paths else {
@@ -968,6 +995,9 @@ impl Checker<'_> {
     fn report_lost(&mut self) {
         let lost = std::mem::take(&mut self.lost);
         for (hash, (k, why)) in lost {
+            // Repair moves the content aside: its stored preview goes with it (a later
+            // `preview` then fails like a read instead of describing content that is gone).
+            self.plan.ops.push(Op::Delete(keys::preview(&hash)));
             self.push(problem(
                 k,
                 Some(hash),

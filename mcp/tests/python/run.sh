@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Drives `cairn mcp` over stdio with the official MCP Python SDK (pinned in requirements.txt).
+# Drives `cairn mcp` over stdio and `cairn serve` at /mcp over streamable HTTP with the official
+# MCP Python SDK (pinned in requirements.txt).
 #
 # The venv lives outside the repository: ${CAIRN_VENV:-$HOME/.cache/cairn-venv}. It is created
 # if missing and the pinned requirements are installed into it (a no-op when they already are).

@@ -2,6 +2,7 @@
 //! (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`). [`router`] builds the axum router and
 //! records every (method, path) it serves, so a test can hold the OpenAPI document to it.
 
+pub mod mcp;
 pub mod ops;
 pub mod stream;
 pub mod v1;
@@ -58,6 +59,7 @@ pub fn routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
     let r = v1::routes(r);
     let r = stream::routes(r);
     let r = crate::webhooks::routes(r);
+    let r = mcp::routes(r);
     (r.router, r.served)
 }
 

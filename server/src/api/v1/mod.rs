@@ -11,6 +11,8 @@ pub mod artifacts;
 pub mod bundles;
 pub mod checkpoints;
 pub mod content;
+pub mod memo;
+pub mod partial;
 pub mod sessions;
 
 use super::Routes;
@@ -21,5 +23,7 @@ pub(crate) fn routes(r: Routes) -> Routes {
     let r = content::routes(r);
     let r = checkpoints::routes(r);
     let r = bundles::routes(r);
+    let r = partial::routes(r);
+    let r = memo::routes(r);
     admin::routes(r)
 }
