@@ -7,10 +7,11 @@
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use cairn::{MemoScope, Store};
+use cairn::{ArtifactId, MemoHit, MemoScope, MemoStats, SessionId, Store};
 
-use super::args::{self, session_ref};
+use super::args::{self, remote_session_ref, session_ref};
 use super::context::{CliResult, Ctx, Failure};
+use super::remote::{encode, Params, Remote};
 
 /// Memo verbs. ARGS is the tool's arguments as one JSON document (key order and whitespace do
 /// not matter).
@@ -93,11 +94,58 @@ fn scope(store: &Store, session: Option<&str>) -> CliResult<MemoScope> {
     })
 }
 
+/// The server's memo key body (`/v1/memo/lookup`, `/v1/memo/forget`, `PUT /v1/memo`).
+fn remote_key(
+    r: &Remote,
+    tool: &str,
+    args: Value,
+    session: Option<&str>,
+    artifact: Option<ArtifactId>,
+) -> CliResult<Value> {
+    let sid: Option<SessionId> = match session {
+        Some(s) => Some(remote_session_ref(r, s)?),
+        None => None,
+    };
+    let mut body = serde_json::json!({ "tool": tool, "args": args, "session_id": sid });
+    if let Some(id) = artifact {
+        body["artifact_id"] = serde_json::json!(id);
+    }
+    Ok(body)
+}
+
+/// `{"hit": ...}` from `/v1/memo/lookup`.
+#[derive(serde::Deserialize)]
+struct Lookup {
+    hit: Option<MemoHit>,
+}
+
+/// `{"removed": ...}` from `/v1/memo/forget`.
+#[derive(serde::Deserialize)]
+struct Forgot {
+    removed: bool,
+}
+
+/// `{"ttl_secs": ...}` from `/v1/memo/ttl/{tool}`.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Ttl {
+    ttl_secs: Option<u64>,
+}
+
 fn get(ctx: &Ctx, k: &KeyArgs) -> CliResult {
     let a = json_args(&k.args)?;
-    let store = ctx.existing_store()?;
-    let sc = scope(store, k.session.as_deref())?;
-    match store.memo_lookup(sc, &k.tool, &a)? {
+    let found = match ctx.remote() {
+        Some(r) => {
+            let body = remote_key(r, &k.tool, a, k.session.as_deref(), None)?;
+            let l: Lookup = r.send("POST", "/v1/memo/lookup", &Params::new(), &body)?;
+            l.hit
+        }
+        None => {
+            let store = ctx.existing_store()?;
+            let sc = scope(store, k.session.as_deref())?;
+            store.memo_lookup(sc, &k.tool, &a)?
+        }
+    };
+    match found {
         Some(hit) => ctx.emit(&hit, |w, _| {
             writeln!(
                 w,
@@ -124,9 +172,17 @@ fn get(ctx: &Ctx, k: &KeyArgs) -> CliResult {
 fn put(ctx: &Ctx, p: &PutArgs) -> CliResult {
     let a = json_args(&p.args)?;
     let id = args::artifact_id(&p.artifact)?;
-    let store = ctx.existing_store()?;
-    let sc = scope(store, p.session.as_deref())?;
-    let hit = store.memo_store(sc, &p.tool, &a, id)?;
+    let hit: MemoHit = match ctx.remote() {
+        Some(r) => {
+            let body = remote_key(r, &p.tool, a, p.session.as_deref(), Some(id))?;
+            r.send("PUT", "/v1/memo", &Params::new(), &body)?
+        }
+        None => {
+            let store = ctx.existing_store()?;
+            let sc = scope(store, p.session.as_deref())?;
+            store.memo_store(sc, &p.tool, &a, id)?
+        }
+    };
     ctx.emit(&hit, |w, _| {
         writeln!(w, "stored: {} -> {}", p.tool, hit.artifact.id)
     })
@@ -134,9 +190,18 @@ fn put(ctx: &Ctx, p: &PutArgs) -> CliResult {
 
 fn forget(ctx: &Ctx, k: &KeyArgs) -> CliResult {
     let a = json_args(&k.args)?;
-    let store = ctx.existing_store()?;
-    let sc = scope(store, k.session.as_deref())?;
-    let removed = store.memo_forget(sc, &k.tool, &a)?;
+    let removed = match ctx.remote() {
+        Some(r) => {
+            let body = remote_key(r, &k.tool, a, k.session.as_deref(), None)?;
+            let f: Forgot = r.send("POST", "/v1/memo/forget", &Params::new(), &body)?;
+            f.removed
+        }
+        None => {
+            let store = ctx.existing_store()?;
+            let sc = scope(store, k.session.as_deref())?;
+            store.memo_forget(sc, &k.tool, &a)?
+        }
+    };
     let v = serde_json::json!({ "removed": removed });
     ctx.emit(&v, |w, _| {
         writeln!(w, "{}", if removed { "removed" } else { "no such entry" })
@@ -144,8 +209,10 @@ fn forget(ctx: &Ctx, k: &KeyArgs) -> CliResult {
 }
 
 fn stats(ctx: &Ctx, tool: Option<&str>) -> CliResult {
-    let store = ctx.existing_store()?;
-    let s = store.memo_stats(tool)?;
+    let s: MemoStats = match ctx.remote() {
+        Some(r) => r.get("/v1/memo/stats", &Params::new().opt("tool", tool))?,
+        None => ctx.existing_store()?.memo_stats(tool)?,
+    };
     ctx.emit(&s, |w, _| {
         let total = s.hits + s.misses;
         let rate = if total == 0 {
@@ -164,19 +231,36 @@ fn stats(ctx: &Ctx, tool: Option<&str>) -> CliResult {
 }
 
 fn ttl_cmd(ctx: &Ctx, tool: &str, ttl: Option<&str>) -> CliResult {
-    let store = match ttl {
-        Some(_) => ctx.store()?,
-        None => ctx.existing_store()?,
+    let new_ttl = match ttl {
+        Some("none") => Some(None),
+        Some(t) => Some(Some(args::parse_duration(t, "TTL")?)),
+        None => None,
     };
-    if let Some(t) = ttl {
-        let d = if t == "none" {
-            None
-        } else {
-            Some(args::parse_duration(t, "TTL")?)
-        };
-        store.memo_set_ttl(tool, d)?;
-    }
-    let cur = store.memo_ttl(tool)?;
+    let cur = match ctx.remote() {
+        Some(r) => {
+            let path = format!("/v1/memo/ttl/{}", encode(tool));
+            let t: Ttl = match new_ttl {
+                Some(d) => {
+                    let body = Ttl {
+                        ttl_secs: d.map(|d| d.as_secs()),
+                    };
+                    r.send("PUT", &path, &Params::new(), &body)?
+                }
+                None => r.get(&path, &Params::new())?,
+            };
+            t.ttl_secs.map(std::time::Duration::from_secs)
+        }
+        None => {
+            let store = match new_ttl {
+                Some(_) => ctx.store()?,
+                None => ctx.existing_store()?,
+            };
+            if let Some(d) = new_ttl {
+                store.memo_set_ttl(tool, d)?;
+            }
+            store.memo_ttl(tool)?
+        }
+    };
     let v = serde_json::json!({ "tool": tool, "ttl_secs": cur.map(|d| d.as_secs()) });
     ctx.emit(&v, |w, _| match cur {
         Some(d) => writeln!(w, "{tool}: results stay valid {}s", d.as_secs()),

@@ -11,10 +11,11 @@ use std::io::{self, Write};
 
 use clap::{ArgGroup, Args};
 
-use cairn::{Part, PartContent, PartLimits, PartResult};
+use cairn::{Artifact, Part, PartContent, PartLimits, PartResult, Preview};
 
 use super::args;
 use super::context::{note, CliResult, Ctx, Failure};
+use super::remote::{Params, Remote};
 
 /// `artifact read`.
 #[derive(Debug, Args)]
@@ -175,10 +176,19 @@ impl ReadArgs {
 pub fn read(ctx: &Ctx, a: ReadArgs) -> CliResult {
     let id = args::artifact_id(&a.id)?;
     let part = a.part()?;
-    let store = ctx.existing_store()?;
-    let art = store.admin().artifact(id)?;
+    let src = match ctx.remote() {
+        Some(r) => Source::Remote(r),
+        None => Source::Local(ctx.existing_store()?),
+    };
+    let art: Artifact = match src {
+        Source::Remote(r) => r.get(&format!("/v1/artifacts/{id}"), &Params::new())?,
+        Source::Local(s) => s.admin().artifact(id)?,
+    };
     let Some(part) = part else {
-        let p = store.preview(art.session_id, art.id)?;
+        let p: Preview = match src {
+            Source::Remote(r) => r.get(&format!("/v1/artifacts/{id}/preview"), &Params::new())?,
+            Source::Local(s) => s.preview(art.session_id, art.id)?,
+        };
         return ctx.emit(&p, |w, _| {
             writeln!(
                 w,
@@ -200,7 +210,13 @@ pub fn read(ctx: &Ctx, a: ReadArgs) -> CliResult {
             Ok(())
         });
     };
-    let r = store.read_part_with(art.session_id, art.id, &part, &a.limits())?;
+    let r: PartResult = match src {
+        Source::Remote(r) => r.get(
+            &format!("/v1/artifacts/{id}/read"),
+            &part_params(&part, &a.limits()),
+        )?,
+        Source::Local(s) => s.read_part_with(art.session_id, art.id, &part, &a.limits())?,
+    };
     if !ctx.json {
         if let PartContent::Json { found: false, .. } = &r.content {
             return Err(Failure {
@@ -228,6 +244,48 @@ pub fn read(ctx: &Ctx, a: ReadArgs) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Where the part is read: the local store, or the server of `--server`.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Local(&'a cairn::Store),
+    Remote(&'a Remote),
+}
+
+/// The query of `GET /v1/artifacts/{id}/read` for `part` (the server's parameter names).
+fn part_params(part: &Part, limits: &PartLimits) -> Params {
+    let q = Params::new()
+        .add("max_bytes", limits.max_bytes)
+        .add("max_line_bytes", limits.max_line_bytes);
+    match part {
+        Part::Bytes { offset, len } => q.add("part", "bytes").add("offset", offset).add("len", len),
+        Part::Lines { start, count } => q
+            .add("part", "lines")
+            .add("start", start)
+            .add("count", count),
+        Part::Head { lines } => q.add("part", "head").add("lines", lines),
+        Part::Tail { lines } => q.add("part", "tail").add("lines", lines),
+        Part::Grep {
+            pattern,
+            context,
+            max_matches,
+            ignore_case,
+            start_line,
+        } => q
+            .add("part", "grep")
+            .add("pattern", pattern)
+            .add("context", context)
+            .add("max_matches", max_matches)
+            .flag("ignore_case", *ignore_case)
+            .add("start_line", start_line),
+        Part::Json { path } => q.add("part", "json").add("path", path),
+        Part::JsonLines { path, start, count } => q
+            .add("part", "json_lines")
+            .add("path", path)
+            .add("start", start)
+            .add("count", count),
+    }
 }
 
 fn write_block(w: &mut dyn Write, s: &str) -> io::Result<()> {
