@@ -470,6 +470,97 @@ def verify() -> Call[JSON]:
     return Call("POST", "/v1/admin/verify", _raw)
 
 
+def repair() -> Call[JSON]:
+    """Rebuilds indexes and quarantines bad content (admin token); returns the report."""
+    return Call("POST", "/v1/admin/repair", _raw)
+
+
+def cleanup(rules: Mapping[str, Any]) -> Call[JSON]:
+    """Applies retention rules on the server (admin token), e.g. ``{"dry_run": True, ...}``
+    with the fields of the server's ``Cleanup`` schema; returns what was (or would be) removed."""
+    return Call("POST", "/v1/admin/cleanup", _raw, json=dict(rules))
+
+
+# ------------------------------------------------------------------------------- webhooks
+
+
+def create_webhook(url: str, *, events: Sequence[str] | None = None, secret: str | None = None) -> Call[JSON]:
+    """Registers a webhook for the tenant's lifecycle events (admin token). The answer holds
+    the signing secret, shown this once."""
+    b: dict[str, Any] = {"url": url}
+    if events is not None:
+        b["events"] = list(events)
+    if secret is not None:
+        b["secret"] = secret
+    return Call("POST", "/v1/webhooks", _raw, json=b)
+
+
+def list_webhooks() -> Call[JSON]:
+    """The tenant's webhooks with their delivery counters, never their secrets (admin token)."""
+    return Call("GET", "/v1/webhooks", _raw)
+
+
+def delete_webhook(webhook_id: str) -> Call[JSON]:
+    """Removes a webhook (admin token); deliveries stop."""
+    return Call("DELETE", f"/v1/webhooks/{seg(webhook_id)}", _raw)
+
+
+# ------------------------------------------------------------------------ partial reads, memo
+
+
+def read_part(artifact_id: str, part: str = "head", **params: Any) -> Call[JSON]:
+    """One part of an artifact, verified: ``part`` is bytes, lines, head, tail, grep, json or
+    json_lines, with that part's parameters (``offset``/``len``, ``start``/``count``,
+    ``lines``, ``pattern``/``context``/``max_matches``/``ignore_case``/``start_line``,
+    ``path``) and ``max_bytes``/``max_line_bytes``. The result says what was left out."""
+    q = [("part", part)] + [
+        (k, ("true" if v else "false") if isinstance(v, bool) else str(v)) for k, v in params.items() if v is not None
+    ]
+    return Call("GET", f"/v1/artifacts/{seg(artifact_id)}/read", _raw, params=q)
+
+
+def preview(artifact_id: str) -> Call[JSON]:
+    """The stored preview of an artifact: sizes, line count, type, head and tail, JSON keys."""
+    return Call("GET", f"/v1/artifacts/{seg(artifact_id)}/preview", _raw)
+
+
+def _memo_key(tool: str, args: Any, session_id: str | None) -> dict[str, Any]:
+    return {"tool": tool, "args": args, "session_id": session_id}
+
+
+def memo_lookup(tool: str, args: Any, *, session_id: str | None = None) -> Call[JSON | None]:
+    """The stored result of ``tool`` called with ``args`` (canonical JSON), or None on a miss."""
+    return Call("POST", "/v1/memo/lookup", lambda r: body(r).get("hit"), json=_memo_key(tool, args, session_id))
+
+
+def memo_store(tool: str, args: Any, artifact_id: str, *, session_id: str | None = None) -> Call[JSON]:
+    """Records ``artifact_id`` as the result of ``tool`` called with ``args``."""
+    b = _memo_key(tool, args, session_id)
+    b["artifact_id"] = artifact_id
+    return Call("PUT", "/v1/memo", _raw, json=b)
+
+
+def memo_forget(tool: str, args: Any, *, session_id: str | None = None) -> Call[bool]:
+    """Removes a memo entry; True when one was removed."""
+    key = _memo_key(tool, args, session_id)
+    return Call("POST", "/v1/memo/forget", lambda r: bool(body(r).get("removed")), json=key)
+
+
+def memo_stats(tool: str | None = None) -> Call[JSON]:
+    """Memo hit and miss counts, of one tool or of all."""
+    return Call("GET", "/v1/memo/stats", _raw, params=[("tool", tool)] if tool else [])
+
+
+def memo_ttl(tool: str) -> Call[int | None]:
+    """How long results of ``tool`` stay valid, in seconds (None: forever)."""
+    return Call("GET", f"/v1/memo/ttl/{seg(tool)}", lambda r: body(r).get("ttl_secs"))
+
+
+def set_memo_ttl(tool: str, ttl_secs: int | None) -> Call[int | None]:
+    """Sets how long results of ``tool`` stay valid (None: forever); returns the TTL now."""
+    return Call("PUT", f"/v1/memo/ttl/{seg(tool)}", lambda r: body(r).get("ttl_secs"), json={"ttl_secs": ttl_secs})
+
+
 def health() -> Call[bool]:
     """True when the server answers ``/healthz``."""
     return Call("GET", "/healthz", lambda r: r.status_code == 200)
