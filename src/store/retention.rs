@@ -33,6 +33,18 @@ fn chrono_duration(what: &str, d: Duration) -> Result<chrono::Duration> {
     })
 }
 
+/// `now - d`, or a clear error when that is before the earliest time a timestamp can hold
+/// (an age of many thousand years), instead of chrono's overflow panic.
+fn before(now: DateTime<Utc>, what: &str, d: Duration) -> Result<DateTime<Utc>> {
+    let d = chrono_duration(what, d)?;
+    now.checked_sub_signed(d).ok_or_else(|| {
+        Error::invalid(
+            what,
+            format!("{d} reaches before the earliest time a timestamp can hold; use at most a few thousand years"),
+        )
+    })
+}
+
 fn human(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 86_400 && s % 86_400 == 0 {
@@ -88,7 +100,7 @@ impl Store {
                 }
             },
         };
-        let cutoff = now - chrono_duration("idle timeout", max_idle)?;
+        let cutoff = before(now, "idle timeout", max_idle)?;
         let mut report = ExpiryReport {
             max_idle_secs: max_idle.as_secs_f64(),
             ..Default::default()
@@ -508,7 +520,7 @@ impl Store {
         };
         let mut doomed: HashSet<SessionId> = HashSet::new();
         if let Some(age) = policy.older_than {
-            let cutoff = now - chrono_duration("retention age", age)?;
+            let cutoff = before(now, "retention age", age)?;
             plan.cutoff = Some(cutoff);
             // Candidates: old terminal sessions that match and hold nothing pinned.
             let statuses: Vec<SessionStatus> = if policy.statuses.is_empty() {
@@ -665,7 +677,7 @@ impl Store {
             flush(&mut plan, &group, &mut members)?;
         }
         for (kind, ttl) in &policy.kind_ttl {
-            let cutoff = now - chrono_duration("artifact time to live", *ttl)?;
+            let cutoff = before(now, "artifact time to live", *ttl)?;
             let prefix = Key::new(keys::KIND).str0(kind.as_str()).build();
             let end = Key::new(keys::KIND)
                 .str0(kind.as_str())
@@ -885,8 +897,8 @@ impl Store {
                     }
                     RetentionRule::KindTtl => policy.kind_ttl.iter().any(|(k, ttl)| {
                         *k == a.kind
-                            && chrono_duration("artifact time to live", *ttl)
-                                .is_ok_and(|d| a.created_at < now - d)
+                            && before(now, "artifact time to live", *ttl)
+                                .is_ok_and(|cutoff| a.created_at < cutoff)
                     }),
                 };
                 if still && self.remove_artifact_in(tx, a.id)? {
@@ -904,4 +916,28 @@ fn session_selected(policy: &RetentionPolicy, cutoff: DateTime<Utc>, s: &Session
         && (policy.statuses.is_empty() || policy.statuses.contains(&s.status))
         && policy.tags.iter().all(|t| s.tags.contains(t))
         && s.ended_at.unwrap_or(s.updated_at) < cutoff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_age_beyond_the_timestamp_range_is_an_error_not_a_panic() {
+        let now = Utc::now();
+        // 10^13 s is about 317,000 years: before the earliest timestamp chrono can hold.
+        let err = before(
+            now,
+            "retention age",
+            Duration::from_secs(10_000_000_000_000),
+        )
+        .expect_err("an age past the timestamp range is refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("retention age") && msg.contains("thousand years"),
+            "{msg}"
+        );
+        let cutoff = before(now, "retention age", Duration::from_secs(60)).expect("a minute");
+        assert_eq!(now - cutoff, chrono::Duration::seconds(60));
+    }
 }
