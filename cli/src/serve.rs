@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// Artifacts per tenant (0: no quota).
     #[arg(long, value_name = "N")]
     pub quota_artifacts: Option<u64>,
+    /// Without tokens (loopback only): give anonymous callers the admin scope too (stats, gc,
+    /// verify, cleanup, webhooks, /metrics). Off by default: they read and write the tenant
+    /// `default` only. Same as `open_admin = true` in the config file.
+    #[arg(long)]
+    pub open_admin: bool,
 }
 
 /// `cairn token`.
@@ -128,6 +133,9 @@ pub fn serve(_ctx: &Ctx, a: ServeArgs) -> CliResult {
         c.metadata = Some(m.clone());
         c.validate_metadata()
             .map_err(|m| Failure::invalid("--metadata", m))?;
+    }
+    if a.open_admin {
+        c.open_admin = true;
     }
     let l = &mut c.limits;
     let set = |dst: &mut u64, v: Option<u64>| {

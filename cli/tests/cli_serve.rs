@@ -191,3 +191,43 @@ fn serve_refuses_a_public_address_without_tokens() {
         "{e}"
     );
 }
+
+/// Starts `cairn serve` on an ephemeral loopback port without tokens; returns it and its URL.
+fn start_open(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    (child, url.trim().to_string())
+}
+
+#[test]
+fn open_admin_flag_gives_anonymous_loopback_the_admin_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent();
+    for (extra, want) in [(&[][..], 403), (&["--open-admin"][..], 200)] {
+        let (mut child, url) = start_open(&dir.path().join("srv"), extra);
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let (st, body) = call(
+            &a,
+            "GET",
+            &format!("{url}/v1/admin/stats"),
+            None,
+            Vec::new(),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(st, want, "{extra:?}: {}", String::from_utf8_lossy(&body));
+        if want == 403 {
+            assert_eq!(json(&body)["error"]["code"], "forbidden");
+        }
+    }
+}
