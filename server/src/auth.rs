@@ -4,7 +4,6 @@
 //! running server reloads it when its modification time or length changes.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -86,52 +85,24 @@ fn tokens_path(data: &Path) -> PathBuf {
 
 /// Reads `<data>/tokens.json`; a missing file is an empty list.
 pub fn load_tokens(data: &Path) -> Result<TokenFile, String> {
-    let path = tokens_path(data);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(TokenFile {
-                format: FORMAT,
-                tokens: Vec::new(),
-            })
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let f: TokenFile = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "{} is not a token file ({e}); restore it from a backup or remove it and create tokens again",
-            path.display()
-        )
-    })?;
-    if f.format != FORMAT {
-        return Err(format!(
-            "{} has format {}, this server reads format {FORMAT}",
-            path.display(),
-            f.format
-        ));
-    }
-    Ok(f)
+    crate::jsonfile::load(
+        data,
+        TOKENS_FILE,
+        "a token file",
+        "restore it from a backup or remove it and create tokens again",
+        FORMAT,
+        |f: &TokenFile| f.format,
+        || TokenFile {
+            format: FORMAT,
+            tokens: Vec::new(),
+        },
+    )
 }
 
-/// Writes the token file atomically: a temporary file in the same folder, fsync, rename over
-/// the old one, fsync of the folder. A crash leaves the old file or the new one, never half.
+/// Writes the token file atomically (see [`crate::jsonfile::save`]): a crash leaves the old
+/// file or the new one, never half.
 pub fn save_tokens(data: &Path, file: &TokenFile) -> Result<(), String> {
-    fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-    let path = tokens_path(data);
-    let tmp = data.join(format!(".{TOKENS_FILE}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, file).map_err(std::io::Error::other)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &path)?;
-        fs::File::open(data)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    crate::jsonfile::save(data, TOKENS_FILE, file)
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], String> {

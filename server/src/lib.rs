@@ -26,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+mod jsonfile;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;

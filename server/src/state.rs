@@ -226,11 +226,12 @@ fn open_shared(url: &str, namespace: &str) -> cairn::Result<Store> {
 #[cfg(not(feature = "postgres"))]
 fn open_shared(_url: &str, _namespace: &str) -> cairn::Result<Store> {
     // `AppState::new` refuses such a configuration first.
-    Err(cairn::Error::invalid(
-        "metadata",
-        "this build of the server has no PostgreSQL support: rebuild it with the cargo feature \
-         `postgres`",
-    ))
+    Err(cairn::Error::InvalidInput {
+        what: "metadata".into(),
+        message: "this build of the server has no PostgreSQL support: rebuild it with the cargo \
+                  feature `postgres`"
+            .into(),
+    })
 }
 
 #[cfg(test)]

@@ -374,63 +374,25 @@ fn check_secret(secret: Option<String>) -> Result<String, String> {
 
 // --------------------------------------------------------------------------------- file
 
-fn file_path(data: &FsPath) -> PathBuf {
-    data.join(WEBHOOKS_FILE)
-}
-
 fn load_file(data: &FsPath) -> Result<WebhookFile, String> {
-    let path = file_path(data);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(WebhookFile {
-                format: FORMAT,
-                webhooks: Vec::new(),
-            })
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let f: WebhookFile = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "{} is not a webhook file ({e}); restore it from a backup or remove it and register the webhooks again",
-            path.display()
-        )
-    })?;
-    if f.format != FORMAT {
-        return Err(format!(
-            "{} has format {}, this server reads format {FORMAT}",
-            path.display(),
-            f.format
-        ));
-    }
-    Ok(f)
+    crate::jsonfile::load(
+        data,
+        WEBHOOKS_FILE,
+        "a webhook file",
+        "restore it from a backup or remove it and register the webhooks again",
+        FORMAT,
+        |f: &WebhookFile| f.format,
+        || WebhookFile {
+            format: FORMAT,
+            webhooks: Vec::new(),
+        },
+    )
 }
 
-/// Temp file (mode 0600), fsync, rename, folder fsync: a crash leaves the old file or the new.
+/// Written atomically with mode 0600 (it holds the signing secrets): see
+/// [`crate::jsonfile::save`].
 fn save_file(data: &FsPath, file: &WebhookFile) -> Result<(), String> {
-    use std::io::Write;
-    let path = file_path(data);
-    let tmp = data.join(format!(".{WEBHOOKS_FILE}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, file).map_err(std::io::Error::other)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(data)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    crate::jsonfile::save(data, WEBHOOKS_FILE, file)
 }
 
 // ------------------------------------------------------------------------------ runtime
