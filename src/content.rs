@@ -44,11 +44,13 @@ impl Codec {
     }
 }
 
-/// Per-blob record: `B` + hash -> this, 27 bytes.
+/// Per-blob record: `B` + hash -> this, 27 bytes (format 1), or the same 27 bytes followed by
+/// the blob's encoded bytes (format 2: small inline blobs, which then need no `D` entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BlobMeta {
     pub codec: Codec,
-    /// True: bytes under `D` + hash. False: a file under `blobs/`.
+    /// True: bytes in the engine (in a format-2 record itself, else under `D` + hash).
+    /// False: a file under `blobs/`.
     pub inline: bool,
     /// Content length.
     pub size: u64,
@@ -59,6 +61,12 @@ pub(crate) struct BlobMeta {
 }
 
 const BLOB_META_VERSION: u8 = 1;
+/// Format of a blob record that carries its inline bytes after the 27-byte header.
+const BLOB_META_WITH_DATA: u8 = 2;
+/// Length of the record header (both formats).
+const BLOB_META_LEN: usize = 27;
+/// Where the reference count sits in the header.
+const REFS_AT: usize = 19;
 
 impl BlobMeta {
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -72,20 +80,64 @@ impl BlobMeta {
         v
     }
 
+    /// A format-2 record: the header, then the inline encoded bytes.
+    pub(crate) fn encode_with_data(&self, data: &[u8]) -> Vec<u8> {
+        let mut v = self.encode();
+        v[0] = BLOB_META_WITH_DATA;
+        v.extend_from_slice(data);
+        v
+    }
+
     pub(crate) fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != 27 || b[0] != BLOB_META_VERSION {
-            return Err(Error::Corrupt {
-                what: format!("blob record of {} bytes, version {:?}", b.len(), b.first()),
-            });
+        let bad = || {
+            Error::Corrupt {
+            what: format!(
+                "blob record of {} bytes, format {:?} (this Cairn reads formats 1 and 2; upgrade Cairn if it is newer)",
+                b.len(),
+                b.first()
+            ),
+        }
+        };
+        let format = *b.first().ok_or_else(bad)?;
+        if b.len() < BLOB_META_LEN
+            || !(format == BLOB_META_VERSION && b.len() == BLOB_META_LEN
+                || format == BLOB_META_WITH_DATA)
+        {
+            return Err(bad());
         }
         let u = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-        Ok(Self {
+        let m = Self {
             codec: Codec::from_u8(b[1])?,
             inline: b[2] != 0,
             size: u(3),
             stored_size: u(11),
-            refs: u(19),
-        })
+            refs: u(REFS_AT),
+        };
+        if format == BLOB_META_WITH_DATA
+            && (!m.inline || (b.len() - BLOB_META_LEN) as u64 != m.stored_size)
+        {
+            return Err(bad());
+        }
+        Ok(m)
+    }
+
+    /// The inline encoded bytes a format-2 record carries (`None` for format 1, whose inline
+    /// bytes are under `D`). Call on a record that [`BlobMeta::decode`] accepted.
+    pub(crate) fn data(record: &[u8]) -> Option<&[u8]> {
+        match record.first() {
+            Some(&BLOB_META_WITH_DATA) => record.get(BLOB_META_LEN..),
+            _ => None,
+        }
+    }
+
+    /// The record with its reference count set to `refs` and everything else (inline bytes
+    /// included) unchanged: a reference change rewrites nothing else.
+    pub(crate) fn with_refs(record: &[u8], refs: u64) -> Vec<u8> {
+        let mut v = record.to_vec();
+        if v.len() >= BLOB_META_LEN {
+            v[REFS_AT..REFS_AT + 8].copy_from_slice(&refs.to_be_bytes());
+        }
+        v
     }
 }
 
@@ -529,8 +581,34 @@ mod tests {
             refs: 3,
         };
         assert_eq!(BlobMeta::decode(&m.encode()).unwrap(), m);
+        assert_eq!(BlobMeta::data(&m.encode()), None);
         assert!(BlobMeta::decode(&[9; 27]).is_err());
         assert!(BlobMeta::decode(&[]).is_err());
+        // Format 1 with trailing bytes is damage, not data.
+        let mut long = m.encode();
+        long.push(0);
+        assert!(BlobMeta::decode(&long).is_err());
+    }
+
+    #[test]
+    fn blob_record_with_inline_bytes_round_trips_and_keeps_them_on_ref_changes() {
+        let m = BlobMeta {
+            codec: Codec::Raw,
+            inline: true,
+            size: 5,
+            stored_size: 5,
+            refs: 1,
+        };
+        let r = m.encode_with_data(b"hello");
+        assert_eq!(BlobMeta::decode(&r).unwrap(), m);
+        assert_eq!(BlobMeta::data(&r), Some(&b"hello"[..]));
+        let r2 = BlobMeta::with_refs(&r, 7);
+        assert_eq!(BlobMeta::decode(&r2).unwrap().refs, 7);
+        assert_eq!(BlobMeta::data(&r2), Some(&b"hello"[..]));
+        // A length that disagrees with the stored size, or data on a file blob, is refused.
+        assert!(BlobMeta::decode(&r[..r.len() - 1]).is_err());
+        let file = BlobMeta { inline: false, ..m };
+        assert!(BlobMeta::decode(&file.encode_with_data(b"hello")).is_err());
     }
 
     #[test]

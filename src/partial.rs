@@ -723,11 +723,7 @@ impl Store {
     fn open_part_content(&self, hash: &ContentHash, size: u64) -> Result<Content> {
         let m = self.part_blob_meta(hash)?;
         let src: Box<dyn BlobSource> = if m.inline {
-            let bytes = self
-                .backend()
-                .get(&keys::blob_data(hash))?
-                .ok_or(Error::ContentMissing { hash: *hash })?;
-            Box::new(MemorySource::new(bytes))
+            Box::new(MemorySource::new(self.inline_bytes(hash)?))
         } else {
             let paths = self
                 .inner

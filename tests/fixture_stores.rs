@@ -148,9 +148,42 @@ fn check_fixture(name: &str, engine: BackendKind, other: BackendKind) {
         store.read(root_id, new_id).unwrap(),
         b"written by today's code"
     );
+
+    // A new version of an old name: numbered after the old store's highest version (which its
+    // retired `l` pointer also recorded), with the content of an old artifact (a reference
+    // change on an old-format blob record, whose bytes must stay readable).
+    let old = store
+        .list_artifacts(root_id, false, 1000, None)
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|a| a.id != new_id && a.size < 4096)
+        .expect("the fixture has a small artifact in its first session");
+    let highest = store
+        .versions(root_id, &old.name)
+        .unwrap()
+        .last()
+        .unwrap()
+        .version;
+    let old_bytes = store.read(root_id, old.id).unwrap();
+    let again = store
+        .put(
+            root_id,
+            NewArtifact::new(old.kind.clone(), old.name.clone()),
+            &old_bytes,
+        )
+        .unwrap();
+    assert_eq!(again.version, highest + 1);
+    assert_eq!(again.hash, old.hash);
+    assert_eq!(store.read(root_id, again.id).unwrap(), old_bytes);
+    assert_eq!(store.read(root_id, old.id).unwrap(), old_bytes);
+    assert_eq!(
+        store.artifact_by_name(root_id, &old.name, None).unwrap().id,
+        again.id
+    );
     assert_eq!(
         store.stats().unwrap().artifacts,
-        want["stats"]["artifacts"].as_u64().unwrap() + 1
+        want["stats"]["artifacts"].as_u64().unwrap() + 2
     );
     let report = store.verify().unwrap();
     assert!(report.ok, "{name} after a write: {:?}", report.problems);

@@ -48,6 +48,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Up to `limit` entries with `start <= key < end` (an empty `end` means no upper bound),
     /// in ascending order, or descending with `reverse`.
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>>;
+    /// The values of several keys, in order, read from one consistent view where the engine
+    /// has one (a query loads its hits' records with one call). The default reads them one by one.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     /// Applies every op or none, atomically with respect to crashes and readers.
     fn apply(&self, ops: Vec<Op>) -> Result<()>;
     /// Makes every applied batch durable (as far as the engine can: see DESIGN.md).

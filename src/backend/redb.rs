@@ -114,6 +114,52 @@ impl RedbBackend {
             },
         }
     }
+
+    /// A read-only view of the table at this instant.
+    fn read_table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        tx.open_table(TABLE).map_err(|e| self.err(e))
+    }
+
+    /// [`Backend::scan`] over an open view.
+    fn scan_in(
+        &self,
+        table: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        if (!end.is_empty() && start >= end) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let range = if end.is_empty() {
+            table.range::<&[u8]>(start..)
+        } else {
+            table.range::<&[u8]>(start..end)
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut push = |r: RangeItem<'_>| -> Result<bool> {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+            Ok(out.len() < limit)
+        };
+        if reverse {
+            for r in range.rev() {
+                if !push(r)? {
+                    break;
+                }
+            }
+        } else {
+            for r in range {
+                if !push(r)? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn open_error(dir: &Path, file: &Path, e: redb::DatabaseError) -> Error {
@@ -151,50 +197,102 @@ fn open_error(dir: &Path, file: &Path, e: redb::DatabaseError) -> Error {
     }
 }
 
+/// The write transaction of the redb backend: like [`super::BatchTx`] (an overlay of the
+/// writes, then one [`Backend::apply`]), but its reads share one read snapshot taken at the
+/// first read instead of opening a redb read transaction per lookup (a put batch makes a few
+/// lookups per artifact). The store's write lock is held throughout, so no other writer can
+/// commit under the snapshot.
+struct RedbTx<'a> {
+    backend: &'a RedbBackend,
+    snapshot: std::cell::OnceCell<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    overlay: super::Overlay,
+}
+
+impl RedbTx<'_> {
+    fn view(&self) -> Result<&redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        if let Some(t) = self.snapshot.get() {
+            return Ok(t);
+        }
+        let t = self.backend.read_table()?;
+        Ok(self.snapshot.get_or_init(|| t))
+    }
+}
+
+impl super::WriteTx for RedbTx<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v);
+        }
+        let v = self.view()?.get(key).map_err(|e| self.backend.err(e))?;
+        Ok(v.map(|g| g.value().to_vec()))
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
+        self.overlay.scan(start, end, reverse, limit, |n| {
+            self.backend.scan_in(self.view()?, start, end, reverse, n)
+        })
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.put(key, value);
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.overlay.delete(key);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.overlay.is_empty()
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        let RedbTx {
+            backend,
+            snapshot,
+            overlay,
+        } = *self;
+        // Release the snapshot first, so the commit may reuse the pages it pinned.
+        drop(snapshot);
+        if overlay.is_empty() {
+            return Ok(());
+        }
+        backend.apply(overlay.into_ops())
+    }
+}
+
 impl Backend for RedbBackend {
     fn name(&self) -> &'static str {
         "redb"
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(TABLE).map_err(|e| self.err(e))?;
+        let table = self.read_table()?;
         let v = table.get(key).map_err(|e| self.err(e))?;
         Ok(v.map(|g| g.value().to_vec()))
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        // One read transaction for all of them: its setup costs more than a point lookup.
+        let table = self.read_table()?;
+        keys.iter()
+            .map(|k| {
+                let v = table.get(k.as_slice()).map_err(|e| self.err(e))?;
+                Ok(v.map(|g| g.value().to_vec()))
+            })
+            .collect()
+    }
+
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
-        if (!end.is_empty() && start >= end) || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(TABLE).map_err(|e| self.err(e))?;
-        let range = if end.is_empty() {
-            table.range::<&[u8]>(start..)
-        } else {
-            table.range::<&[u8]>(start..end)
-        }
-        .map_err(|e| self.err(e))?;
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let mut push = |r: RangeItem<'_>| -> Result<bool> {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-            Ok(out.len() < limit)
-        };
-        if reverse {
-            for r in range.rev() {
-                if !push(r)? {
-                    break;
-                }
-            }
-        } else {
-            for r in range {
-                if !push(r)? {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        let table = self.read_table()?;
+        self.scan_in(&table, start, end, reverse, limit)
+    }
+
+    fn begin_write(&self) -> Result<Box<dyn super::WriteTx + '_>> {
+        Ok(Box::new(RedbTx {
+            backend: self,
+            snapshot: std::cell::OnceCell::new(),
+            overlay: super::Overlay::default(),
+        }))
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<()> {

@@ -15,10 +15,6 @@ use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys::{self, Key};
 use crate::query::{Page, Query};
 
-fn u32_value(b: &[u8]) -> u32 {
-    b.try_into().map(u32::from_be_bytes).unwrap_or(0)
-}
-
 /// Validated artifact options.
 #[derive(Clone)]
 pub(crate) struct Checked {
@@ -65,11 +61,9 @@ impl Store {
         }
         let checked = self.check_new(new)?;
         self.check_writable(session)?;
-        self.put_prepared(
-            session,
-            checked,
-            super::blobs::prepared_bytes(bytes.to_vec()),
-        )
+        // The caller's slice is staged as is: no copy, and a duplicate is never encoded.
+        let staged = self.stage_slice(bytes)?;
+        self.write(|tx| self.insert_artifact(tx, session, checked.clone(), &staged, None))
     }
 
     /// Stores everything `reader` yields, streaming: a large input is never held in memory whole.
@@ -197,14 +191,11 @@ impl Store {
             });
         }
         let meta = tx.reference_blob(staged)?;
-        let latest_key = keys::latest(&session, &new.name);
-        let version = match tx.get(&latest_key)? {
-            Some(v) => u32_value(&v)
-                .checked_add(1)
-                .ok_or_else(|| Error::LimitExceeded {
-                    limit: "versions",
-                    message: format!("{:?} has reached the largest version number", new.name),
-                })?,
+        let version = match tx.latest_version(&session, &new.name)? {
+            Some(v) => v.checked_add(1).ok_or_else(|| Error::LimitExceeded {
+                limit: "versions",
+                message: format!("{:?} has reached the largest version number", new.name),
+            })?,
             None => 1,
         };
         let id = id.unwrap_or_default();
@@ -224,7 +215,6 @@ impl Store {
             created_at: id.timestamp(),
             pinned: new.pinned,
         };
-        tx.put(latest_key, version.to_be_bytes().to_vec());
         self.add_artifact_in(tx, &a)?;
         Ok(a)
     }
@@ -276,11 +266,16 @@ impl Store {
         }
     }
 
+    /// The highest stored version of `name` in `session`: the last of its `n` entries (the `l`
+    /// pointers of older stores are not read; see `Tx::get`).
     pub(crate) fn latest_version(&self, session: &SessionId, name: &str) -> Result<Option<u32>> {
+        let prefix = keys::name_versions_prefix(session, name);
+        let end = crate::backend::prefix_end(&prefix);
         Ok(self
             .backend()
-            .get(&keys::latest(session, name))?
-            .map(|v| u32_value(&v)))
+            .scan(&prefix, &end, true, 1)?
+            .first()
+            .and_then(|(k, _)| keys::version_of(&prefix, k)))
     }
 
     /// The artifact named `name` in `session`: the latest version, or `version` if given.
@@ -415,8 +410,8 @@ impl Store {
     }
 
     /// Removes an artifact's record and indexes and drops its blob reference. Returns false if the
-    /// record does not exist. If it was the latest version, the latest pointer moves to the highest
-    /// remaining version (version numbers are never reused while one version remains).
+    /// record does not exist. If it was the latest version, the highest remaining version becomes
+    /// the latest (the last `n` entry), and the next put continues after it.
     pub(crate) fn remove_artifact_in(&self, tx: &mut Tx<'_>, id: ArtifactId) -> Result<bool> {
         let a: Artifact = match tx.get(&keys::artifact(&id))? {
             Some(b) => crate::artifact::record::decode(&b)?,
@@ -433,24 +428,6 @@ impl Store {
         tx.del(nv);
         for k in index_keys(&a) {
             tx.del(k);
-        }
-        let latest_key = keys::latest(&sid, &a.name);
-        let is_latest = tx
-            .get(&latest_key)?
-            .is_some_and(|v| v == a.version.to_be_bytes());
-        if is_latest {
-            // The next-highest remaining version, or none. Version numbers are not reused: a new put
-            // after deleting the latest gets the next number after the highest remaining.
-            let prefix = keys::name_versions_prefix(&sid, &a.name);
-            let end = crate::backend::prefix_end(&prefix);
-            let prev = tx
-                .scan(&prefix, &end, true, 1)?
-                .first()
-                .map(|(k, _)| u32_value(&k[k.len() - 4..]));
-            match prev {
-                Some(v) => tx.put(latest_key, v.to_be_bytes().to_vec()),
-                None => tx.del(latest_key),
-            }
         }
         tx.release_blob(&a.hash)?;
         for (name, delta) in artifact_counter_deltas(&a) {

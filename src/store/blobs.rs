@@ -6,6 +6,7 @@
 //! [`Tx::add_blob`] / [`Tx::retain_blob`] / [`Tx::release_blob`] keep records and counters.
 //! The blob *files* sit behind [`BlobFiles`] (local files now; an object store later).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,12 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::ids::ContentHash;
 use crate::keys;
+
+/// Inline blobs whose encoded bytes are at most this long are kept inside their blob record
+/// (format 2) instead of under a `D` key of their own: one engine key per new small blob
+/// instead of two. Larger inline blobs keep the `D` key, so that a reference change (which
+/// rewrites the record) never copies more than this.
+pub(crate) const RECORD_DATA_MAX: usize = 4096;
 
 /// Where the files of large blobs live. Writes are atomic and durable when they return.
 pub(crate) trait BlobFiles: Send + Sync {
@@ -122,15 +129,16 @@ impl Pins {
 pub(crate) struct Staged<'a> {
     pub(crate) hash: ContentHash,
     pub(crate) size: u64,
-    data: StagedData,
+    data: StagedData<'a>,
     /// Partial reads (issue 13): the preview computed while streaming, if any.
     preview: Option<crate::preview::Preview>,
     _pin: PendingGuard<'a>,
 }
 
-enum StagedData {
+enum StagedData<'a> {
     Memory {
-        raw: Vec<u8>,
+        /// The caller's bytes (`put` of a slice: never copied) or an owned buffer.
+        raw: Cow<'a, [u8]>,
         encoded: Option<Encoded>,
         file_written: bool,
     },
@@ -141,7 +149,7 @@ enum StagedData {
     },
 }
 
-impl Drop for StagedData {
+impl Drop for StagedData<'_> {
     fn drop(&mut self) {
         if let StagedData::File { tmp: Some(p), .. } = self {
             let _ = std::fs::remove_file(p);
@@ -182,13 +190,27 @@ impl Store {
             .transpose()
     }
 
+    /// Stages the caller's bytes without copying them: hashed here, encoded (and any file
+    /// written) only if the blob is new. A put of content the store already holds (dedup) then
+    /// costs one hash and one record lookup before its batch.
+    pub(crate) fn stage_slice<'a>(&'a self, bytes: &'a [u8]) -> Result<Staged<'a>> {
+        let hash = content::hash_bytes(bytes);
+        let pin = self.pin_pending(hash);
+        let data = StagedData::Memory {
+            raw: Cow::Borrowed(bytes),
+            encoded: None,
+            file_written: false,
+        };
+        self.finish_staging(hash, bytes.len() as u64, data, pin)
+    }
+
     /// Hashes are known; if the blob is new, encode it and put any file in place now, outside
     /// the lock.
     pub(crate) fn stage(&self, p: Prepared) -> Result<Staged<'_>> {
         let pin = self.pin_pending(p.hash);
         let data = match p.data {
             PreparedData::Memory(raw) => StagedData::Memory {
-                raw,
+                raw: Cow::Owned(raw),
                 encoded: None,
                 file_written: false,
             },
@@ -220,7 +242,7 @@ impl Store {
         let pin = self.pin_pending(hash);
         let data = match bytes {
             EncodedBytes::Memory(bytes) => StagedData::Memory {
-                raw: Vec::new(),
+                raw: Cow::Borrowed(&[]),
                 encoded: Some(Encoded { codec, bytes }),
                 file_written: false,
             },
@@ -233,7 +255,7 @@ impl Store {
                     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
                     let _ = std::fs::remove_file(&path);
                     StagedData::Memory {
-                        raw: Vec::new(),
+                        raw: Cow::Borrowed(&[]),
                         encoded: Some(Encoded { codec, bytes }),
                         file_written: false,
                     }
@@ -259,7 +281,7 @@ impl Store {
         &'a self,
         hash: ContentHash,
         size: u64,
-        mut data: StagedData,
+        mut data: StagedData<'a>,
         pin: PendingGuard<'a>,
     ) -> Result<Staged<'a>> {
         if self.blob_meta(&hash)?.is_none() {
@@ -323,7 +345,7 @@ impl Store {
     }
 
     /// Encodes memory content and writes large encoded content to its file; installs temp files.
-    fn materialize(&self, hash: &ContentHash, data: &mut StagedData) -> Result<()> {
+    fn materialize(&self, hash: &ContentHash, data: &mut StagedData<'_>) -> Result<()> {
         let c = &self.inner.config;
         match data {
             StagedData::Memory {
@@ -351,6 +373,21 @@ impl Store {
         Ok(())
     }
 
+    /// The encoded bytes of an inline blob: from its record (format 2) or its `D` entry.
+    pub(crate) fn inline_bytes(&self, hash: &ContentHash) -> Result<Vec<u8>> {
+        let record = self
+            .backend()
+            .get(&keys::blob(hash))?
+            .ok_or(Error::ContentMissing { hash: *hash })?;
+        match BlobMeta::data(&record) {
+            Some(d) => Ok(d.to_vec()),
+            None => self
+                .backend()
+                .get(&keys::blob_data(hash))?
+                .ok_or(Error::ContentMissing { hash: *hash }),
+        }
+    }
+
     /// The encoded bytes of a blob and its record: inline from the engine, or its file.
     pub(crate) fn encoded_source(
         &self,
@@ -360,11 +397,7 @@ impl Store {
             .blob_meta(hash)?
             .ok_or(Error::ContentMissing { hash: *hash })?;
         let src: Box<dyn Read + Send> = if m.inline {
-            let bytes = self
-                .backend()
-                .get(&keys::blob_data(hash))?
-                .ok_or(Error::ContentMissing { hash: *hash })?;
-            content::bytes_source(bytes)
+            content::bytes_source(self.inline_bytes(hash)?)
         } else {
             let files = self
                 .inner
@@ -416,12 +449,13 @@ impl Tx<'_> {
                     self.del(keys::garbage(&staged.hash));
                 }
                 m.refs += refs;
-                self.put(key, m.encode());
+                self.put(key, BlobMeta::with_refs(&b, m.refs));
             }
             return Ok((m, false));
         }
         let store = self.store;
         let c = &store.inner.config;
+        let mut record_data = None;
         let m = match &staged.data {
             StagedData::Memory {
                 raw,
@@ -441,6 +475,8 @@ impl Tx<'_> {
                     if let (false, Some(files)) = (*file_written, &store.inner.files) {
                         files.write(&staged.hash, e.codec, &e.bytes)?;
                     }
+                } else if e.bytes.len() <= RECORD_DATA_MAX {
+                    record_data = Some(e.bytes.clone());
                 } else {
                     self.put(keys::blob_data(&staged.hash), e.bytes.clone());
                 }
@@ -474,7 +510,12 @@ impl Tx<'_> {
         // Content staged without its raw bytes (bundle import stages it encoded) gets no stored
         // preview: `Store::preview` computes one from the content when asked, rather than an
         // empty one standing in for it.
+        // Content of at most `RECORD_DATA_MAX` bytes kept in its blob record gets none either:
+        // `Store::preview` computes the same preview from those bytes in one pass (one update
+        // of the same builder), which is cheaper than an engine key per small blob.
+        let small = record_data.is_some() && staged.size <= RECORD_DATA_MAX as u64;
         let preview = match (&staged.preview, &staged.data) {
+            _ if small => None,
             (Some(p), _) => Some(p.clone()),
             (None, StagedData::Memory { raw, .. }) if raw.len() as u64 == staged.size => {
                 Some(crate::preview::Preview::of(raw))
@@ -484,7 +525,13 @@ impl Tx<'_> {
         if let Some(p) = preview {
             self.put(keys::preview(&staged.hash), p.encode());
         }
-        self.put(key, m.encode());
+        self.put(
+            key,
+            match &record_data {
+                Some(d) => m.encode_with_data(d),
+                None => m.encode(),
+            },
+        );
         if refs == 0 {
             self.put(keys::garbage(&staged.hash), vec![]);
         }
@@ -506,7 +553,7 @@ impl Tx<'_> {
             self.del(keys::garbage(hash));
         }
         m.refs += 1;
-        self.put(key, m.encode());
+        self.put(key, BlobMeta::with_refs(&b, m.refs));
         Ok(m)
     }
 
@@ -519,7 +566,7 @@ impl Tx<'_> {
             if m.refs == 0 {
                 self.put(keys::garbage(hash), vec![]);
             }
-            self.put(key, m.encode());
+            self.put(key, BlobMeta::with_refs(&b, m.refs));
         }
         Ok(())
     }
@@ -538,7 +585,7 @@ impl Tx<'_> {
         }
         self.del(keys::blob(hash));
         self.del(keys::preview(hash)); // partial reads (issue 13): its preview
-        if m.inline {
+        if m.inline && BlobMeta::data(&b).is_none() {
             self.del(keys::blob_data(hash));
         }
         self.add(counters::BLOBS, -1);

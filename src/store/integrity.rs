@@ -7,8 +7,9 @@
 //! functions (`write_session_indexes`, `write_artifact_indexes`) run into a scratch batch that is
 //! never committed, so the check cannot drift from what puts actually write.
 //!
-//! Memory: one reference count per distinct blob, one expected value per counter and one latest
-//! version per (session, name); never the artifact records themselves.
+//! Memory: one reference count per distinct blob and one expected value per counter; never the
+//! artifact records themselves. The `l` (latest version) keys of older stores are retired and
+//! not checked: nothing reads them (the last `n` entry of a name is its latest version).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -69,6 +70,9 @@ pub(crate) struct Plan {
     files: Vec<(ContentHash, PathBuf)>,
     /// Keys whose values are moved into `quarantine/records/` and then deleted.
     records: Vec<Vec<u8>>,
+    /// Blob records (format 2) whose inline bytes are corrupt: the record is copied into
+    /// `quarantine/records/` and rewritten without its bytes (the content is then missing).
+    strip: Vec<Vec<u8>>,
 }
 
 /// The result of one checking pass.
@@ -206,7 +210,6 @@ impl Store {
             plan: Plan::default(),
             refs: HashMap::new(),
             counters: BTreeMap::new(),
-            latest: HashMap::new(),
             lost: BTreeMap::new(),
         };
         for name in EXACT_COUNTERS {
@@ -216,7 +219,6 @@ impl Store {
         c.session_indexes()?;
         c.artifacts()?;
         c.artifact_indexes()?;
-        c.latest_pointers()?;
         let all_counted = self.sum_extension_references(&mut c.refs)?;
         if !all_counted {
             c.report.problems.push(problem(
@@ -286,6 +288,22 @@ impl Store {
             .iter()
             .filter(|op| matches!(op, Op::Put(k, _) if k.first() == Some(&keys::BLOB)))
             .count() as u64;
+        // Corrupt inline bytes inside a blob record: keep a copy, then drop the bytes (the
+        // record stays, so counts hold; reads then fail with "content missing").
+        for key in plan.strip {
+            if let Some(value) = self.backend().get(&key)? {
+                if let Some(d) = self.quarantine_record(&key, &value)? {
+                    report.quarantined.push(d.display().to_string());
+                }
+                // A reference-count fix of the same record, if any, has the right count.
+                let fixed = ops.iter().rev().find_map(|op| match op {
+                    Op::Put(k, v) if *k == key => Some(v.clone()),
+                    _ => None,
+                });
+                let m = BlobMeta::decode(fixed.as_deref().unwrap_or(&value))?;
+                ops.push(Op::Put(key, m.encode()));
+            }
+        }
         // Bounded batches; each is atomic, and a crash between them leaves a store that a second
         // repair finishes.
         let mut iter = ops.into_iter().peekable();
@@ -392,8 +410,6 @@ struct Checker<'a> {
     refs: HashMap<ContentHash, u64>,
     /// Expected value of every counter `verify` knows.
     counters: BTreeMap<Vec<u8>, i64>,
-    /// Expected latest version per latest-pointer key.
-    latest: HashMap<Vec<u8>, u32>,
     /// Blobs whose content is missing or corrupt: the artifacts that lose it are filled in later.
     lost: BTreeMap<ContentHash, (&'static str, String)>,
 }
@@ -558,9 +574,6 @@ impl Checker<'_> {
                 self.count(name, d);
             }
             self.count(super::counters::session_artifacts(&a.session_id), 1);
-            let lk = keys::latest(&a.session_id, &a.name);
-            let v = self.latest.entry(lk).or_insert(0);
-            *v = (*v).max(a.version);
             *self.refs.entry(a.hash).or_insert(0) += 1;
             match backend.get(&keys::blob(&a.hash))? {
                 None => {
@@ -633,60 +646,6 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Each latest pointer names the highest version of its (session, name) that exists.
-    fn latest_pointers(&mut self) -> Result<()> {
-        let backend = self.store.backend();
-        for e in RangeIter::prefix(backend, &[keys::LATEST], false) {
-            let (k, v) = e?;
-            self.report.index_entries_checked += 1;
-            let have = <[u8; 4]>::try_from(v.as_slice())
-                .ok()
-                .map(u32::from_be_bytes);
-            match self.latest.remove(&k) {
-                None => {
-                    self.push(problem(
-                        kind::DANGLING_INDEX,
-                        None,
-                        Vec::new(),
-                        format!(
-                            "latest-version pointer {} names no existing artifact",
-                            key_label(&k)
-                        ),
-                    ));
-                    self.plan.ops.push(Op::Delete(k));
-                }
-                Some(want) if have != Some(want) => {
-                    self.push(problem(
-                        kind::MISSING_INDEX,
-                        None,
-                        Vec::new(),
-                        format!(
-                            "latest-version pointer {} says {:?}; the highest stored version is {want}",
-                            key_label(&k),
-                            have
-                        ),
-                    ));
-                    self.plan.ops.push(Op::Put(k, want.to_be_bytes().to_vec()));
-                }
-                Some(_) => {}
-            }
-        }
-        let missing: Vec<(Vec<u8>, u32)> = self.latest.drain().collect();
-        for (k, want) in missing {
-            self.push(problem(
-                kind::MISSING_INDEX,
-                None,
-                Vec::new(),
-                format!(
-                    "latest-version pointer {} is missing (highest version {want})",
-                    key_label(&k)
-                ),
-            ));
-            self.plan.ops.push(Op::Put(k, want.to_be_bytes().to_vec()));
-        }
-        Ok(())
-    }
-
     fn blobs(&mut self, all_counted: bool) -> Result<()> {
         let store = self.store;
         let backend = store.backend();
@@ -738,7 +697,7 @@ impl Checker<'_> {
                 ));
                 self.plan
                     .ops
-                    .push(Op::Put(k.clone(), BlobMeta { refs, ..m }.encode()));
+                    .push(Op::Put(k.clone(), BlobMeta::with_refs(&v, refs)));
             }
             let listed = backend.get(&keys::garbage(&hash))?.is_some();
             if listed != (refs == 0) {
@@ -764,15 +723,18 @@ impl Checker<'_> {
                     Op::Put(keys::garbage(&hash), Vec::new())
                 });
             }
-            self.check_content(hash, &m)?;
+            self.check_content(hash, &m, &v)?;
         }
         Ok(())
     }
 
     /// Re-hashes one blob's content, streaming (bounded memory whatever its size).
-    fn check_content(&mut self, hash: ContentHash, m: &BlobMeta) -> Result<()> {
+    fn check_content(&mut self, hash: ContentHash, m: &BlobMeta, record: &[u8]) -> Result<()> {
         let store = self.store;
-        let source: Box<dyn Read + Send> = if m.inline {
+        let in_record = BlobMeta::data(record);
+        let source: Box<dyn Read + Send> = if let Some(d) = in_record {
+            content::bytes_source(d.to_vec())
+        } else if m.inline {
             match store.backend().get(&keys::blob_data(&hash))? {
                 Some(b) => content::bytes_source(b),
                 None => {
@@ -839,6 +801,8 @@ impl Checker<'_> {
                 self.plan
                     .files
                     .push((hash, content::blob_path(&paths.blobs, &hash, m.codec)));
+            } else if in_record.is_some() {
+                self.plan.strip.push(keys::blob(&hash));
             } else if m.inline {
                 self.plan.records.push(keys::blob_data(&hash));
             }
@@ -852,8 +816,11 @@ impl Checker<'_> {
         for e in RangeIter::prefix(backend, &[keys::BLOB_DATA], false) {
             let (k, _) = e?;
             let claimed = match ContentHash::from_slice(&k[1..]) {
+                // Claimed by a format-1 inline record; a format-2 record carries its own bytes.
                 Ok(h) => match backend.get(&keys::blob(&h))? {
-                    Some(b) => BlobMeta::decode(&b).map(|m| m.inline).unwrap_or(true),
+                    Some(b) => BlobMeta::decode(&b)
+                        .map(|m| m.inline && BlobMeta::data(&b).is_none())
+                        .unwrap_or(true),
                     None => false,
                 },
                 Err(_) => false,

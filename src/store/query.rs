@@ -442,12 +442,7 @@ impl Store {
         match winner {
             Some(i) => {
                 let src = sources.swap_remove(i);
-                let mut found = Vec::new();
-                for c in src.buf {
-                    if let Some(a) = self.check(plan, c, &mut latest_cache)? {
-                        found.push(a);
-                    }
-                }
+                let mut found = self.check_many(plan, src.buf, &mut latest_cache)?;
                 found.sort_by_key(|a| a.id);
                 if plan.desc {
                     found.reverse();
@@ -468,12 +463,19 @@ impl Store {
                     None => (Vec::new(), self.time_source(plan)),
                 };
                 let mut found = Vec::with_capacity(plan.limit + 1);
-                for c in buf.into_iter().map(Ok).chain(iter) {
-                    if let Some(a) = self.check(plan, c?, &mut latest_cache)? {
-                        found.push(a);
-                        if found.len() > plan.limit {
-                            break;
-                        }
+                let mut cands = buf.into_iter().map(Ok).chain(iter);
+                // In chunks of as many candidates as the page still needs, so that their records
+                // load in one engine call and never more are loaded than one at a time would.
+                while found.len() <= plan.limit {
+                    let need = plan.limit + 1 - found.len();
+                    let chunk = cands.by_ref().take(need).collect::<Result<Vec<_>>>()?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let done = chunk.len() < need;
+                    found.extend(self.check_many(plan, chunk, &mut latest_cache)?);
+                    if done {
+                        break;
                     }
                 }
                 Ok(paginate(found, plan.limit))
@@ -481,25 +483,51 @@ impl Store {
         }
     }
 
+    /// The candidates that match every filter, in the order given. Candidates whose index entry
+    /// already rules them out are dropped first; the records of the rest load in one engine call.
+    fn check_many(
+        &self,
+        plan: &Plan,
+        cands: Vec<Cand>,
+        latest: &mut HashMap<(SessionId, String), u32>,
+    ) -> Result<Vec<Artifact>> {
+        let cands: Vec<Cand> = cands
+            .into_iter()
+            .filter(|c| match (c.sid, &plan.sessions) {
+                (Some(sid), Some(set)) => set.contains(&sid),
+                _ => true,
+            })
+            .collect();
+        let wanted: Vec<Vec<u8>> = cands
+            .iter()
+            .filter(|c| c.record.is_none())
+            .map(|c| keys::artifact(&c.aid))
+            .collect();
+        let mut loaded = self.backend().get_many(&wanted)?.into_iter();
+        let mut out = Vec::new();
+        for c in cands {
+            let record = match c.record {
+                Some(r) => r,
+                // An index entry whose record is gone is reported by verify; queries skip it.
+                None => match loaded.next().flatten() {
+                    Some(r) => r,
+                    None => continue,
+                },
+            };
+            if let Some(a) = self.check(plan, &record, latest)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
     fn check(
         &self,
         plan: &Plan,
-        c: Cand,
+        record: &[u8],
         latest: &mut HashMap<(SessionId, String), u32>,
     ) -> Result<Option<Artifact>> {
-        if let (Some(sid), Some(set)) = (c.sid, &plan.sessions) {
-            if !set.contains(&sid) {
-                return Ok(None);
-            }
-        }
-        let a: Artifact = match c.record {
-            Some(bytes) => crate::artifact::record::decode(&bytes)?,
-            None => match self.backend().get(&keys::artifact(&c.aid))? {
-                Some(bytes) => crate::artifact::record::decode(&bytes)?,
-                // An index entry whose record is gone is reported by verify; queries skip it.
-                None => return Ok(None),
-            },
-        };
+        let a: Artifact = crate::artifact::record::decode(record)?;
         if !plan.matches(&a) {
             return Ok(None);
         }

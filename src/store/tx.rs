@@ -261,8 +261,30 @@ impl Store {
 
 impl Tx<'_> {
     /// A value as this batch sees it.
+    ///
+    /// The `l` (latest version) table is retired: the latest version of a name is the last `n`
+    /// entry of its prefix (see [`Tx::latest_version`]). A read of an `l` key is answered from
+    /// the `n` entries, so callers written for the old table (checkpoint copies, bundle import)
+    /// get the right answer, and a stale `l` key left by an older Cairn is never believed.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some((sid, name)) = keys::parse_latest(key) {
+            return Ok(self
+                .latest_version(&sid, name)?
+                .map(|v| v.to_be_bytes().to_vec()));
+        }
         self.wtx.get(key)
+    }
+
+    /// The highest stored version of `name` in `session`, as this batch sees it: one reverse
+    /// scan of the name's `n` entries.
+    pub(crate) fn latest_version(&self, session: &SessionId, name: &str) -> Result<Option<u32>> {
+        let prefix = keys::name_versions_prefix(session, name);
+        let end = crate::backend::prefix_end(&prefix);
+        Ok(self
+            .wtx
+            .scan(&prefix, &end, true, 1)?
+            .first()
+            .and_then(|(k, _)| keys::version_of(&prefix, k)))
     }
 
     /// Up to `limit` entries in `start..end` as this batch sees them (see `Backend::scan`).
@@ -291,6 +313,10 @@ impl Tx<'_> {
     }
 
     pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        if key.first() == Some(&keys::LATEST) {
+            // Retired table (see `get`): the `n` entries already say it.
+            return;
+        }
         self.wtx.put(key, value);
     }
 

@@ -77,7 +77,7 @@ impl Store {
         Ok(self.check_integrity()?.report)
     }
 
-    /// Rebuilds indexes, latest-version pointers, reference counts, GC entries and counters from
+    /// Rebuilds indexes, reference counts, GC entries and counters from
     /// the session, artifact and blob records; moves corrupt or orphaned blob files into
     /// `<store>/quarantine/` and undecodable records into `<store>/quarantine/records/` (never
     /// deletes them), and reports what it did with a fresh `verify` report.
