@@ -503,7 +503,12 @@ impl Store {
             .filter(|c| c.record.is_none())
             .map(|c| keys::artifact(&c.aid))
             .collect();
-        let mut loaded = self.backend().get_many(&wanted)?.into_iter();
+        let loaded = if wanted.is_empty() {
+            Vec::new() // every candidate came with its record (the time source)
+        } else {
+            self.backend().get_many(&wanted)?
+        };
+        let mut loaded = loaded.into_iter();
         let mut out = Vec::new();
         for c in cands {
             let record = match c.record {
