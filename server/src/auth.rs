@@ -214,7 +214,7 @@ impl TokenPlace {
                 for (_, v) in rows {
                     out.push(decode_record(&v)?);
                 }
-                out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+                out.sort_by_key(|r| r.created_at);
                 Ok(out)
             }
         }
