@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 const CLIENTS: usize = 8;
 /// Acknowledged puts before the restart, and again after it, before the clients stop.
 const PHASE: usize = 30;
+/// Acknowledged puts: name, version, artifact id, the bytes sent.
+type Acked = Arc<Mutex<Vec<(String, u64, String, Vec<u8>)>>>;
 /// A hang guard, not a timing assertion.
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -37,7 +39,7 @@ fn a_postgres_restart_mid_load_gives_clear_errors_and_retries_succeed() {
         })
         .collect();
     let session = servers[0].anon().session(&json!({"name": "restart"}));
-    let acked: Arc<Mutex<Vec<(String, u64, String, Vec<u8>)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let refused: Arc<Mutex<Vec<String>>> = Arc::default();
     let count = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
