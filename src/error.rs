@@ -149,6 +149,15 @@ pub enum Error {
         /// The engine's message.
         message: String,
     },
+    /// The storage server (a shared engine such as PostgreSQL) could not be reached or the
+    /// connection broke: the request did not complete. Nothing partial is stored (each write
+    /// is one transaction); a write whose connection broke during its commit may have been
+    /// applied, so check before repeating writes that must not happen twice. Try again.
+    #[error("storage server unavailable: {message}; try again shortly")]
+    Unavailable {
+        /// The engine's message.
+        message: String,
+    },
     /// A write lost a race with a concurrent writer of a shared engine (a serialization
     /// conflict) and was not applied. The store retries such writes itself; this reaches a caller
     /// only after the retries ran out: try again.
@@ -214,6 +223,7 @@ impl Error {
             Error::InputIo { .. } => "input_io",
             Error::Backend { .. } => "backend",
             Error::WriteConflict { .. } => "write_conflict",
+            Error::Unavailable { .. } => "unavailable",
             Error::Other { .. } => "other",
         }
     }

@@ -64,11 +64,11 @@ pub use artifact::{
 };
 #[cfg(feature = "fjall")]
 pub use backend::FjallBackend;
-#[cfg(feature = "postgres")]
-pub use backend::PostgresBackend;
 #[cfg(feature = "redb")]
 pub use backend::RedbBackend;
 pub use backend::{Backend, BatchTx, MemoryBackend, Op, SledBackend, WriteTx};
+#[cfg(feature = "postgres")]
+pub use backend::{EventListener, PostgresBackend};
 pub use bundle::{BundleLimits, ExportReport, ImportOptions, ImportReport};
 pub use checkpoint::{
     validate_label, Checkpoint, CopyOptions, Lineage, LineageKind, Message, NewCheckpoint,

@@ -77,6 +77,24 @@ pub struct TokenDataArgs {
     /// The server's data folder [default: ./.cairn-server].
     #[arg(long, env = "CAIRN_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// The servers' shared PostgreSQL database (the `--metadata` URL of `cairn serve`): the
+    /// tokens live there instead of in the data folder, seen by every server at once.
+    #[arg(long, env = "CAIRN_METADATA", value_name = "URL")]
+    pub metadata: Option<String>,
+}
+
+impl TokenDataArgs {
+    fn place(self) -> Result<auth::TokenPlace, Failure> {
+        if let Some(url) = &self.metadata {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(Failure::invalid(
+                    "--metadata",
+                    "it takes a PostgreSQL URL: postgres://user:password@host:port/dbname",
+                ));
+            }
+        }
+        auth::TokenPlace::new(&data_dir(self.data), self.metadata.as_deref()).map_err(other)
+    }
 }
 
 /// `cairn token create`.
@@ -167,15 +185,14 @@ struct Created<'a> {
 pub fn token(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
     match cmd {
         TokenCmd::Create(a) => {
-            let dir = data_dir(a.data.data);
-            let (token, rec) =
-                auth::create_token(&dir, &a.tenant, a.admin, a.read_only).map_err(|m| {
-                    if m.starts_with("invalid tenant") {
-                        Failure::invalid("--tenant", m)
-                    } else {
-                        other(m)
-                    }
-                })?;
+            let place = a.data.place()?;
+            let (token, rec) = place.create(&a.tenant, a.admin, a.read_only).map_err(|m| {
+                if m.starts_with("invalid tenant") {
+                    Failure::invalid("--tenant", m)
+                } else {
+                    other(m)
+                }
+            })?;
             ctx.emit(
                 &Created {
                     token: &token,
@@ -195,10 +212,10 @@ pub fn token(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
             )
         }
         TokenCmd::List(a) => {
-            let f = auth::load_tokens(&data_dir(a.data)).map_err(other)?;
-            ctx.emit(&f.tokens, |w, style| {
+            let tokens = a.place()?.list().map_err(other)?;
+            ctx.emit(&tokens, |w, style| {
                 let mut t = Table::new(&["ID", "TENANT", "SCOPES", "CREATED"]);
-                for r in &f.tokens {
+                for r in &tokens {
                     let mut scopes = vec![if r.read_only { "read" } else { "read,write" }];
                     if r.admin {
                         scopes.push("admin");
@@ -214,7 +231,7 @@ pub fn token(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
             })
         }
         TokenCmd::Revoke(a) => {
-            let rec = auth::revoke_token(&data_dir(a.data.data), &a.id).map_err(|m| {
+            let rec = a.data.place()?.revoke(&a.id).map_err(|m| {
                 if m.starts_with("no token") {
                     Failure {
                         code: "token_not_found".into(),

@@ -123,8 +123,17 @@ pub fn create_token(
     admin: bool,
     read_only: bool,
 ) -> Result<(String, TokenRecord), String> {
-    validate_tenant(tenant)?;
     let mut file = load_tokens(data)?;
+    let (token, rec) = new_token(tenant, admin, read_only)?;
+    file.format = FORMAT;
+    file.tokens.push(rec.clone());
+    save_tokens(data, &file)?;
+    Ok((token, rec))
+}
+
+/// A new random token for `tenant` and its record (not stored yet).
+fn new_token(tenant: &str, admin: bool, read_only: bool) -> Result<(String, TokenRecord), String> {
+    validate_tenant(tenant)?;
     let secret = random_bytes::<32>()?;
     let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
     let id = format!("tok_{}", hex(&random_bytes::<6>()?));
@@ -136,9 +145,6 @@ pub fn create_token(
         read_only,
         created_at: Utc::now(),
     };
-    file.format = FORMAT;
-    file.tokens.push(rec.clone());
-    save_tokens(data, &file)?;
     Ok((token, rec))
 }
 
@@ -155,9 +161,161 @@ pub fn revoke_token(data: &Path, id: &str) -> Result<TokenRecord, String> {
     Ok(rec)
 }
 
-/// The token file as the server sees it, reloaded when the file changes.
+/// Where tokens live: `<data>/tokens.json` (one server), or, with `--metadata postgres://...`,
+/// the shared database (every server sees a token created or revoked through any of them at
+/// once). The database keeps them in the key space `server_tokens` (the table
+/// `cairn_kv_server_tokens`, created and versioned by the metadata engine's migrations):
+/// `h` + BLAKE3 of the token (32 bytes) -> the record as JSON; `i` + id -> that hash.
+#[derive(Clone)]
+pub enum TokenPlace {
+    /// `tokens.json` in this data folder.
+    File(PathBuf),
+    /// The shared PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(std::sync::Arc<cairn::PostgresBackend>),
+}
+
+/// The PostgreSQL key space that holds the tokens of every server on one database.
+pub const TOKENS_NAMESPACE: &str = "server_tokens";
+
+impl TokenPlace {
+    /// The place for a server configuration: the database when `metadata` names one.
+    pub fn new(data: &Path, metadata: Option<&str>) -> Result<Self, String> {
+        match metadata {
+            None => Ok(TokenPlace::File(data.to_path_buf())),
+            #[cfg(feature = "postgres")]
+            Some(url) => blocking(|| cairn::PostgresBackend::connect(url, TOKENS_NAMESPACE))
+                .map(|b| TokenPlace::Postgres(std::sync::Arc::new(b)))
+                .map_err(|e| format!("the token table: {e}")),
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => Err(
+                "this build has no PostgreSQL support: rebuild it with the cargo \
+                            feature `postgres`"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Whether the tokens are shared through a database.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, TokenPlace::File(_))
+    }
+
+    /// Every token, oldest first.
+    pub fn list(&self) -> Result<Vec<TokenRecord>, String> {
+        match self {
+            TokenPlace::File(d) => load_tokens(d).map(|f| f.tokens),
+            #[cfg(feature = "postgres")]
+            TokenPlace::Postgres(b) => {
+                use cairn::Backend;
+                let rows = blocking(|| b.scan(b"h", b"i", false, usize::MAX))
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (_, v) in rows {
+                    out.push(decode_record(&v)?);
+                }
+                out.sort_by_key(|r| r.created_at);
+                Ok(out)
+            }
+        }
+    }
+
+    /// Makes a new token for `tenant` and returns it (shown once, never stored) with its record.
+    pub fn create(
+        &self,
+        tenant: &str,
+        admin: bool,
+        read_only: bool,
+    ) -> Result<(String, TokenRecord), String> {
+        match self {
+            TokenPlace::File(d) => create_token(d, tenant, admin, read_only),
+            #[cfg(feature = "postgres")]
+            TokenPlace::Postgres(b) => {
+                use cairn::Backend;
+                let (token, rec) = new_token(tenant, admin, read_only)?;
+                let hash = blake3::hash(token.as_bytes());
+                let json = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+                blocking(|| {
+                    b.apply(vec![
+                        cairn::Op::Put(hash_key(&hash), json),
+                        cairn::Op::Put(id_key(&rec.id), hash.as_bytes().to_vec()),
+                    ])
+                })
+                .map_err(|e| e.to_string())?;
+                Ok((token, rec))
+            }
+        }
+    }
+
+    /// Removes the token with this id. Returns the removed record, or an error naming the id.
+    pub fn revoke(&self, id: &str) -> Result<TokenRecord, String> {
+        match self {
+            TokenPlace::File(d) => revoke_token(d, id),
+            #[cfg(feature = "postgres")]
+            TokenPlace::Postgres(b) => {
+                use cairn::Backend;
+                let missing =
+                    || format!("no token with id {id:?}; `cairn token list` shows the ids");
+                let hash = blocking(|| b.get(&id_key(id)))
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(missing)?;
+                let mut hkey = b"h".to_vec();
+                hkey.extend_from_slice(&hash);
+                let rec = blocking(|| b.get(&hkey)).map_err(|e| e.to_string())?;
+                blocking(|| b.apply(vec![cairn::Op::Delete(hkey), cairn::Op::Delete(id_key(id))]))
+                    .map_err(|e| e.to_string())?;
+                match rec {
+                    Some(v) => decode_record(&v),
+                    None => Err(missing()),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f`, which talks to PostgreSQL through the blocking client, so that it may be called
+/// from anywhere: on a worker of the server's (multi-thread) runtime the worker is handed over
+/// for the call (`block_in_place`: the blocking client cannot run inside a runtime), elsewhere
+/// (the CLI, blocking threads) it simply runs.
+#[cfg(feature = "postgres")]
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn hash_key(h: &blake3::Hash) -> Vec<u8> {
+    let mut k = b"h".to_vec();
+    k.extend_from_slice(h.as_bytes());
+    k
+}
+
+#[cfg(feature = "postgres")]
+fn id_key(id: &str) -> Vec<u8> {
+    let mut k = b"i".to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+#[cfg(feature = "postgres")]
+fn decode_record(v: &[u8]) -> Result<TokenRecord, String> {
+    serde_json::from_slice(v).map_err(|e| {
+        format!(
+            "a token record in the database ({TOKENS_NAMESPACE}) is not valid JSON ({e}); revoke \
+             it and create the token again"
+        )
+    })
+}
+
+/// The tokens as the server sees them: the file, reloaded when it changes, or the database,
+/// asked on every request (one primary-key read), so a revocation through any server holds at
+/// once on all.
 pub struct Tokens {
-    data: PathBuf,
+    place: TokenPlace,
     state: Mutex<Loaded>,
 }
 
@@ -171,8 +329,13 @@ struct Loaded {
 impl Tokens {
     /// Loads `<data>/tokens.json` (an unreadable file is an error at start).
     pub fn open(data: &Path) -> Result<Self, String> {
+        Self::open_at(TokenPlace::File(data.to_path_buf()))
+    }
+
+    /// Opens the tokens at `place` (an unreadable file or database is an error at start).
+    pub fn open_at(place: TokenPlace) -> Result<Self, String> {
         let t = Tokens {
-            data: data.to_path_buf(),
+            place,
             state: Mutex::new(Loaded {
                 loaded: false,
                 stamp: None,
@@ -180,11 +343,24 @@ impl Tokens {
                 error: None,
             }),
         };
-        t.refresh();
-        if let Some(e) = t.lock().error.clone() {
-            return Err(e);
+        match &t.place {
+            TokenPlace::File(_) => {
+                t.refresh();
+                if let Some(e) = t.lock().error.clone() {
+                    return Err(e);
+                }
+            }
+            #[cfg(feature = "postgres")]
+            TokenPlace::Postgres(_) => {
+                t.any()?;
+            }
         }
         Ok(t)
+    }
+
+    /// Where the tokens live.
+    pub fn place(&self) -> &TokenPlace {
+        &self.place
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
@@ -195,7 +371,10 @@ impl Tokens {
     /// Re-reads the file if its modification time or length changed since the last read.
     /// A file that became unreadable keeps the last good tokens and is reported.
     pub fn refresh(&self) {
-        let path = tokens_path(&self.data);
+        let TokenPlace::File(data) = &self.place else {
+            return;
+        };
+        let path = tokens_path(data);
         let stamp = fs::metadata(&path)
             .ok()
             .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
@@ -204,7 +383,7 @@ impl Tokens {
             return;
         }
         st.loaded = true;
-        match load_tokens(&self.data) {
+        match load_tokens(data) {
             Ok(f) => {
                 let mut entries = Vec::with_capacity(f.tokens.len());
                 for t in f.tokens {
@@ -230,30 +409,68 @@ impl Tokens {
         }
     }
 
-    /// Whether no token exists (open mode is possible on loopback).
-    pub fn is_empty(&self) -> bool {
-        self.refresh();
-        self.lock().entries.is_empty()
-    }
-
-    /// The record of the token `presented`, compared by hash in constant time.
-    pub fn check(&self, presented: &str) -> Option<Principal> {
-        self.refresh();
-        let h = blake3::hash(presented.as_bytes());
-        let st = self.lock();
-        let mut found = None;
-        // No early exit: every entry is compared (blake3::Hash's == is constant-time).
-        for (hash, rec) in &st.entries {
-            if *hash == h {
-                found = Some(rec);
+    /// Whether any token exists (an error: the database could not be asked).
+    pub fn any(&self) -> Result<bool, String> {
+        match &self.place {
+            TokenPlace::File(_) => {
+                self.refresh();
+                Ok(!self.lock().entries.is_empty())
+            }
+            #[cfg(feature = "postgres")]
+            TokenPlace::Postgres(b) => {
+                use cairn::Backend;
+                blocking(|| b.scan(b"h", b"i", false, 1))
+                    .map(|v| !v.is_empty())
+                    .map_err(|e| e.to_string())
             }
         }
-        found.map(|r| Principal {
+    }
+
+    /// Whether no token exists (open mode is possible on loopback). A database that cannot be
+    /// asked counts as "tokens exist": never open by accident.
+    pub fn is_empty(&self) -> bool {
+        matches!(self.any(), Ok(false))
+    }
+
+    /// The record of the token `presented`: compared by hash in constant time (file), or
+    /// looked up by its hash (database: the key is a 256-bit hash of a 256-bit secret, so the
+    /// lookup's timing tells nothing about a token's secret). An error: the database could
+    /// not be asked.
+    pub fn lookup(&self, presented: &str) -> Result<Option<Principal>, String> {
+        let h = blake3::hash(presented.as_bytes());
+        let principal = |r: &TokenRecord| Principal {
             tenant: r.tenant.clone(),
             admin: r.admin,
             read_only: r.read_only,
             token_id: Some(r.id.clone()),
-        })
+        };
+        match &self.place {
+            TokenPlace::File(_) => {
+                self.refresh();
+                let st = self.lock();
+                let mut found = None;
+                // No early exit: every entry is compared (blake3::Hash's == is constant-time).
+                for (hash, rec) in &st.entries {
+                    if *hash == h {
+                        found = Some(rec);
+                    }
+                }
+                Ok(found.map(principal))
+            }
+            #[cfg(feature = "postgres")]
+            TokenPlace::Postgres(b) => {
+                use cairn::Backend;
+                match blocking(|| b.get(&hash_key(&h))).map_err(|e| e.to_string())? {
+                    Some(v) => decode_record(&v).map(|r| Some(principal(&r))),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The record of the token `presented`; `None` when unknown, revoked or not checkable.
+    pub fn check(&self, presented: &str) -> Option<Principal> {
+        self.lookup(presented).ok().flatten()
     }
 }
 

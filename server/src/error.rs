@@ -106,6 +106,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             E::LimitExceeded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Unavailable { .. } | E::WriteConflict { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,7 +114,14 @@ impl ApiError {
 
 impl From<cairn::Error> for ApiError {
     fn from(e: cairn::Error) -> Self {
-        Self::new(Self::status_of(&e), e.code(), e.to_string())
+        let status = Self::status_of(&e);
+        let mut out = Self::new(status, e.code(), e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // A shared metadata server restarting, or a write that kept losing races: the
+            // request did nothing partial; the client may retry.
+            out.retry_after = Some(1);
+        }
+        out
     }
 }
 

@@ -26,6 +26,8 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+#[cfg(feature = "postgres")]
+pub mod feed;
 mod jsonfile;
 pub mod limits;
 pub mod metrics;
@@ -118,11 +120,7 @@ fn check_start(state: &AppState, addr: SocketAddr) -> Result<(), String> {
             ),
         );
     }
-    if !state.loopback()
-        && auth::load_tokens(&state.config().data_dir)?
-            .tokens
-            .is_empty()
-    {
+    if !state.loopback() && !state.tokens().any()? {
         return Err(format!(
             "refusing to listen on {addr} without tokens: create one with `cairn token create --data {} --tenant NAME`, or listen on 127.0.0.1",
             state.config().data_dir.display()

@@ -93,7 +93,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
                 .headers()
                 .get(header::AUTHORIZATION)
                 .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-            let p = match st.authenticate(auth) {
+            let p = match st.authenticate_async(auth).await {
                 Ok(p) => p,
                 Err(e) => {
                     // Read (a bounded part of) the body, so a client still sending it gets

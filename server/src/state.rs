@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use cairn::Store;
 use tokio::sync::Semaphore;
 
-use crate::auth::{validate_tenant, Principal, Tokens};
+use crate::auth::{validate_tenant, Principal, TokenPlace, Tokens};
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
@@ -36,6 +36,9 @@ struct Inner {
     webhooks: Webhooks,
     /// The MCP services at `/mcp`, one per (tenant, read-only).
     mcp: crate::api::mcp::McpServices,
+    /// Cross-server event notices per tenant (`--metadata postgres://...`).
+    #[cfg(feature = "postgres")]
+    feeds: Mutex<HashMap<String, Arc<crate::feed::Feed>>>,
 }
 
 impl AppState {
@@ -49,7 +52,10 @@ impl AppState {
                 config.data_dir.display()
             )
         })?;
-        let tokens = Tokens::open(&config.data_dir)?;
+        let tokens = Tokens::open_at(TokenPlace::new(
+            &config.data_dir,
+            config.metadata.as_deref(),
+        )?)?;
         let webhooks = Webhooks::open(&config.data_dir, &config.limits)?;
         let loopback = config.listen.ip().is_loopback();
         let permits = Arc::new(Semaphore::new(config.limits.max_concurrency));
@@ -65,6 +71,8 @@ impl AppState {
                 shutting_down: AtomicBool::new(false),
                 webhooks,
                 mcp: Default::default(),
+                #[cfg(feature = "postgres")]
+                feeds: Mutex::new(HashMap::new()),
                 config,
             }),
         })
@@ -105,6 +113,24 @@ impl AppState {
         self.inner.loopback && self.inner.tokens.is_empty()
     }
 
+    /// The tokens (the file, or the shared database with `--metadata postgres://...`).
+    pub fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
+    }
+
+    /// [`AppState::authenticate`] off the async workers when the tokens live in a database
+    /// (each check is a round trip that may wait for a reconnect).
+    pub async fn authenticate_async(&self, header: Option<&str>) -> ApiResult<Principal> {
+        if !self.inner.tokens.place().is_shared() {
+            return self.authenticate(header);
+        }
+        let st = self.clone();
+        let header = header.map(str::to_string);
+        tokio::task::spawn_blocking(move || st.authenticate(header.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("checking the token failed: {e}")))?
+    }
+
     /// Whether shutdown began (readiness then answers 503).
     pub fn shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
@@ -123,7 +149,8 @@ impl AppState {
     /// Who sent the `Authorization` header value `header` (None: no header).
     pub fn authenticate(&self, header: Option<&str>) -> ApiResult<Principal> {
         let Some(h) = header else {
-            if self.open_mode() {
+            let any = self.inner.tokens.any().map_err(tokens_unavailable)?;
+            if self.inner.loopback && !any {
                 // Any local process can reach a loopback port: it may read and write the
                 // default tenant, but administration (gc, verify, metrics, webhooks) needs an
                 // admin token unless the operator opened it explicitly (`open_admin`).
@@ -147,7 +174,8 @@ impl AppState {
             })?;
         self.inner
             .tokens
-            .check(token)
+            .lookup(token)
+            .map_err(tokens_unavailable)?
             .ok_or_else(|| ApiError::unauthorized("the token is not valid (unknown or revoked)"))
     }
 
@@ -188,6 +216,25 @@ impl AppState {
         self.tenants_lock().get(tenant).cloned()
     }
 
+    /// The cross-server event notices of `tenant` when its records live in PostgreSQL (other
+    /// servers' writes never reach this process's subscriptions); `None` for embedded stores.
+    /// Blocking (connects once per tenant): call it off the async workers.
+    #[cfg(feature = "postgres")]
+    pub fn feed(&self, tenant: &str) -> ApiResult<Option<Arc<crate::feed::Feed>>> {
+        let Some(url) = &self.inner.config.metadata else {
+            return Ok(None);
+        };
+        let mut feeds = self.inner.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = feeds.get(tenant) {
+            return Ok(Some(Arc::clone(f)));
+        }
+        let backend = cairn::PostgresBackend::connect(url, &tenant_namespace(tenant))
+            .map_err(ApiError::from)?;
+        let feed = crate::feed::Feed::start(backend.event_listener());
+        feeds.insert(tenant.to_string(), Arc::clone(&feed));
+        Ok(Some(feed))
+    }
+
     /// Every open store, by tenant name.
     pub fn open_stores(&self) -> Vec<(String, Arc<Store>)> {
         let mut v: Vec<_> = self
@@ -209,6 +256,17 @@ impl AppState {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// The token database could not be asked: 503 with `Retry-After`, the request did nothing.
+fn tokens_unavailable(message: String) -> ApiError {
+    let mut e = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("the tokens could not be checked: {message}; nothing was done, retry shortly"),
+    );
+    e.retry_after = Some(1);
+    e
 }
 
 /// The PostgreSQL namespace of a tenant: a hash of its name, so any valid tenant name maps to a

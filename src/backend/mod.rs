@@ -17,7 +17,7 @@ mod sled;
 pub use self::fjall::FjallBackend;
 pub use self::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
-pub use self::postgres::PostgresBackend;
+pub use self::postgres::{EventListener, PostgresBackend};
 #[cfg(feature = "redb")]
 pub use self::redb::RedbBackend;
 pub use self::sled::SledBackend;

@@ -10,6 +10,10 @@
 //!   [`Error::WriteConflict`]: the store runs the whole write again.
 //! - The schema is versioned per namespace in `cairn_migrations`; missing migrations are applied
 //!   at open under an advisory lock, so several servers starting at once apply each once.
+//! - Every commit that appends events sends, inside its transaction (so PostgreSQL delivers it
+//!   only once the commit succeeded), one `NOTIFY` on the namespace's channel
+//!   ([`events_channel`]) saying "session X has events up to seq N" and nothing more; an
+//!   [`EventListener`] on any process receives it and reads the events from the table.
 //! - Connections are pooled; a connection that broke (a server restart) is dropped and the next
 //!   call opens a new one. Reads outside a transaction retry once on a fresh connection.
 
@@ -74,6 +78,164 @@ impl std::fmt::Debug for PostgresBackend {
     }
 }
 
+/// The `LISTEN`/`NOTIFY` channel of a namespace's event notices: `cairn_ev_<namespace>`.
+pub(crate) fn events_channel(namespace: &str) -> String {
+    format!("cairn_ev_{namespace}")
+}
+
+/// The largest notice payload sent at once (PostgreSQL's limit is 8000 bytes).
+const MAX_NOTICE: usize = 7000;
+
+/// The `SELECT pg_notify(...)` statements announcing the events among `ops`: per session, the
+/// highest seq written, as `SESSIONHEX:SEQ` entries joined by `,`. Empty: no events.
+fn notify_sql(channel: &str, ops: &[Op]) -> String {
+    use std::collections::BTreeMap;
+    const EVENT_KEY_LEN: usize = 1 + 16 + 8;
+    let mut top: BTreeMap<&[u8], u64> = BTreeMap::new();
+    for op in ops {
+        if let Op::Put(k, _) = op {
+            if k.len() == EVENT_KEY_LEN && k[0] == crate::keys::EVENT {
+                let seq = crate::keys::u64_value(&k[17..]);
+                let e = top.entry(&k[1..17]).or_insert(0);
+                *e = (*e).max(seq);
+            }
+        }
+    }
+    let mut sql = String::new();
+    let mut payload = String::new();
+    let flush = |payload: &mut String, sql: &mut String| {
+        if !payload.is_empty() {
+            // Channel and payload hold only [a-z0-9_:,]: nothing to escape.
+            sql.push_str(&format!("SELECT pg_notify('{channel}', '{payload}'); "));
+            payload.clear();
+        }
+    };
+    for (sid, seq) in top {
+        if payload.len() > MAX_NOTICE {
+            flush(&mut payload, &mut sql);
+        }
+        if !payload.is_empty() {
+            payload.push(',');
+        }
+        for b in sid {
+            payload.push_str(&format!("{b:02x}"));
+        }
+        payload.push_str(&format!(":{seq}"));
+    }
+    flush(&mut payload, &mut sql);
+    sql
+}
+
+/// Parses one notice payload (see [`notify_sql`]); malformed entries are skipped (the poll
+/// backstop of a listener's user finds their events anyway).
+fn parse_notice(payload: &str, out: &mut Vec<(crate::ids::SessionId, u64)>) {
+    for entry in payload.split(',') {
+        let Some((sid, seq)) = entry.split_once(':') else {
+            continue;
+        };
+        let Ok(seq) = seq.parse::<u64>() else {
+            continue;
+        };
+        if sid.len() != 32 {
+            continue;
+        }
+        let mut bytes = [0u8; 16];
+        let ok = (0..16).all(|i| {
+            sid.get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .filter(|_| sid.as_bytes()[2 * i] != b'+')
+                .map(|b| bytes[i] = b)
+                .is_some()
+        });
+        if ok {
+            out.push((crate::ids::SessionId::from_bytes(bytes), seq));
+        }
+    }
+}
+
+/// Receives a namespace's event notices ("session X has events up to seq N") on a connection
+/// of its own that `LISTEN`s on [`events_channel`]. Notices are hints: one may be lost while
+/// the connection is down, so a user also reads the table on a bounded interval.
+pub struct EventListener {
+    config: postgres::Config,
+    target: String,
+    channel: String,
+    client: Option<Client>,
+}
+
+impl std::fmt::Debug for EventListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventListener")
+            .field("target", &self.target)
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+impl EventListener {
+    /// Waits up to `timeout` for notices and returns every one received, as (session, highest
+    /// seq). Connects (again) first when needed; an error means the connection failed (the
+    /// next call reconnects), and notices may have been missed meanwhile.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<(crate::ids::SessionId, u64)>> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let fail = |what: &str, e: String, target: &str| Error::Backend {
+            message: format!(
+                "PostgreSQL at {target}: {what}: {e} (the connection failed: check that the \
+                 server runs and is reachable)"
+            ),
+        };
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            let mut c = self
+                .config
+                .connect(NoTls)
+                .map_err(|e| fail("listen", e.to_string(), &self.target))?;
+            c.batch_execute(&format!("LISTEN {}", self.channel))
+                .map_err(|e| fail("listen", e.to_string(), &self.target))?;
+            self.client = Some(c);
+        }
+        let mut out = Vec::new();
+        let Some(c) = self.client.as_mut() else {
+            return Ok(out);
+        };
+        let got = {
+            let mut n = c.notifications();
+            let first = n.timeout_iter(timeout).next();
+            match first {
+                Ok(Some(note)) => {
+                    parse_notice(note.payload(), &mut out);
+                    let mut rest = n.iter();
+                    loop {
+                        match rest.next() {
+                            Ok(Some(note)) => parse_notice(note.payload(), &mut out),
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e.to_string()),
+                        }
+                    }
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let closed = c.is_closed();
+        match got {
+            Err(e) => {
+                self.client = None;
+                Err(fail("waiting for notices", e, &self.target))
+            }
+            Ok(()) if closed => {
+                self.client = None;
+                Err(fail(
+                    "waiting for notices",
+                    "connection closed".into(),
+                    &self.target,
+                ))
+            }
+            Ok(()) => Ok(out),
+        }
+    }
+}
+
 fn table_name(namespace: &str) -> String {
     format!("cairn_kv_{namespace}")
 }
@@ -95,6 +257,22 @@ fn check_namespace(namespace: &str) -> Result<()> {
                  a-z, 0-9 and _"
             ),
         ))
+    }
+}
+
+/// Whether a PostgreSQL error means the connection (or the server behind it) is gone: closed,
+/// an I/O error, or the server shutting down or restarting (SQLSTATE class 57P).
+fn is_broken(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(c) => {
+            *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+        }
+        None => e.as_db_error().is_none(),
     }
 }
 
@@ -156,6 +334,16 @@ impl PostgresBackend {
         &self.namespace
     }
 
+    /// A listener for this namespace's event notices (it connects on its first wait).
+    pub fn event_listener(&self) -> EventListener {
+        EventListener {
+            config: self.config.clone(),
+            target: self.target.clone(),
+            channel: events_channel(&self.namespace),
+            client: None,
+        }
+    }
+
     /// Drops the namespace's table and its migration records: every record of that store is
     /// gone. For tests and for removing a tenant.
     pub fn drop_namespace(&self) -> Result<()> {
@@ -182,19 +370,24 @@ impl PostgresBackend {
                 message: format!("PostgreSQL at {}: {what}: {e}", self.target),
             };
         }
-        let hint = if e.is_closed() || e.as_db_error().is_none() {
-            " (the connection failed: check that the server runs and is reachable; retry the \
-             request)"
-        } else {
-            ""
-        };
+        if is_broken(&e) {
+            // A server restart: every pooled connection is as dead as this one.
+            self.pool().clear();
+            return Error::Unavailable {
+                message: format!(
+                    "PostgreSQL at {}: {what}: {e} (the connection failed: check that the \
+                     server runs and is reachable)",
+                    self.target
+                ),
+            };
+        }
         Error::Backend {
-            message: format!("PostgreSQL at {}: {what}: {e}{hint}", self.target),
+            message: format!("PostgreSQL at {}: {what}: {e}", self.target),
         }
     }
 
     fn raw_connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| Error::Backend {
+        self.config.connect(NoTls).map_err(|e| Error::Unavailable {
             message: format!(
                 "could not connect to PostgreSQL at {}: {e}; check that the server runs, the \
                  URL (user, host, port, database) is right and the user may log in",
@@ -304,12 +497,30 @@ impl PostgresBackend {
                     self.checkin(c);
                     return Ok(v);
                 }
-                Err(e) if !retried && (e.is_closed() || c.client.is_closed()) => retried = true,
+                Err(e) if !retried && (is_broken(&e) || c.client.is_closed()) => {
+                    // Every pooled connection predates the break: start from a new one.
+                    self.pool().clear();
+                    retried = true;
+                }
                 Err(e) => {
                     self.checkin(c);
                     return Err(self.err(what, e));
                 }
             }
+        }
+    }
+}
+
+impl Drop for PostgresBackend {
+    /// Closes the pooled connections on a thread of their own: the blocking client's close
+    /// runs a small async runtime, which must not start inside a caller's (a server dropping
+    /// its state on an async worker).
+    fn drop(&mut self) {
+        let conns = std::mem::take(self.pool.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !conns.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("cairn-pg-close".into())
+                .spawn(move || drop(conns));
         }
     }
 }
@@ -411,11 +622,22 @@ impl Backend for PostgresBackend {
             }
         }
         let ops = last.into_ops();
+        let notify = notify_sql(&events_channel(&self.namespace), &ops);
         let mut c = self.checkout()?;
+        if let Err(e) = c.client.batch_execute("BEGIN") {
+            if !is_broken(&e) {
+                return Err(self.err("begin", e));
+            }
+            // A pooled connection from before a server restart: begin on a new one.
+            self.pool().clear();
+            c = self.checkout()?;
+            c.client
+                .batch_execute("BEGIN")
+                .map_err(|e| self.err("begin", e))?;
+        }
         let out = (|| {
-            c.client.batch_execute("BEGIN")?;
             write_on(&mut c, ops)?;
-            c.client.batch_execute("COMMIT")
+            c.client.batch_execute(&format!("{notify}COMMIT"))
         })();
         match out {
             Ok(()) => {
@@ -444,7 +666,16 @@ impl Backend for PostgresBackend {
     fn begin_write(&self) -> Result<Box<dyn WriteTx + '_>> {
         let mut c = self.checkout()?;
         if let Err(e) = c.client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE") {
-            return Err(self.err("begin", e));
+            if !is_broken(&e) {
+                return Err(self.err("begin", e));
+            }
+            // A pooled connection from before a server restart: nothing was sent yet, so
+            // begin once more on a new connection.
+            self.pool().clear();
+            c = self.checkout()?;
+            c.client
+                .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                .map_err(|e| self.err("begin", e))?;
         }
         Ok(Box::new(PgTx {
             backend: self,
@@ -521,7 +752,10 @@ impl WriteTx for PgTx<'_> {
                 ),
             });
         };
-        let out = write_on(&mut c, ops).and_then(|()| c.client.batch_execute("COMMIT"));
+        // The notice rides in the same round trip as COMMIT and is delivered only if it succeeds.
+        let notify = notify_sql(&events_channel(&self.backend.namespace), &ops);
+        let out =
+            write_on(&mut c, ops).and_then(|()| c.client.batch_execute(&format!("{notify}COMMIT")));
         match out {
             Ok(()) => {
                 self.backend.checkin(c);
@@ -552,6 +786,36 @@ impl Drop for PgTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notices_name_the_highest_seq_per_session_and_parse_back() {
+        let a = crate::ids::SessionId::new();
+        let b = crate::ids::SessionId::new();
+        let ev = |s: &crate::ids::SessionId, n: u64| {
+            crate::keys::Key::new(crate::keys::EVENT)
+                .sid(s)
+                .u64(n)
+                .build()
+        };
+        let ops = vec![
+            Op::Put(ev(&a, 3), vec![]),
+            Op::Put(ev(&a, 4), vec![]),
+            Op::Put(ev(&b, 1), vec![]),
+            Op::Put(b"Sxx".to_vec(), vec![]),
+            Op::Delete(ev(&b, 9)),
+        ];
+        let sql = notify_sql("cairn_ev_t", &ops);
+        assert_eq!(sql.matches("pg_notify").count(), 1, "{sql}");
+        let payload = sql.split('\'').nth(3).unwrap();
+        let mut got = Vec::new();
+        parse_notice(payload, &mut got);
+        got.sort_by_key(|(_, n)| *n);
+        assert_eq!(got, vec![(b, 1), (a, 4)]);
+        assert!(notify_sql("c", &[Op::Put(b"Sxx".to_vec(), vec![])]).is_empty());
+        let mut bad = Vec::new();
+        parse_notice("zz:1,+0000000000000000000000000000000:2,x,", &mut bad);
+        assert!(bad.is_empty(), "{bad:?}");
+    }
 
     #[test]
     fn namespaces_are_checked() {

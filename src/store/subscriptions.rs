@@ -43,3 +43,22 @@ impl Store {
         self.inner.hub.register(filter, members, grows, since)
     }
 }
+
+impl Store {
+    /// The seq of the last event in session `id`'s log (0: none yet). A reader that tails the
+    /// log from the store itself (another process's writes on a shared engine never reach this
+    /// process's subscriptions) starts after it.
+    pub fn last_event_seq(&self, id: SessionId) -> Result<u64> {
+        self.session(id)?;
+        let prefix = crate::keys::Key::new(crate::keys::EVENT).sid(&id).build();
+        let last = self
+            .backend()
+            .scan(&prefix, &crate::backend::prefix_end(&prefix), true, 1)?;
+        Ok(match last.first() {
+            Some((k, _)) if k.len() == prefix.len() + 8 => {
+                crate::keys::u64_value(&k[prefix.len()..])
+            }
+            _ => 0,
+        })
+    }
+}

@@ -186,3 +186,117 @@ fn wait_ready(url: &str) -> Result<(), String> {
         }
     }
 }
+
+/// A PostgreSQL cluster of one test's own, run with `pg_ctl` so that the test can restart it
+/// (fault injection); stopped and removed when dropped. `None` (with the reason printed) when
+/// none can be started, unless `CAIRN_REQUIRE_PG=1`.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    root: bool,
+    /// `postgres://cairn@127.0.0.1:PORT/postgres`.
+    pub url: String,
+}
+
+impl Cluster {
+    /// Makes and starts the cluster.
+    pub fn start() -> Option<Cluster> {
+        match Self::try_start() {
+            Ok(c) => Some(c),
+            Err(why) => {
+                if std::env::var("CAIRN_REQUIRE_PG").as_deref() == Ok("1") {
+                    panic!("CAIRN_REQUIRE_PG=1 but no PostgreSQL cluster could be started: {why}");
+                }
+                eprintln!("SKIPPED: this test needs a PostgreSQL cluster of its own: {why}");
+                None
+            }
+        }
+    }
+
+    fn try_start() -> Result<Cluster, String> {
+        let bin = bin_dir().ok_or("no initdb found (install Debian's `postgresql` package)")?;
+        let root = is_root();
+        let dir = std::env::temp_dir().join(format!(
+            "cairn-pgctl-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if root {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres", &dir.to_string_lossy()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return Err(format!("could not chown {} to postgres", dir.display()));
+            }
+        }
+        let port = free_port()?;
+        let c = Cluster {
+            url: format!("postgres://cairn@127.0.0.1:{port}/postgres"),
+            bin,
+            dir,
+            root,
+        };
+        let (b, d) = (c.bin.display(), c.dir.display());
+        c.run(&format!(
+            "'{b}/initdb' -D '{d}/data' -U cairn --auth=trust -E UTF8 --no-sync >'{d}/initdb.log' 2>&1 && \
+             printf \"port = {port}\\nlisten_addresses = '127.0.0.1'\\nunix_socket_directories = '{d}'\\n\
+             fsync = off\\nsynchronous_commit = off\\nmax_connections = 300\\n\
+             max_pred_locks_per_transaction = 256\\n\" >> '{d}/data/postgresql.conf'"
+        ))?;
+        c.ctl("start")?;
+        // A watchdog stops and removes the cluster if this process dies without dropping it.
+        let me = std::process::id();
+        let _ = sh(
+            &format!(
+                "while [ -d /proc/{me} ]; do sleep 1; done; \
+                 '{b}/pg_ctl' -D '{d}/data' -m immediate stop >/dev/null 2>&1; rm -rf '{d}'"
+            ),
+            c.root,
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+        wait_ready(&c.url)?;
+        Ok(c)
+    }
+
+    fn run(&self, script: &str) -> Result<(), String> {
+        let ok = sh(script, self.root)
+            .status()
+            .map_err(|e| e.to_string())?
+            .success();
+        if ok {
+            Ok(())
+        } else {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            Err(format!("`{script}` failed; server log: {log}"))
+        }
+    }
+
+    fn ctl(&self, what: &str) -> Result<(), String> {
+        let (b, d) = (self.bin.display(), self.dir.display());
+        self.run(&format!(
+            "'{b}/pg_ctl' -D '{d}/data' -l '{d}/server.log' -w -t 60 -m fast {what} >/dev/null 2>&1"
+        ))
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is cut; returns once the server accepts
+    /// connections again.
+    pub fn restart(&self) {
+        self.ctl("restart").expect("pg_ctl restart");
+        wait_ready(&self.url).expect("the restarted server answers");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.ctl("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

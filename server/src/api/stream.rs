@@ -101,6 +101,7 @@ fn missed_frame(n: u64) -> Bytes {
 pub async fn stream(
     State(st): State<AppState>,
     Reader(store): Reader,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     Path(id): Path<SessionId>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -147,6 +148,32 @@ pub async fn stream(
         } else {
             SubscriptionFilter::new().session(id)
         };
+        #[cfg(feature = "postgres")]
+        match state.feed(&who.tenant) {
+            Ok(Some(feed)) => {
+                return shared::run(shared::Setup {
+                    store,
+                    feed,
+                    id,
+                    subtree,
+                    resume,
+                    ready: ready_tx,
+                    out: Sender {
+                        tx,
+                        state,
+                        last_sent: Instant::now(),
+                    },
+                    keepalive,
+                })
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        }
+        #[cfg(not(feature = "postgres"))]
+        let _ = &who;
         let setup = store
             .subscribe(filter.capacity(capacity))
             .map_err(ApiError::from)
@@ -344,6 +371,187 @@ fn live(
         };
         if out.send(frame).is_err() {
             return;
+        }
+    }
+}
+
+/// Streams of stores shared with other servers (PostgreSQL): the events are read from the
+/// database, woken by the tenant's notices ([`crate::feed`]) and at least every
+/// [`crate::feed::BACKSTOP`]. Each session's events go out in seq order with none skipped
+/// (the log is the queue, so a slow client never misses any); across the sessions of a
+/// subtree, order is per session only.
+#[cfg(feature = "postgres")]
+mod shared {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cairn::{SessionId, Store};
+
+    use super::{event_frame, plan_replay, replay, Gone, Sender, POLL, REPLAY_PAGE};
+    use crate::error::ApiResult;
+    use crate::feed::Feed;
+
+    pub(super) struct Setup {
+        pub store: Arc<Store>,
+        pub feed: Arc<Feed>,
+        pub id: SessionId,
+        pub subtree: bool,
+        pub resume: Option<super::Position>,
+        pub ready: tokio::sync::oneshot::Sender<ApiResult<()>>,
+        pub out: Sender,
+        pub keepalive: Duration,
+    }
+
+    /// Where each followed session starts: after the replayed events, or after its last event.
+    fn start(
+        store: &Store,
+        id: SessionId,
+        subtree: bool,
+        resume: Option<super::Position>,
+    ) -> ApiResult<(Vec<SessionId>, Option<super::Plan>)> {
+        let members = if subtree {
+            store.subtree_ids(id)?
+        } else {
+            store.session(id)?;
+            vec![id]
+        };
+        let plan = match resume {
+            Some(pos) => Some(plan_replay(store, id, subtree, pos)?),
+            None => None,
+        };
+        Ok((members, plan))
+    }
+
+    pub(super) fn run(s: Setup) {
+        let Setup {
+            store,
+            feed,
+            id,
+            subtree,
+            resume,
+            ready,
+            mut out,
+            keepalive,
+        } = s;
+        // Taken before anything is read: whatever is committed later wakes this stream.
+        let mut seen = feed.generation();
+        let (members, plan) = match start(&store, id, subtree, resume) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let mut last: HashMap<SessionId, u64> = HashMap::new();
+        if plan.is_none() {
+            for m in &members {
+                match store.last_event_seq(*m) {
+                    Ok(n) => {
+                        last.insert(*m, n);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        let _ = ready.send(Err(e.into()));
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        if let Some(plan) = plan {
+            let mut replayed = HashMap::new();
+            if replay(&store, &plan, &mut out, &mut replayed).is_err() {
+                return;
+            }
+            for m in &members {
+                last.insert(*m, replayed.get(m).copied().unwrap_or(0));
+            }
+        }
+        let mut backstop = 0;
+        let mut not_ours: HashSet<SessionId> = HashSet::new();
+        loop {
+            if out.state.shutting_down() || out.tx.is_closed() {
+                return;
+            }
+            let (generation, tick, hints) = feed.wait(seen, POLL, &last);
+            let mut due: Vec<SessionId> = hints
+                .into_iter()
+                .filter(|(s, n)| last.get(s).is_some_and(|l| n > l))
+                .map(|(s, _)| s)
+                .collect();
+            if subtree && generation != seen {
+                if not_ours.len() > 65_536 {
+                    not_ours.clear();
+                }
+                for s in feed.unknown(&last) {
+                    if not_ours.contains(&s) {
+                        continue;
+                    }
+                    match store.session(s) {
+                        Ok(sess) if sess.parent_id.is_some_and(|p| last.contains_key(&p)) => {
+                            last.insert(s, 0);
+                            due.push(s);
+                        }
+                        _ => {
+                            not_ours.insert(s);
+                        }
+                    }
+                }
+            }
+            if tick != backstop {
+                backstop = tick;
+                if subtree {
+                    if let Ok(all) = store.subtree_ids(id) {
+                        for s in all {
+                            last.entry(s).or_insert(0);
+                        }
+                    }
+                }
+                due = last.keys().copied().collect();
+            }
+            seen = generation;
+            for s in due {
+                if send_after(&store, s, &mut last, &mut out).is_err() {
+                    return;
+                }
+            }
+            if out.last_sent.elapsed() >= keepalive
+                && out
+                    .send(super::Bytes::from_static(b": keep-alive\n\n"))
+                    .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Sends the events of `s` after `last[s]`, page by page, advancing `last[s]`.
+    fn send_after(
+        store: &Store,
+        s: SessionId,
+        last: &mut HashMap<SessionId, u64>,
+        out: &mut Sender,
+    ) -> Result<(), Gone> {
+        loop {
+            let after = last.get(&s).copied().unwrap_or(0);
+            let page = match store.events(s, Some(after), REPLAY_PAGE) {
+                Ok(p) => p,
+                Err(e) if e.is_not_found() => {
+                    last.remove(&s);
+                    return Ok(());
+                }
+                // The database is away: the next wake-up (a backstop tick at the latest)
+                // tries again; nothing is skipped.
+                Err(_) => return Ok(()),
+            };
+            for e in &page.items {
+                out.send(event_frame(e))?;
+                last.insert(s, e.seq);
+            }
+            if page.items.len() < REPLAY_PAGE {
+                return Ok(());
+            }
         }
     }
 }
