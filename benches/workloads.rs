@@ -11,8 +11,8 @@
 
 use std::process::ExitCode;
 
-use cairn::bench::{render_table, to_json, Bench, BenchOptions};
 use cairn::BackendKind;
+use cairn_bench::{render_table, to_json, Bench, BenchOptions};
 
 fn main() -> ExitCode {
     match run() {

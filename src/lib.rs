@@ -30,10 +30,6 @@
 
 mod artifact;
 mod backend;
-/// The benchmark harness behind `cairn bench`, `benches/` and `bench-suite/` (feature `bench`).
-#[cfg(feature = "bench")]
-#[doc(hidden)]
-pub mod bench;
 pub mod bundle;
 mod by_hash;
 mod checkpoint;

@@ -1,5 +1,5 @@
 //! Cairn's benchmark suite: every workload of issue 4 on memory, sled and redb (through
-//! `cairn::bench`), plus the SQLite baselines of workloads 1, 5 and 6, all measured in this one
+//! `cairn_bench`), plus the SQLite baselines of workloads 1, 5 and 6, all measured in this one
 //! process run so the ratios hold on a noisy machine.
 //!
 //! SQLite is set up as agent frameworks' SQLite savers do: WAL journal, default `synchronous`
@@ -7,7 +7,7 @@
 //! (content addressed by BLAKE3, deduplicated), indexes on kind, tag, name, time, size and
 //! session, 1,000 inserts per transaction.
 //!
-//! Options: the `CAIRN_BENCH_*` variables of `cairn::bench::BenchOptions::from_env` (preset
+//! Options: the `CAIRN_BENCH_*` variables of `cairn_bench::BenchOptions::from_env` (preset
 //! `quick` by default here; `full` gives the issue's sizes), `CAIRN_BENCH_BACKENDS`,
 //! `CAIRN_BENCH_DIR` (scratch folder) and `CAIRN_BENCH_JSON` (write the figures there).
 
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cairn::bench::{
+use cairn_bench::{
     percentile, render_table, small_item, to_json, Bench, BenchOptions, Figure, GenItem, ScalePlan,
     ScaleQuery, ScaleStep, Summary, Workload, BATCH,
 };
@@ -306,7 +306,7 @@ fn run() -> Res<()> {
                 n = sc.db.query(&q, sc.subtree_root)?;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
-            if n != cairn::bench::NEEDLES {
+            if n != cairn_bench::NEEDLES {
                 return Err(
                     format!("SQLite query {} returned {n} rows, expected 100", q.label()).into(),
                 );

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use cairn::bench::{parse_workloads, render_table, Bench, BenchOptions};
 use cairn::BackendKind;
+use cairn_bench::{parse_workloads, render_table, Bench, BenchOptions};
 
 use super::context::{CliResult, Ctx, Failure};
 

@@ -4,7 +4,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use cairn::bench::{parse_workloads, Bench, BenchOptions, Workload};
+use cairn_bench::{parse_workloads, Bench, BenchOptions, Workload};
 
 #[test]
 fn every_workload_runs_on_every_backend_at_tiny_sizes() {
@@ -44,9 +44,9 @@ fn every_workload_runs_on_every_backend_at_tiny_sizes() {
         assert!(dedup.median >= 1.0, "{dedup:?}");
         // Stores are removed after each workload.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{name}");
-        let table = cairn::bench::render_table(&figs);
+        let table = cairn_bench::render_table(&figs);
         assert!(table.contains("full scan of every record"), "{table}");
-        let json: serde_json::Value = serde_json::from_str(&cairn::bench::to_json(&figs)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&cairn_bench::to_json(&figs)).unwrap();
         assert_eq!(json.as_array().unwrap().len(), figs.len());
     }
 }

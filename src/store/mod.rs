@@ -390,6 +390,20 @@ impl Store {
         &*self.inner.backend
     }
 
+    /// Up to `limit` of the engine's raw entries with `start <= key < end` (an empty `end`
+    /// means no upper bound), in key order. Read-only. For benchmarks and diagnostics that
+    /// measure what the store writes (engine keys and bytes per artifact) or replay it into a
+    /// bare engine as a baseline; the key layout and record encoding are private to Cairn and
+    /// change between releases, so never build on them.
+    pub fn engine_scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<crate::backend::Entry>> {
+        self.backend().scan(start, end, false, limit)
+    }
+
     /// Reads a counter (committed value).
     pub(crate) fn counter(&self, name: &[u8]) -> Result<i64> {
         match self.backend().get(&keys::counter(name))? {

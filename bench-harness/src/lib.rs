@@ -1,12 +1,12 @@
 //! Benchmark workloads shared by `benches/`, the `bench-suite/` package and `cairn bench`.
 //!
 //! Every workload measures Cairn and a baseline in the same process run, repeats the measurement
-//! [`BenchOptions::runs`](crate::bench::BenchOptions::runs) times and reports the median with the spread, so that the ratio holds on
+//! [`BenchOptions::runs`] times and reports the median with the spread, so that the ratio holds on
 //! a noisy shared machine. Nothing here asserts a timing: it measures and reports. See
 //! BENCHMARKS.md for the figures and what bounds each one.
 //!
 //! ```
-//! use cairn::bench::{BenchOptions, Bench, Workload};
+//! use cairn_bench::{BenchOptions, Bench, Workload};
 //! use cairn::BackendKind;
 //!
 //! # fn main() -> cairn::Result<()> {
@@ -15,7 +15,7 @@
 //! opts.workloads = vec![Workload::Small];
 //! let figures = Bench::new(BackendKind::Memory, dir.path(), opts).run()?;
 //! assert!(figures.iter().all(|f| f.median > 0.0));
-//! println!("{}", cairn::bench::render_table(&figures));
+//! println!("{}", cairn_bench::render_table(&figures));
 //! # Ok(())
 //! # }
 //! ```
@@ -30,15 +30,59 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::artifact::{Artifact, ArtifactKind, NewArtifact};
-use crate::backend::{Backend, MemoryBackend, Op, RangeIter, SledBackend};
-use crate::config::{Config, Durability};
-use crate::error::{Error, Result};
-use crate::ids::SessionId;
-use crate::keys;
-use crate::query::Query;
-use crate::session::NewSession;
-use crate::store::{BackendKind, Store};
+use cairn::{
+    ArtifactKind, Backend, BackendKind, Config, Durability, Error, MemoryBackend, NewArtifact,
+    NewSession, Op, Query, Result, SessionId, SledBackend, Store,
+};
+
+/// The first byte of the raw engine baseline's keys: that of the store's artifact records (the
+/// baseline writes 17-byte keys in random order, as artifact records are).
+const RAW_KEY_PREFIX: u8 = b'A';
+
+/// An I/O error naming `path`.
+fn io_err(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+/// Bad input for the harness: which input, what is wrong.
+fn invalid(what: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::InvalidInput {
+        what: what.into(),
+        message: message.into(),
+    }
+}
+
+/// `d` as one zstd frame at `level`, with the content size in the header, as the store writes it.
+fn compress(d: &[u8], level: i32) -> Result<Vec<u8>> {
+    let err = |e: std::io::Error| Error::Other {
+        message: format!("zstd compression failed: {e}"),
+    };
+    let mut enc = zstd::bulk::Compressor::new(level).map_err(err)?;
+    enc.include_contentsize(true).map_err(err)?;
+    enc.compress(d).map_err(err)
+}
+
+/// Every key and value in `store`'s engine, in key order (through the public
+/// [`Store::engine_scan`]).
+fn engine_entries(store: &Store, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut from = start.to_vec();
+    loop {
+        let page = store.engine_scan(&from, end, 4096)?;
+        let done = page.len() < 4096;
+        if let Some((k, _)) = page.last() {
+            from = k.clone();
+            from.push(0);
+        }
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
 
 /// Items per atomic batch in the ingest workloads (as SQLite savers commit 1,000 rows per transaction).
 pub const BATCH: usize = 1000;
@@ -102,7 +146,7 @@ impl std::str::FromStr for Workload {
             .into_iter()
             .find(|w| w.as_str() == s)
             .ok_or_else(|| {
-                Error::invalid(
+                invalid(
                     "workload",
                     format!("{s:?}; use small, large, dedup, read, query, space, memory or corpus"),
                 )
@@ -201,7 +245,7 @@ impl BenchOptions {
             Some("quick") => keep(Self::quick()),
             Some("tiny") => keep(Self::tiny()),
             Some(other) => {
-                return Err(Error::invalid(
+                return Err(invalid(
                     "CAIRN_BENCH_PRESET",
                     format!("{other:?}; use full, quick or tiny"),
                 ))
@@ -209,10 +253,11 @@ impl BenchOptions {
         };
         let num = |name: &str, v: &mut usize| -> Result<()> {
             if let Ok(s) = std::env::var(name) {
-                *v =
-                    s.trim().replace('_', "").parse().map_err(|_| {
-                        Error::invalid(name, format!("{s:?} is not a whole number"))
-                    })?;
+                *v = s
+                    .trim()
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| invalid(name, format!("{s:?} is not a whole number")))?;
             }
             Ok(())
         };
@@ -239,7 +284,7 @@ impl BenchOptions {
 
     /// Checks that every size is usable.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str, msg: &str| Err(Error::invalid(what, msg.to_string()));
+        let bad = |what: &str, msg: &str| Err(invalid(what, msg.to_string()));
         if self.runs == 0 {
             return bad(
                 "runs",
@@ -796,9 +841,9 @@ pub fn disk_usage(dir: &Path) -> Result<u64> {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let e = e.map_err(|e| Error::io(&d, e))?;
-            let m = e.metadata().map_err(|err| Error::io(e.path(), err))?;
+        for e in fs::read_dir(&d).map_err(|e| io_err(&d, e))? {
+            let e = e.map_err(|e| io_err(&d, e))?;
+            let m = e.metadata().map_err(|err| io_err(e.path(), err))?;
             if m.is_dir() {
                 stack.push(e.path());
             } else {
@@ -823,7 +868,7 @@ fn allocated(m: &fs::Metadata) -> u64 {
 /// (`VmRSS`, `VmHWM`) of this process in bytes, from /proc/self/status.
 pub fn rss() -> Result<(u64, u64)> {
     let p = Path::new("/proc/self/status");
-    let s = fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    let s = fs::read_to_string(p).map_err(|e| io_err(p, e))?;
     let field = |name: &str| -> u64 {
         s.lines()
             .find(|l| l.starts_with(name))
@@ -852,7 +897,7 @@ pub fn process_cpu_secs() -> f64 {
 /// Resets `VmHWM` to the current RSS (Linux `clear_refs` 5), so the next peak is this phase's.
 pub fn reset_peak_rss() -> Result<()> {
     let p = Path::new("/proc/self/clear_refs");
-    fs::write(p, "5").map_err(|e| Error::io(p, e))
+    fs::write(p, "5").map_err(|e| io_err(p, e))
 }
 
 /// A reader that yields `total` bytes of generated JSON-like log text without holding them.
@@ -960,21 +1005,19 @@ impl Bench {
 
     fn fresh_backend(&mut self) -> Result<(Box<dyn Backend>, PathBuf)> {
         let p = self.fresh_path("raw");
-        fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
         let b: Box<dyn Backend> = match self.kind {
             BackendKind::Memory => Box::new(MemoryBackend::new()),
             BackendKind::Sled => Box::new(SledBackend::open(&p.join("db"))?),
             #[cfg(feature = "redb")]
-            BackendKind::Redb => Box::new(crate::backend::RedbBackend::open(&p)?),
+            BackendKind::Redb => Box::new(cairn::RedbBackend::open(&p)?),
             #[cfg(not(feature = "redb"))]
-            BackendKind::Redb => {
-                return Err(Error::invalid("backend", "this build has no redb backend"))
-            }
+            BackendKind::Redb => return Err(invalid("backend", "this build has no redb backend")),
             #[cfg(feature = "fjall")]
-            BackendKind::Fjall => Box::new(crate::backend::FjallBackend::open(&p.join("db"))?),
+            BackendKind::Fjall => Box::new(cairn::FjallBackend::open(&p.join("db"))?),
             #[cfg(not(feature = "fjall"))]
             BackendKind::Fjall => {
-                return Err(Error::invalid("backend", "this build has no fjall backend"))
+                return Err(invalid("backend", "this build has no fjall backend"))
             }
         };
         Ok((b, p))
@@ -988,7 +1031,7 @@ impl Bench {
     /// Runs the selected workloads, removing each store when done with it.
     pub fn run(&mut self) -> Result<Vec<Figure>> {
         self.opts.validate()?;
-        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         let mut out = Vec::new();
         for w in self.opts.workloads.clone() {
             let (cpu0, t0) = (process_cpu_secs(), Instant::now());
@@ -1045,9 +1088,7 @@ impl Bench {
             let sid = s.create_session(NewSession::new().name("bench"))?.id;
             batch_s.push(rate(n as f64, Self::ingest_batches(&s, sid, &items)?));
             if run == 0 {
-                for e in RangeIter::new(s.backend(), Vec::new(), Vec::new(), false, 4096) {
-                    written.push(e?);
-                }
+                written = engine_entries(&s, &[], &[])?;
                 let mut r = Rng::new(11);
                 for i in (1..written.len()).rev() {
                     written.swap(i, r.below(i as u64 + 1) as usize);
@@ -1092,7 +1133,7 @@ impl Bench {
                 let ops = chunk
                     .iter()
                     .map(|it| {
-                        let mut k = vec![keys::ARTIFACT];
+                        let mut k = vec![RAW_KEY_PREFIX];
                         k.extend_from_slice(&r.next_u64().to_be_bytes());
                         k.extend_from_slice(&r.next_u64().to_be_bytes());
                         Op::Put(k, it.content.clone())
@@ -1221,13 +1262,13 @@ impl Bench {
                 zstd_s.push(rate(total, t.elapsed()));
 
                 let p = self.fresh_path("fsync");
-                fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+                fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
                 let t = Instant::now();
                 for (i, d) in data.iter().enumerate() {
                     let f = p.join(format!("{i}.bin"));
-                    let mut file = fs::File::create(&f).map_err(|e| Error::io(&f, e))?;
-                    file.write_all(d).map_err(|e| Error::io(&f, e))?;
-                    file.sync_all().map_err(|e| Error::io(&f, e))?;
+                    let mut file = fs::File::create(&f).map_err(|e| io_err(&f, e))?;
+                    file.write_all(d).map_err(|e| io_err(&f, e))?;
+                    file.sync_all().map_err(|e| io_err(&f, e))?;
                 }
                 fsync_s.push(rate(total, t.elapsed()));
                 self.cleanup(&p);
@@ -1376,7 +1417,7 @@ impl Bench {
                 });
             }
             big_ids.push(a.id);
-            frames.push(crate::content::compress(d, level)?);
+            frames.push(compress(d, level)?);
         }
         let total = mib(m * LARGE);
         let (mut big_s, mut dec_s) = (Vec::new(), Vec::new());
@@ -1478,7 +1519,8 @@ impl Bench {
         }
     }
 
-    /// The baseline: the same query answered by decoding every artifact record.
+    /// The baseline: the same query answered by reading every artifact record (a filterless
+    /// query through the public API, which streams the record table) and filtering in memory.
     pub fn scan_query(
         store: &Store,
         q: &ScaleQuery,
@@ -1489,25 +1531,34 @@ impl Bench {
                 globset::GlobBuilder::new(g)
                     .literal_separator(false)
                     .build()
-                    .map_err(|e| Error::invalid("glob", e.to_string()))?
+                    .map_err(|e| invalid("glob", e.to_string()))?
                     .compile_matcher(),
             ),
             _ => None,
         };
         let mut n = 0;
-        for e in RangeIter::prefix(store.backend(), &[keys::ARTIFACT], false) {
-            let (_, v) = e?;
-            let a: Artifact = crate::artifact::record::decode(&v)?;
-            let hit = match q {
-                ScaleQuery::Tag(t) => a.tags.iter().any(|x| x == t),
-                ScaleQuery::KindInSubtree(k) => a.kind == *k && subtree.contains(&a.session_id),
-                ScaleQuery::NameGlob(_) => glob.as_ref().is_some_and(|g| g.is_match(&a.name)),
-                ScaleQuery::Size(lo, hi) => a.size >= *lo && a.size <= *hi,
-                ScaleQuery::Time(from, to) => a.created_at >= *from && a.created_at < *to,
-            };
-            n += hit as usize;
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut all = Query::new().limit(cairn::MAX_LIMIT);
+            if let Some(c) = cursor.take() {
+                all = all.cursor(c);
+            }
+            let page = store.query(&all)?;
+            for a in &page.items {
+                let hit = match q {
+                    ScaleQuery::Tag(t) => a.tags.iter().any(|x| x == t),
+                    ScaleQuery::KindInSubtree(k) => a.kind == *k && subtree.contains(&a.session_id),
+                    ScaleQuery::NameGlob(_) => glob.as_ref().is_some_and(|g| g.is_match(&a.name)),
+                    ScaleQuery::Size(lo, hi) => a.size >= *lo && a.size <= *hi,
+                    ScaleQuery::Time(from, to) => a.created_at >= *from && a.created_at < *to,
+                };
+                n += hit as usize;
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(n),
+            }
         }
-        Ok(n)
     }
 
     /// Workloads 5, 6 and 9 on one store of [`BenchOptions::scale_count`] artifacts.
@@ -1773,7 +1824,7 @@ impl Bench {
         let files = files_under(&dir)?;
         let mut loaded = Vec::with_capacity(files.len());
         for (rel, path) in &files {
-            let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
             loaded.push((rel.clone(), bytes));
         }
         let total: usize = loaded.iter().map(|(_, b)| b.len()).sum();
@@ -1848,9 +1899,9 @@ pub fn files_under(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let e = e.map_err(|e| Error::io(&d, e))?;
-            let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+        for e in fs::read_dir(&d).map_err(|e| io_err(&d, e))? {
+            let e = e.map_err(|e| io_err(&d, e))?;
+            let ft = e.file_type().map_err(|err| io_err(e.path(), err))?;
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {
