@@ -309,5 +309,11 @@ mod tests {
         assert!(e.contains("max_bodybytes"), "{e}");
         let e = c.apply_toml("[server]\nmax_concurrency = 0\n").unwrap_err();
         assert!(e.contains("max_concurrency"), "{e}");
+        let mut c = ServerConfig::new("/tmp/x");
+        let e = c.apply_toml("[server]\nmax_mcp_bytes = 0\n").unwrap_err();
+        assert!(e.contains("max_mcp_bytes"), "{e}");
+        let mut c = ServerConfig::new("/tmp/x");
+        c.apply_toml("[server]\nmax_mcp_bytes = 1000\n").unwrap();
+        assert_eq!(c.limits.max_mcp_bytes, 1000);
     }
 }
