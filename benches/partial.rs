@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use cairn::{ArtifactKind, Config, NewArtifact, NewSession, Part, PartLimits, Store};
 
+/// A corpus file: its path under the corpus, its bytes, and where each of its lines starts.
+type CorpusFile = (String, Vec<u8>, Vec<usize>);
+type Corpus = std::sync::Arc<Vec<CorpusFile>>;
+
 /// Agent-log-like JSON lines built from the shared corpus, generated as it is read (no 1 GiB
 /// buffer): one event per tool call, with a timestamp, sequence number, run id, tool, arguments,
 /// exit code and duration, and as output a run of 1 to 60 consecutive lines taken from a random
@@ -26,13 +30,13 @@ struct Gen {
     left: u64,
     seq: u64,
     x: u64,
-    files: std::sync::Arc<Vec<(String, Vec<u8>, Vec<usize>)>>,
+    files: Corpus,
     line: Vec<u8>,
     pos: usize,
 }
 
 impl Gen {
-    fn new(size: u64, files: std::sync::Arc<Vec<(String, Vec<u8>, Vec<usize>)>>) -> Self {
+    fn new(size: u64, files: Corpus) -> Self {
         assert!(!files.is_empty(), "the corpus (../shared/corpus) is empty");
         Self {
             left: size,
@@ -166,7 +170,7 @@ fn blob_file(root: &Path) -> PathBuf {
 }
 
 /// Every file of the shared corpus (sorted by path), with its line starts.
-fn corpus_files() -> Vec<(String, Vec<u8>, Vec<usize>)> {
+fn corpus_files() -> Vec<CorpusFile> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
     let mut paths = Vec::new();
     let mut stack = vec![root.clone()];
