@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Largest JSON request body in bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_json_bytes: Option<u64>,
+    /// Largest body of a POST /mcp (an MCP message: a stored tool output travels inside it).
+    #[arg(long, value_name = "BYTES")]
+    pub max_mcp_bytes: Option<u64>,
     /// Seconds a client has to send its request headers.
     #[arg(long, value_name = "SECS")]
     pub header_timeout: Option<u64>,
@@ -163,6 +166,7 @@ pub fn serve(_ctx: &Ctx, a: ServeArgs) -> CliResult {
     };
     set(&mut l.max_body_bytes, a.max_body_bytes);
     set(&mut l.max_json_bytes, a.max_json_bytes);
+    set(&mut l.max_mcp_bytes, a.max_mcp_bytes);
     set(&mut l.header_timeout_secs, a.header_timeout);
     set(&mut l.request_timeout_secs, a.request_timeout);
     set(&mut l.quota_bytes, a.quota_bytes);

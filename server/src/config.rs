@@ -37,6 +37,10 @@ pub struct ServerLimits {
     pub max_body_bytes: u64,
     /// Largest JSON request body in bytes (requests that are not uploads). Default 16 MiB.
     pub max_json_bytes: u64,
+    /// Largest body of a `POST /mcp` (one JSON-RPC message of the Model Context Protocol) in
+    /// bytes: an agent stores a large tool output through MCP's `store_output` as a JSON string,
+    /// so this is apart from (and larger than) `max_json_bytes`. Default 64 MiB.
+    pub max_mcp_bytes: u64,
     /// Seconds a client has to send the request line and headers; a connection that takes
     /// longer is closed. Default 30.
     pub header_timeout_secs: u64,
@@ -77,6 +81,7 @@ impl Default for ServerLimits {
         Self {
             max_body_bytes: 4 << 30,
             max_json_bytes: 16 << 20,
+            max_mcp_bytes: 64 << 20,
             header_timeout_secs: 30,
             request_timeout_secs: 3600,
             max_concurrency: 256,
@@ -109,6 +114,7 @@ impl ServerLimits {
         let positive = [
             ("max_body_bytes", self.max_body_bytes),
             ("max_json_bytes", self.max_json_bytes),
+            ("max_mcp_bytes", self.max_mcp_bytes),
             ("header_timeout_secs", self.header_timeout_secs),
             ("request_timeout_secs", self.request_timeout_secs),
             ("max_concurrency", self.max_concurrency as u64),
@@ -232,6 +238,7 @@ impl ServerConfig {
 struct LimitsSer {
     max_body_bytes: u64,
     max_json_bytes: u64,
+    max_mcp_bytes: u64,
     header_timeout_secs: u64,
     request_timeout_secs: u64,
     max_concurrency: u64,
@@ -251,6 +258,7 @@ impl From<&ServerLimits> for LimitsSer {
         Self {
             max_body_bytes: l.max_body_bytes,
             max_json_bytes: l.max_json_bytes,
+            max_mcp_bytes: l.max_mcp_bytes,
             header_timeout_secs: l.header_timeout_secs,
             request_timeout_secs: l.request_timeout_secs,
             max_concurrency: l.max_concurrency as u64,
@@ -301,5 +309,11 @@ mod tests {
         assert!(e.contains("max_bodybytes"), "{e}");
         let e = c.apply_toml("[server]\nmax_concurrency = 0\n").unwrap_err();
         assert!(e.contains("max_concurrency"), "{e}");
+        let mut c = ServerConfig::new("/tmp/x");
+        let e = c.apply_toml("[server]\nmax_mcp_bytes = 0\n").unwrap_err();
+        assert!(e.contains("max_mcp_bytes"), "{e}");
+        let mut c = ServerConfig::new("/tmp/x");
+        c.apply_toml("[server]\nmax_mcp_bytes = 1000\n").unwrap();
+        assert_eq!(c.limits.max_mcp_bytes, 1000);
     }
 }

@@ -46,6 +46,23 @@ fn is_upload(method: &Method, route: &str) -> bool {
         || (method == Method::POST && route == "/v1/import")
 }
 
+/// The body limit of a route and its name: uploads `max_body_bytes`, MCP messages
+/// (`POST /mcp`, which carry `store_output`'s content) `max_mcp_bytes`, every other body
+/// `max_json_bytes`.
+fn body_limit(
+    limits: &crate::config::ServerLimits,
+    method: &Method,
+    route: &str,
+) -> (u64, &'static str) {
+    if is_upload(method, route) {
+        (limits.max_body_bytes, "max_body_bytes")
+    } else if method == Method::POST && route == "/mcp" {
+        (limits.max_mcp_bytes, "max_mcp_bytes")
+    } else {
+        (limits.max_json_bytes, "max_json_bytes")
+    }
+}
+
 /// The one middleware. See the module documentation for the order of the checks.
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -113,19 +130,14 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
             req.extensions_mut().insert::<Principal>(p);
         }
         let limits = &st.config().limits;
-        let max = if is_upload(&method, &route) {
-            limits.max_body_bytes
-        } else {
-            limits.max_json_bytes
-        };
+        let (max, limit_name) = body_limit(limits, &method, &route);
         if let Some(n) = length {
             if n > max {
                 break 'run ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
                     format!(
-                        "the request body ({n} bytes) is larger than the limit of {max} bytes ({}); nothing was read or stored",
-                        if is_upload(&method, &route) { "max_body_bytes" } else { "max_json_bytes" }
+                        "the request body ({n} bytes) is larger than the limit of {max} bytes ({limit_name}); nothing was read or stored"
                     ),
                 )
                 .into_response();
@@ -133,9 +145,9 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         }
         let upload = is_upload(&method, &route);
         let run = async {
-            // Bodies that are not uploads are small (max_json_bytes): read them whole here, so a
-            // request refused before its handler reads the body still gets its answer rather
-            // than a reset connection.
+            // Bodies that are not uploads are bounded (max_json_bytes, max_mcp_bytes): read
+            // them whole here, so a request refused before its handler reads the body still
+            // gets its answer rather than a reset connection.
             let req = if upload {
                 req
             } else {
@@ -152,7 +164,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
                             ApiError::new(
                                 StatusCode::PAYLOAD_TOO_LARGE,
                                 "payload_too_large",
-                                format!("the request body is larger than the limit of {max} bytes (max_json_bytes)"),
+                                format!("the request body is larger than the limit of {max} bytes ({limit_name}); nothing was stored"),
                             )
                             .into_response()
                         } else {

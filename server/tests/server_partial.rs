@@ -229,3 +229,61 @@ fn memo_over_http_is_scoped_to_the_tenant() {
     );
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn memo_over_http_is_scoped_to_a_session_subtree_and_expires_with_its_ttl() {
+    let srv = TestServer::start();
+    let c = srv.anon();
+    let root = c.session(&json!({"name": "root"}));
+    let child = c.session(&json!({"name": "child", "parent": root}));
+    let other = c.session(&json!({"name": "other"}));
+    let id = c.put(&child, "pytest.out", b"1 passed\n")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let args = json!({"path": "tests/", "k": "slow"});
+    let lookup = |session: &str| {
+        let r = c.post(
+            "/v1/memo/lookup",
+            &json!({"tool": "pytest", "args": args, "session_id": session}),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["hit"].clone()
+    };
+
+    // An artifact outside the session's subtree cannot be its result.
+    let r = c.json(
+        "PUT",
+        "/v1/memo",
+        &json!({"tool": "pytest", "args": args, "artifact_id": id, "session_id": other}),
+    );
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    let r = c.json(
+        "PUT",
+        "/v1/memo",
+        &json!({"tool": "pytest", "args": args, "artifact_id": id, "session_id": root}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Seen from the session and from under it; not from another tree nor store-wide.
+    assert_eq!(lookup(&child)["artifact"]["id"], id.as_str());
+    assert_eq!(lookup(&root)["artifact"]["id"], id.as_str());
+    assert!(lookup(&other).is_null());
+    let r = c.post("/v1/memo/lookup", &json!({"tool": "pytest", "args": args}));
+    assert!(r.json()["hit"].is_null());
+    let st = c.get("/v1/memo/stats?tool=pytest").json();
+    assert_eq!(
+        (st["hits"].as_u64(), st["misses"].as_u64()),
+        (Some(2), Some(2))
+    );
+
+    // A TTL applies to the entry already stored: long, it has an expiry; zero, it is gone.
+    let r = c.json("PUT", "/v1/memo/ttl/pytest", &json!({"ttl_secs": 3600}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(lookup(&child)["expires_at"].is_string());
+    c.json("PUT", "/v1/memo/ttl/pytest", &json!({"ttl_secs": 0}));
+    assert!(lookup(&child).is_null());
+    // Expired entries are removed, so clearing the TTL does not bring it back.
+    c.json("PUT", "/v1/memo/ttl/pytest", &json!({"ttl_secs": null}));
+    assert!(lookup(&child).is_null());
+}

@@ -53,8 +53,13 @@ async fn service(st: &AppState, p: &Principal) -> Result<Svc, ApiError> {
         return Ok(s.clone());
     }
     let store = st.store(&p.tenant).await?;
-    let mut config =
-        StreamableHttpServerConfig::default().with_sse_keep_alive(Some(Duration::from_secs(15)));
+    // rmcp refuses bodies over its own limit (4 MiB by default) with a plain-text 413; the
+    // middleware has already held the body to max_mcp_bytes with the server's JSON error, so
+    // rmcp's limit is set to the same value and never answers first.
+    let max_body = usize::try_from(st.config().limits.max_mcp_bytes).unwrap_or(usize::MAX);
+    let mut config = StreamableHttpServerConfig::default()
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_max_request_body_bytes(max_body);
     if !st.open_mode() {
         config = config.disable_allowed_hosts();
     }
