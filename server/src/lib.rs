@@ -262,6 +262,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         check_start(&state, addr)?;
+        state.webhooks().configure(state.config())?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -323,6 +324,7 @@ pub fn spawn(config: ServerConfig) -> Result<RunningServer, String> {
                         .local_addr()
                         .map_err(|e| format!("cannot read the bound address: {e}"))?;
                     check_start(&state, addr)?;
+                    state.webhooks().configure(state.config())?;
                     Ok::<_, String>((state, listener, addr))
                 }
                 .await;
