@@ -26,6 +26,14 @@ pub struct ServerConfig {
     /// servers (the build needs the feature `postgres`). `None`: embedded stores. See DESIGN.md,
     /// "Beyond one machine".
     pub metadata: Option<String>,
+    /// Whether `https://` webhooks may also go to loopback and private addresses (127/8,
+    /// 10/8, 172.16/12, 192.168/16, 100.64/10, ::1, fc00::/7). Default false: https
+    /// webhooks go to public addresses only (link-local and cloud metadata are refused
+    /// whatever this says). For tests and receivers on a private network.
+    pub webhook_private_https: bool,
+    /// A PEM file of CA certificates that https webhooks trust besides the system's roots
+    /// (a private CA, or a test's self-signed certificate).
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// The limits of one server, each with a default. See DESIGN.md, "Server".
@@ -148,6 +156,8 @@ struct FileSection {
     listen: Option<String>,
     data: Option<PathBuf>,
     open_admin: Option<bool>,
+    webhook_private_https: Option<bool>,
+    webhook_ca_file: Option<PathBuf>,
     /// Everything else: the limits by name (unknown names are refused when they are applied).
     #[serde(flatten)]
     limits: toml::Table,
@@ -169,6 +179,8 @@ impl ServerConfig {
             limits: ServerLimits::default(),
             open_admin: false,
             metadata: None,
+            webhook_private_https: false,
+            webhook_ca_file: None,
         }
     }
 
@@ -216,6 +228,12 @@ impl ServerConfig {
         }
         if let Some(a) = section.open_admin {
             self.open_admin = a;
+        }
+        if let Some(a) = section.webhook_private_https {
+            self.webhook_private_https = a;
+        }
+        if let Some(f) = section.webhook_ca_file {
+            self.webhook_ca_file = Some(f);
         }
         let t = section.limits;
         if !t.is_empty() {

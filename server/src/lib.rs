@@ -7,7 +7,8 @@
 //! blocking pool; bodies stream in and out through small bounded channels.
 //!
 //! Map: [`config`] (limits), [`auth`] (tokens), [`state`] (tenant stores), [`middleware`]
-//! (request id, concurrency cap, auth, body size, timeout, log, metrics), [`api`] (one file per
+//! (request id, concurrency cap, auth, body size, timeout, log, metrics), [`logging`] (the
+//! buffered JSON log on stderr), [`api`] (one file per
 //! resource family), [`openapi`] (the generated document), [`metrics`], [`streaming`], [`ui`]
 //! (the web view at `/ui`, with its own cookie-or-header authentication), [`webhooks`] (signed,
 //! retried deliveries of lifecycle events).
@@ -30,6 +31,7 @@ pub mod extract;
 pub mod feed;
 mod jsonfile;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -101,7 +103,7 @@ pub fn log(level: &str, msg: &str) {
         "level": level,
         "msg": msg,
     });
-    eprintln!("{line}");
+    logging::immediate_line(&line.to_string());
 }
 
 /// Checks the start-up rules: without tokens, only a loopback address is served.
@@ -208,8 +210,9 @@ pub async fn serve(
     let st = state.clone();
     let flushed = tokio::task::spawn_blocking(move || st.flush_all())
         .await
-        .map_err(|e| format!("flushing failed: {e}"))?;
-    flushed?;
+        .map_err(|e| format!("flushing failed: {e}"));
+    logging::flush();
+    flushed??;
     log("info", "stopped; every store flushed");
     Ok(())
 }
@@ -257,6 +260,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         check_start(&state, addr)?;
+        state.webhooks().configure(state.config())?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -318,6 +322,7 @@ pub fn spawn(config: ServerConfig) -> Result<RunningServer, String> {
                         .local_addr()
                         .map_err(|e| format!("cannot read the bound address: {e}"))?;
                     check_start(&state, addr)?;
+                    state.webhooks().configure(state.config())?;
                     Ok::<_, String>((state, listener, addr))
                 }
                 .await;

@@ -11,23 +11,29 @@
 //! - **Delivered by a task per webhook**, one event at a time (so a receiver sees a webhook's
 //!   events in commit order), with retries on any non-2xx answer, connection error or timeout:
 //!   `webhook_retry_base_ms` doubled per retry (capped at 10 minutes), `webhook_max_attempts` in
-//!   all, then the event is given up and counted (`failed`). The queue and the attempts live in
-//!   memory: events waiting at a restart are not delivered (the session's event log keeps them).
+//!   all, then the event is given up and counted (`failed`).
+//! - **Kept across restarts**: the feed thread appends each event a webhook wants to that
+//!   webhook's journal (`<data>/webhook-queues/<id>.jsonl`, fsync per batch) before queueing
+//!   it, and the delivery task appends a `done` line when the event is delivered or given up.
+//!   At start the events without a `done` line are delivered first, in order: at least once
+//!   across SIGTERM and SIGKILL for every event that reached the journal (see DESIGN.md for
+//!   the window between a write's acknowledgement and its journal line).
 //! - **Signed**: `Cairn-Signature: sha256=HEX`, the HMAC-SHA256 with the webhook's secret (its
 //!   bytes as shown) over `TIMESTAMP.BODY`, where `TIMESTAMP` is the `Cairn-Timestamp` header
 //!   (Unix seconds) and `BODY` the exact request body. Receivers should compare in constant time
 //!   and refuse old timestamps (replays).
-//! - **Destinations**: `http://` only to a loopback address. `https://` needs TLS, which this
-//!   build does not link, so it is refused with a clear error (deliver to a local relay over
-//!   loopback http). Whatever the scheme, a name resolving to a link-local, cloud metadata,
-//!   unspecified, multicast or broadcast address is refused, at registration and again at every
-//!   attempt (the address connected to is the one checked, so DNS rebinding does not help).
+//! - **Destinations**: `http://` only to a loopback address; `https://` (rustls, the system's
+//!   roots plus `webhook_ca_file`) to public addresses only, unless `webhook_private_https`
+//!   also allows loopback and private ones. Whatever the scheme, a name resolving to a
+//!   link-local, cloud metadata, unspecified, multicast or broadcast address is refused, at
+//!   registration and again at every attempt (the address connected to is the one checked, so
+//!   DNS rebinding does not help). Redirects are not followed and no proxy is used.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -70,6 +76,12 @@ pub const DEFAULT_EVENTS: &[&str] = &["created", "status_changed"];
 pub const MAX_PER_TENANT: usize = 16;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// The folder of the delivery journals, one file per webhook: `<id>.jsonl`.
+pub const JOURNAL_DIR: &str = "webhook-queues";
+/// A journal with every event done is emptied once it has this many lines.
+const JOURNAL_COMPACT_LINES: u64 = 1024;
+/// Events the feed thread takes at once (one journal fsync per webhook per batch).
+const FEED_BATCH: usize = 256;
 /// How often the feed thread and a waiting delivery task look for shutdown and deletion.
 const POLL: Duration = Duration::from_millis(200);
 const FORMAT: u32 = 1;
@@ -103,7 +115,8 @@ struct WebhookFile {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
-    /// `http://` to a loopback address (`http://127.0.0.1:9000/hook`).
+    /// `https://` to a public host, or `http://` to a loopback address
+    /// (`http://127.0.0.1:9000/hook`).
     pub url: String,
     /// Event types to receive (`created`, `status_changed`, `artifact_stored`,
     /// `artifact_deleted`, `metadata_updated`, `checkpoint_created`, `forked`, `custom`).
@@ -214,15 +227,32 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 // ------------------------------------------------------------------------- destinations
 
-/// Why an address may not receive webhooks, or `None` when it may.
-pub fn refused_address(ip: IpAddr, https: bool) -> Option<&'static str> {
+/// Which destinations a webhook URL may have: `http://` to loopback only; `https://` to public
+/// addresses, and to loopback and private ones too when `private_https` (the server's
+/// `webhook_private_https`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `https://` may also reach loopback and private addresses.
+    pub private_https: bool,
+}
+
+const PRIVATE_REFUSED: &str = "a loopback or private address: https:// webhooks go to public addresses (the server setting webhook_private_https allows private ones)";
+
+/// Why an address may not receive webhooks over `https` (or `http`), or `None` when it may.
+pub fn refused_address(ip: IpAddr, https: bool, policy: Policy) -> Option<&'static str> {
     let ip = match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
+            // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
+            None if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+                let o = v6.octets();
+                IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+            }
             None => IpAddr::V6(v6),
         },
         v4 => v4,
     };
+    let private_ok = https && policy.private_https;
     match ip {
         IpAddr::V4(v4) => {
             if v4 == Ipv4Addr::new(100, 100, 100, 200) {
@@ -236,6 +266,11 @@ pub fn refused_address(ip: IpAddr, https: bool) -> Option<&'static str> {
             }
             if !https && !v4.is_loopback() {
                 return Some("not loopback: http:// is only allowed to 127.0.0.0/8 and ::1");
+            }
+            let o = v4.octets();
+            let cgnat = o[0] == 100 && (64..128).contains(&o[1]);
+            if https && !private_ok && (v4.is_loopback() || v4.is_private() || cgnat || o[0] == 0) {
+                return Some(PRIVATE_REFUSED);
             }
         }
         IpAddr::V6(v6) => {
@@ -252,6 +287,11 @@ pub fn refused_address(ip: IpAddr, https: bool) -> Option<&'static str> {
             if !https && !v6.is_loopback() {
                 return Some("not loopback: http:// is only allowed to 127.0.0.0/8 and ::1");
             }
+            let unique_local = seg[0] & 0xfe00 == 0xfc00;
+            let site_local = seg[0] & 0xffc0 == 0xfec0;
+            if https && !private_ok && (v6.is_loopback() || unique_local || site_local) {
+                return Some(PRIVATE_REFUSED);
+            }
         }
     }
     None
@@ -260,6 +300,7 @@ pub fn refused_address(ip: IpAddr, https: bool) -> Option<&'static str> {
 /// A checked destination.
 #[derive(Clone, Debug)]
 struct Target {
+    https: bool,
     host: String,
     port: u16,
     /// The `Host` header.
@@ -267,7 +308,7 @@ struct Target {
     path: String,
 }
 
-fn parse_target(url: &str) -> Result<Target, String> {
+fn parse_target(url: &str, policy: Policy) -> Result<Target, String> {
     let https = match url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
         Some(s) if s == "http" => false,
         Some(s) if s == "https" => true,
@@ -298,18 +339,14 @@ fn parse_target(url: &str) -> Result<Target, String> {
         return Err(format!("{url:?} has no host"));
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
-        if let Some(why) = refused_address(ip, https) {
+        if let Some(why) = refused_address(ip, https, policy) {
             return Err(format!("{url:?}: {ip} is {why}"));
         }
     }
-    if https {
-        return Err(format!(
-            "{url:?}: https:// delivery needs TLS, which this build of the server does not include; deliver to a relay on loopback (http://127.0.0.1:PORT/...) that forwards over TLS"
-        ));
-    }
     Ok(Target {
+        https,
         host: host.to_string(),
-        port: auth.port_u16().unwrap_or(80),
+        port: auth.port_u16().unwrap_or(if https { 443 } else { 80 }),
         authority: auth.as_str().to_string(),
         path: uri
             .path_and_query()
@@ -317,21 +354,103 @@ fn parse_target(url: &str) -> Result<Target, String> {
     })
 }
 
-/// Resolves the target and checks every address it resolves to.
-async fn resolve(t: &Target) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((t.host.as_str(), t.port))
+/// Resolves `host` and checks every address it resolves to.
+async fn resolve_checked(
+    host: &str,
+    port: u16,
+    https: bool,
+    policy: Policy,
+) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("cannot resolve {}: {e}", t.host))?
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("{} resolves to no address", t.host));
+        return Err(format!("{host} resolves to no address"));
     }
     for a in &addrs {
-        if let Some(why) = refused_address(a.ip(), false) {
-            return Err(format!("{} resolves to {}, which is {why}", t.host, a.ip()));
+        if let Some(why) = refused_address(a.ip(), https, policy) {
+            return Err(format!("{host} resolves to {}, which is {why}", a.ip()));
         }
     }
     Ok(addrs)
+}
+
+/// Resolves the target and checks every address it resolves to.
+async fn resolve(t: &Target, policy: Policy) -> Result<Vec<SocketAddr>, String> {
+    resolve_checked(&t.host, t.port, t.https, policy).await
+}
+
+/// The https client's resolver: every address a name resolves to is checked against the
+/// policy before reqwest may connect to it, at every attempt (so DNS rebinding cannot reach a
+/// refused address). Literal IP hosts do not come here; [`parse_target`] checked them.
+struct CheckedResolver {
+    policy: Policy,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            // Port 0: reqwest puts the URL's port (or 443) in its place.
+            match resolve_checked(&host, 0, true, policy).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                Err(m) => Err(m.into()),
+            }
+        })
+    }
+}
+
+/// The https client: rustls with the system's roots (and `ca_file`'s certificates), the
+/// checking resolver, no proxy, no redirects.
+fn https_client(policy: Policy, ca_file: Option<&FsPath>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
+        .user_agent(concat!("cairn-webhooks/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(CheckedResolver { policy }));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            format!(
+                "cannot read webhook_ca_file {}: {e}; give a PEM file of CA certificates",
+                path.display()
+            )
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            format!(
+                "webhook_ca_file {} holds no usable PEM certificate ({e})",
+                path.display()
+            )
+        })?;
+        if certs.is_empty() {
+            return Err(format!(
+                "webhook_ca_file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot set up the https client for webhooks: {}", chain(&e)))
+}
+
+/// An error with its sources, for messages ("error sending request" alone says little).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 fn check_events(events: Option<Vec<String>>) -> Result<Vec<String>, String> {
@@ -430,6 +549,124 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+// ------------------------------------------------------------------------------ journal
+
+/// One line of a delivery journal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum JournalLine {
+    /// An event to deliver.
+    Event(Event),
+    /// The delivery id (`SESSION:SEQ`) of an event delivered, given up or dropped.
+    Done(String),
+}
+
+fn delivery_key(e: &Event) -> String {
+    format!("{}:{}", e.session_id, e.seq)
+}
+
+fn journal_path(data: &FsPath, id: &str) -> PathBuf {
+    data.join(JOURNAL_DIR).join(format!("{id}.jsonl"))
+}
+
+/// A webhook's delivery journal, open for appending.
+struct Journal {
+    file: std::fs::File,
+    /// Lines in the file.
+    lines: u64,
+    /// Events in the file without a `done` line.
+    pending: u64,
+}
+
+impl Journal {
+    /// Reads the journal at `path` (missing: empty), rewrites it with only its pending events
+    /// (atomically), and returns it open for appending with those events, oldest first. A
+    /// torn last line (a crash in the middle of a write) is skipped.
+    fn open(path: &FsPath) -> Result<(Self, Vec<Event>), String> {
+        let dir = path.parent().unwrap_or(FsPath::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let mut events: Vec<Event> = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<JournalLine>(line) {
+                Ok(JournalLine::Event(e)) => events.push(e),
+                Ok(JournalLine::Done(id)) => {
+                    done.insert(id);
+                }
+                Err(_) => {} // a torn line: its event had not been queued (no fsync yet)
+            }
+        }
+        events.retain(|e| !done.contains(&delivery_key(e)));
+        let mut out = Vec::new();
+        for e in &events {
+            serde_json::to_writer(&mut out, &JournalLine::Event(e.clone()))
+                .map_err(|e| format!("cannot encode a journal line: {e}"))?;
+            out.push(b'\n');
+        }
+        let tmp = path.with_extension("jsonl.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let n = events.len() as u64;
+        Ok((
+            Self {
+                file,
+                lines: n,
+                pending: n,
+            },
+            events,
+        ))
+    }
+
+    /// Appends events and makes them durable (one fsync).
+    fn append_events(&mut self, events: &[&Event]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = Vec::new();
+        for e in events {
+            serde_json::to_writer(&mut out, &JournalLine::Event((*e).clone()))?;
+            out.push(b'\n');
+        }
+        self.file.write_all(&out)?;
+        self.file.sync_data()?;
+        self.lines += events.len() as u64;
+        self.pending += events.len() as u64;
+        Ok(())
+    }
+
+    /// Marks an event done (not synced: losing the mark only repeats a delivery). Empties
+    /// the file when nothing is pending and it has grown.
+    fn done(&mut self, id: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        self.pending = self.pending.saturating_sub(1);
+        if self.pending == 0 && self.lines + 1 >= JOURNAL_COMPACT_LINES {
+            self.file.set_len(0)?;
+            self.lines = 0;
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(&JournalLine::Done(id.to_string()))?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.lines += 1;
+        Ok(())
+    }
+}
+
 /// One registered webhook at run time.
 struct Hook {
     rec: WebhookRecord,
@@ -438,6 +675,10 @@ struct Hook {
     state: Mutex<DeliveryState>,
     /// Deleted: its task stops at the next event or wait.
     removed: AtomicBool,
+    /// The delivery journal.
+    journal: Mutex<Journal>,
+    /// Journal events from before the start still to deliver.
+    backlog: std::sync::atomic::AtomicU64,
 }
 
 impl Hook {
@@ -445,19 +686,32 @@ impl Hook {
         self.rec.events.iter().any(|t| t == e.kind.type_name())
     }
 
+    /// Queues an event (journaled before). A full queue drops it: counted and marked done.
     fn offer(&self, e: &Event) {
         match self.tx.try_send(e.clone()) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 lock(&self.state).dropped += 1;
+                self.done(&delivery_key(e));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
+    /// Records in the journal that an event needs no more attempts.
+    fn done(&self, id: &str) {
+        if let Err(e) = lock(&self.journal).done(id) {
+            crate::log(
+                "warn",
+                &format!("webhook {}: cannot write its journal: {e}", self.rec.id),
+            );
+        }
+    }
+
     fn info(&self) -> WebhookInfo {
         let mut delivery = lock(&self.state).clone();
-        delivery.queued = (self.tx.max_capacity() - self.tx.capacity()) as u64;
+        delivery.queued = (self.tx.max_capacity() - self.tx.capacity()) as u64
+            + self.backlog.load(Ordering::SeqCst);
         WebhookInfo {
             id: self.rec.id.clone(),
             url: self.rec.url.clone(),
@@ -484,6 +738,14 @@ pub struct Webhooks {
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
+    /// Set by [`Webhooks::start`] from the server's configuration.
+    tls: OnceLock<Tls>,
+}
+
+/// The destination policy and the https client, from the server's configuration.
+struct Tls {
+    policy: Policy,
+    client: reqwest::Client,
 }
 
 impl Webhooks {
@@ -497,12 +759,14 @@ impl Webhooks {
             feeds: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             stopping: Arc::new(AtomicBool::new(false)),
+            tls: OnceLock::new(),
         })
     }
 
     /// Starts delivery for every registered webhook (at server start, before the first
     /// request). A tenant whose store cannot open is logged and skipped.
     pub async fn start(&self, st: &AppState) -> Result<(), String> {
+        self.configure(st.config())?;
         let file = load_file(&self.data)?;
         let mut by_tenant: HashMap<String, Vec<WebhookRecord>> = HashMap::new();
         for rec in file.webhooks {
@@ -528,6 +792,21 @@ impl Webhooks {
         Ok(())
     }
 
+    /// Sets the destination policy and builds the https client from the configuration
+    /// (`webhook_private_https`, `webhook_ca_file`). The server calls it before it reports
+    /// that it listens, so a bad CA file stops the start; later calls keep the first settings.
+    pub fn configure(&self, config: &crate::ServerConfig) -> Result<(), String> {
+        if self.tls.get().is_some() {
+            return Ok(());
+        }
+        let policy = Policy {
+            private_https: config.webhook_private_https,
+        };
+        let client = https_client(policy, config.webhook_ca_file.as_deref())?;
+        let _ = self.tls.set(Tls { policy, client });
+        Ok(())
+    }
+
     /// Stops the feeds and waits for their threads (they let go of the subscriptions, so the
     /// stores can close). Delivery tasks end with the runtime.
     pub fn stop(&self) {
@@ -545,8 +824,9 @@ impl Webhooks {
         store: &Arc<Store>,
         new: NewWebhook,
     ) -> ApiResult<CreatedWebhook> {
-        let target = parse_target(&new.url).map_err(|m| ApiError::invalid("url", m))?;
-        resolve(&target)
+        let policy = self.policy();
+        let target = parse_target(&new.url, policy).map_err(|m| ApiError::invalid("url", m))?;
+        resolve(&target, policy)
             .await
             .map_err(|m| ApiError::invalid("url", m))?;
         let events = check_events(new.events).map_err(|m| ApiError::invalid("events", m))?;
@@ -671,7 +951,20 @@ impl Webhooks {
                 feeds.remove(tenant);
             }
         }
+        drop(feeds);
+        match std::fs::remove_file(journal_path(&self.data, id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => crate::log(
+                "warn",
+                &format!("webhook {id} deleted, but its journal stays: {e}"),
+            ),
+        }
         Ok(())
+    }
+
+    fn policy(&self) -> Policy {
+        self.tls.get().map(|t| t.policy).unwrap_or_default()
     }
 
     /// Starts delivering `rec`: its task, and the tenant's feed if it has none yet.
@@ -681,7 +974,13 @@ impl Webhooks {
         store: &Arc<Store>,
         rec: WebhookRecord,
     ) -> Result<(), String> {
-        let target = parse_target(&rec.url)?;
+        let policy = self.policy();
+        let target = parse_target(&rec.url, policy)?;
+        let client = self.tls.get().map(|t| t.client.clone());
+        let path = journal_path(&self.data, &rec.id);
+        let (journal, backlog) = tokio::task::spawn_blocking(move || Journal::open(&path))
+            .await
+            .map_err(|e| format!("opening the webhook journal failed: {e}"))??;
         let (tx, rx) = mpsc::channel(self.settings.queue);
         let hook = Arc::new(Hook {
             rec,
@@ -689,10 +988,14 @@ impl Webhooks {
             tx,
             state: Mutex::new(DeliveryState::default()),
             removed: AtomicBool::new(false),
+            journal: Mutex::new(journal),
+            backlog: std::sync::atomic::AtomicU64::new(backlog.len() as u64),
         });
         tokio::spawn(deliver(
             Arc::clone(&hook),
+            backlog,
             rx,
+            Sender { policy, client },
             self.settings,
             Arc::clone(&self.stopping),
         ));
@@ -737,31 +1040,52 @@ impl Webhooks {
     }
 }
 
-/// Reads a tenant's acknowledged events and offers each to the webhooks that want it.
+/// Reads a tenant's acknowledged events and, for each webhook that wants them, journals them
+/// (one fsync per batch) and then queues them.
 fn run_feed(tenant: &str, sub: &cairn::Subscription, feed: &Feed, stopping: &AtomicBool) {
     loop {
         if stopping.load(Ordering::SeqCst) || feed.closed.load(Ordering::SeqCst) {
             return;
         }
+        let mut batch = Vec::new();
+        let mut missed = 0u64;
         match sub.recv_timeout(POLL) {
-            Some(Delivery::Event(e)) => {
-                for h in lock(&feed.hooks).iter() {
-                    if h.wants(&e) {
-                        h.offer(&e);
-                    }
-                }
-            }
-            Some(Delivery::Missed(n)) => {
-                crate::log(
-                    "warn",
-                    &format!("webhooks of tenant {tenant}: the event feed fell {n} events behind; they are not delivered"),
-                );
-                for h in lock(&feed.hooks).iter() {
-                    lock(&h.state).dropped += n;
-                }
-            }
+            Some(Delivery::Event(e)) => batch.push(e),
+            Some(Delivery::Missed(n)) => missed += n,
             None if sub.is_closed() => return,
-            None => {}
+            None => continue,
+        }
+        while batch.len() < FEED_BATCH {
+            match sub.try_recv() {
+                Some(Delivery::Event(e)) => batch.push(e),
+                Some(Delivery::Missed(n)) => missed += n,
+                None => break,
+            }
+        }
+        if missed > 0 {
+            crate::log(
+                "warn",
+                &format!("webhooks of tenant {tenant}: the event feed fell {missed} events behind; they are not delivered"),
+            );
+        }
+        for h in lock(&feed.hooks).iter() {
+            if missed > 0 {
+                lock(&h.state).dropped += missed;
+            }
+            let wanted: Vec<&Event> = batch.iter().filter(|e| h.wants(e)).collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            if let Err(e) = lock(&h.journal).append_events(&wanted) {
+                // Still delivered while the server runs; only a restart could lose them.
+                crate::log(
+                    "error",
+                    &format!("webhook {}: cannot write its journal ({e}); these events are delivered but not kept across a restart", h.rec.id),
+                );
+            }
+            for e in wanted {
+                h.offer(e);
+            }
         }
     }
 }
@@ -781,25 +1105,41 @@ async fn wait(d: Duration, hook: &Hook, stopping: &AtomicBool) -> bool {
     }
 }
 
+/// How a delivery task sends: the policy, and the https client (`None` before
+/// [`Webhooks::start`], when https deliveries fail with a clear error).
+struct Sender {
+    policy: Policy,
+    client: Option<reqwest::Client>,
+}
+
 /// Delivers one webhook's events, one at a time, with retries.
 async fn deliver(
     hook: Arc<Hook>,
+    backlog: Vec<Event>,
     mut rx: mpsc::Receiver<Event>,
+    sender: Sender,
     settings: Settings,
     stopping: Arc<AtomicBool>,
 ) {
+    // The journal's events from before the start come first, in their order.
+    let mut backlog = std::collections::VecDeque::from(backlog);
     loop {
         if hook.removed.load(Ordering::SeqCst) || stopping.load(Ordering::SeqCst) {
             return;
         }
-        // The hook holds the sender, so the queue never closes by itself: look at the flags
-        // between waits.
-        let event = match tokio::time::timeout(POLL, rx.recv()).await {
-            Ok(Some(e)) => e,
-            Ok(None) => return,
-            Err(_) => continue,
+        let event = if let Some(e) = backlog.pop_front() {
+            hook.backlog.fetch_sub(1, Ordering::SeqCst);
+            e
+        } else {
+            // The hook holds the sender, so the queue never closes by itself: look at the
+            // flags between waits.
+            match tokio::time::timeout(POLL, rx.recv()).await {
+                Ok(Some(e)) => e,
+                Ok(None) => return,
+                Err(_) => continue,
+            }
         };
-        let delivery_id = format!("{}:{}", event.session_id, event.seq);
+        let delivery_id = delivery_key(&event);
         let payload = Payload {
             webhook_id: &hook.rec.id,
             delivery_id: delivery_id.clone(),
@@ -809,9 +1149,12 @@ async fn deliver(
         let body = match serde_json::to_vec(&payload) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
-                let mut s = lock(&hook.state);
-                s.failed += 1;
-                s.last_error = Some(format!("the event did not serialize: {e}"));
+                {
+                    let mut s = lock(&hook.state);
+                    s.failed += 1;
+                    s.last_error = Some(format!("the event did not serialize: {e}"));
+                }
+                hook.done(&delivery_id);
                 continue;
             }
         };
@@ -820,7 +1163,7 @@ async fn deliver(
             attempt += 1;
             let result = tokio::time::timeout(
                 settings.timeout,
-                post(&hook, &event, &delivery_id, body.clone()),
+                post(&hook, &sender, &event, &delivery_id, body.clone()),
             )
             .await
             .unwrap_or_else(|_| {
@@ -852,10 +1195,12 @@ async fn deliver(
                 }
             };
             if ok {
+                hook.done(&delivery_id);
                 break;
             }
             if attempt >= settings.max_attempts {
                 lock(&hook.state).failed += 1;
+                hook.done(&delivery_id);
                 crate::log(
                     "warn",
                     &format!(
@@ -874,9 +1219,38 @@ async fn deliver(
 }
 
 /// One attempt: resolve and check, connect, POST, read the status. Returns the status.
-async fn post(hook: &Hook, event: &Event, delivery_id: &str, body: Bytes) -> Result<u16, String> {
+async fn post(
+    hook: &Hook,
+    sender: &Sender,
+    event: &Event,
+    delivery_id: &str,
+    body: Bytes,
+) -> Result<u16, String> {
     let t = &hook.target;
-    let addrs = resolve(t).await?;
+    let ts = Utc::now().timestamp();
+    let signature = signature(&hook.rec.secret, ts, &body);
+    if t.https {
+        let Some(client) = &sender.client else {
+            return Err(
+                "the https client is not set up (the server did not start webhooks)".into(),
+            );
+        };
+        // The resolver checks the addresses; redirects are refused (a 3xx is a failure).
+        let resp = client
+            .post(&hook.rec.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(WEBHOOK_ID_HEADER, hook.rec.id.as_str())
+            .header(DELIVERY_ID_HEADER, delivery_id)
+            .header(EVENT_TYPE_HEADER, event.kind.type_name())
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("sending to {} failed: {}", t.authority, chain(&e)))?;
+        return Ok(resp.status().as_u16());
+    }
+    let addrs = resolve(t, sender.policy).await?;
     let stream = tokio::net::TcpStream::connect(&addrs[..])
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", t.authority))?;
@@ -887,7 +1261,6 @@ async fn post(hook: &Hook, event: &Event, delivery_id: &str, body: Bytes) -> Res
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let ts = Utc::now().timestamp();
     let req = Request::builder()
         .method(Method::POST)
         .uri(t.path.as_str())
@@ -901,7 +1274,7 @@ async fn post(hook: &Hook, event: &Event, delivery_id: &str, body: Bytes) -> Res
         .header(DELIVERY_ID_HEADER, delivery_id)
         .header(EVENT_TYPE_HEADER, event.kind.type_name())
         .header(TIMESTAMP_HEADER, ts.to_string())
-        .header(SIGNATURE_HEADER, signature(&hook.rec.secret, ts, &body))
+        .header(SIGNATURE_HEADER, signature)
         .body(Full::new(body))
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let resp = sender
@@ -980,7 +1353,7 @@ mod tests {
 
     #[test]
     fn destinations_are_loopback_http_and_never_metadata() {
-        let ok = |u: &str| parse_target(u).map(|_| ());
+        let ok = |u: &str| parse_target(u, Policy::default()).map(|_| ());
         assert!(ok("http://127.0.0.1:9000/hook?x=1").is_ok());
         assert!(ok("http://[::1]:9000/").is_ok());
         assert!(
@@ -997,7 +1370,15 @@ mod tests {
             ("https://[fd00:ec2::254]/", "metadata"),
             ("http://[::ffff:169.254.169.254]/", "link-local"),
             ("https://0.0.0.0/", "unspecified"),
-            ("https://example.com/hook", "TLS"),
+            ("https://127.0.0.1/hook", "private"),
+            ("https://10.1.2.3/hook", "private"),
+            ("https://172.16.0.1/hook", "private"),
+            ("https://192.168.0.1/hook", "private"),
+            ("https://100.64.0.1/hook", "private"),
+            ("https://[::1]/hook", "private"),
+            ("https://[fd12::1]/hook", "private"),
+            ("https://[::ffff:10.0.0.1]/hook", "private"),
+            ("https://[64:ff9b::a9fe:a9fe]/hook", "link-local"),
             ("ftp://127.0.0.1/", "scheme"),
             ("http://user:pw@127.0.0.1/", "credentials"),
             ("not a url", "not a URL"),
@@ -1005,9 +1386,37 @@ mod tests {
             let e = ok(url).unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
         }
-        let t = parse_target("http://127.0.0.1:81/a/b?c=d").unwrap();
+        // Public https destinations pass (names are checked when resolved).
+        assert!(ok("https://example.com/hook").is_ok());
+        assert!(ok("https://93.184.215.14:8443/hook").is_ok());
+        let t = parse_target("http://127.0.0.1:81/a/b?c=d", Policy::default()).unwrap();
         assert_eq!((t.port, t.path.as_str()), (81, "/a/b?c=d"));
-        assert_eq!(parse_target("http://127.0.0.1").unwrap().path, "/");
+        assert_eq!(
+            parse_target("http://127.0.0.1", Policy::default())
+                .unwrap()
+                .path,
+            "/"
+        );
+        assert_eq!(
+            parse_target("https://example.com", Policy::default())
+                .unwrap()
+                .port,
+            443
+        );
+        // The switch opens loopback and private https, never metadata or http elsewhere.
+        let private = Policy {
+            private_https: true,
+        };
+        assert!(parse_target("https://127.0.0.1:9443/h", private).is_ok());
+        assert!(parse_target("https://10.0.0.1/h", private).is_ok());
+        for (url, why) in [
+            ("https://169.254.169.254/", "link-local"),
+            ("https://[fd00:ec2::254]/", "metadata"),
+            ("http://10.0.0.1/", "not loopback"),
+        ] {
+            let e = parse_target(url, private).unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+        }
     }
 
     #[test]

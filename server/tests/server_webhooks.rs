@@ -321,7 +321,12 @@ fn registration_is_admin_only_and_refuses_unsafe_destinations() {
             "link-local",
         ),
         (json!({"url": "https://169.254.169.254/"}), "link-local"),
-        (json!({"url": "https://hooks.example.com/x"}), "TLS"),
+        // https goes to public hosts only, unless the server allows private ones.
+        (
+            json!({"url": "https://127.0.0.1:9/x"}),
+            "webhook_private_https",
+        ),
+        (json!({"url": "https://192.168.1.1/x"}), "private"),
         (json!({"url": "file:///etc/passwd"}), "scheme"),
         (
             json!({"url": "http://127.0.0.1:9/", "events": ["nope"]}),

@@ -1,6 +1,7 @@
 //! Artifact content: streamed, verified, with `ETag` = the content hash, `If-None-Match`
 //! (304) and single `Range: bytes=` requests (206, or 416 when unsatisfiable).
 
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn::{ArtifactId, ContentHash};
@@ -9,6 +10,22 @@ use crate::api::Routes;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{blocking, Path, Reader};
 use crate::streaming::stream_out;
+
+/// Content up to this size is read (and verified) whole in the same blocking call as the
+/// artifact lookup and answered as one buffer; larger content streams through a blocking
+/// reader in [`crate::streaming::CHUNK`] pieces. 64 KiB is the store's inline threshold too:
+/// such content is one engine read, and a buffer of it costs less than a streaming thread.
+pub const WHOLE_ANSWER_MAX: u64 = 64 << 10;
+
+/// What the blocking call found.
+enum Fetched {
+    /// The `If-None-Match` ETag matched.
+    NotModified,
+    /// The whole content, verified.
+    Whole(Bytes),
+    /// A verified reader over large content.
+    Stream(Box<dyn std::io::Read + Send>),
+}
 
 pub(crate) fn routes(r: Routes) -> Routes {
     r.add(Method::GET, "/v1/artifacts/{id}/content", content)
@@ -112,23 +129,38 @@ pub async fn content(
     Path(id): Path<ArtifactId>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let a = {
-        let store = store.clone();
-        blocking(move || store.admin().artifact(id)).await?
-    };
-    let tag = etag(&a.hash);
-    if let Some(v) = headers
+    let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-    {
-        if none_match(v, &a.hash) {
+        .map(str::to_string);
+    // One trip to the blocking pool: the record, then (unless the ETag matched) the content
+    // itself when small, or an open verified reader when large.
+    let fetched = blocking(move || {
+        let a = store.admin().artifact(id)?;
+        if if_none_match.is_some_and(|v| none_match(&v, &a.hash)) {
+            return Ok((a, Fetched::NotModified));
+        }
+        if a.size <= WHOLE_ANSWER_MAX {
+            // Verified against the hash before the first byte is sent.
+            let bytes = store.admin().read(id)?;
+            return Ok((a, Fetched::Whole(Bytes::from(bytes))));
+        }
+        let reader = store.admin().open_reader(id)?;
+        Ok((a, Fetched::Stream(reader)))
+    })
+    .await?;
+    let (a, body) = fetched;
+    let tag = etag(&a.hash);
+    let body = match body {
+        Fetched::NotModified => {
             let mut r = StatusCode::NOT_MODIFIED.into_response();
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 r.headers_mut().insert(header::ETAG, v);
             }
             return Ok(r);
         }
-    }
+        other => other,
+    };
     let range = resolve_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         a.size,
@@ -149,8 +181,29 @@ pub async fn content(
             return Ok(e);
         }
     };
-    let reader = blocking(move || store.admin().open_reader(id)).await?;
-    let mut r = Response::new(stream_out(reader, start, len));
+    let body = match body {
+        Fetched::Whole(bytes) => {
+            // start + len <= size == bytes.len() (resolve_range keeps ranges inside the
+            // content, and the library checked the length when it verified the hash).
+            let (s, l) = (
+                usize::try_from(start).unwrap_or(usize::MAX),
+                usize::try_from(len).unwrap_or(usize::MAX),
+            );
+            match s.checked_add(l).filter(|end| *end <= bytes.len()) {
+                Some(end) => Body::from(bytes.slice(s..end)),
+                None => {
+                    return Err(ApiError::internal(format!(
+                        "artifact {id}: the content is {} bytes, its record says {}",
+                        bytes.len(),
+                        a.size
+                    )))
+                }
+            }
+        }
+        Fetched::Stream(reader) => stream_out(reader, start, len),
+        Fetched::NotModified => Body::empty(),
+    };
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
     let mime = a
