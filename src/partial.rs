@@ -729,23 +729,23 @@ impl Store {
                 .ok_or(Error::ContentMissing { hash: *hash })?;
             Box::new(MemorySource::new(bytes))
         } else {
-            let paths = self
+            let files = self
                 .inner
-                .paths
+                .files
                 .as_ref()
                 .ok_or(Error::ContentMissing { hash: *hash })?;
-            let p = content::blob_path(&paths.blobs, hash, m.codec);
-            let f = match File::open(&p) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match files.open_source(hash, m.codec)? {
+                Some(src) => src,
+                None => {
                     return Err(Error::Integrity {
                         hash: *hash,
-                        message: format!("its blob file {} is missing", p.display()),
+                        message: format!(
+                            "its blob file {} is missing",
+                            files.describe(hash, m.codec)
+                        ),
                     })
                 }
-                Err(e) => return Err(Error::io(p, e)),
-            };
-            Box::new(FileSource::new(f).map_err(|e| Error::io(p, e))?)
+            }
         };
         let counter = Arc::new(AtomicU64::new(0));
         let mut c = Content {
