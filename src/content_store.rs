@@ -24,8 +24,6 @@ use object_store::{
     BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
-use futures_core::Stream;
-
 use crate::content::Codec;
 use crate::error::{Error, Result};
 use crate::ids::ContentHash;
@@ -389,18 +387,22 @@ impl ObjectFiles {
             }
             Ok(())
         })();
-        let finish = match result {
-            Ok(()) => {
-                let fut = upload.complete();
-                self.run(async move { fut.await.map(|_| ()) })
-                    .map_err(|e| self.err("multipart completion of", key, e))
+        match result {
+            Ok(()) => self
+                .run(async move {
+                    match upload.complete().await {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            let _ = upload.abort().await;
+                            Err(e)
+                        }
+                    }
+                })
+                .map_err(|e| self.err("multipart completion of", key, e))?,
+            Err(e) => {
+                let _ = self.run(async move { upload.abort().await });
+                return Err(e);
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = finish {
-            let fut = upload.abort();
-            let _ = self.run(fut);
-            return Err(e);
         }
         self.check_existing(key, len)
     }

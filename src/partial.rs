@@ -12,7 +12,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys;
 use crate::preview::Preview;
-use crate::seekable::{BlobSource, FileSource, MemorySource, Seekable};
+use crate::seekable::{BlobSource, MemorySource, Seekable};
 use crate::Store;
 
 /// Default bound on a result's returned text, in bytes.
