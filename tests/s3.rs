@@ -21,7 +21,7 @@ fn config() -> Config {
 }
 
 fn art(name: &str) -> NewArtifact {
-    NewArtifact::new(ArtifactKind::ToolOutput, name)
+    NewArtifact::new(ArtifactKind::ToolResult, name)
 }
 
 /// Bytes zstd cannot shrink (stored raw), deterministic per seed.
