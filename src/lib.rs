@@ -35,6 +35,8 @@ mod by_hash;
 mod checkpoint;
 mod config;
 mod content;
+#[cfg(feature = "s3")]
+mod content_store;
 mod error;
 mod events;
 mod fsutil;
@@ -72,6 +74,8 @@ pub use checkpoint::{
 };
 pub use config::{default_store_path, Config, Durability, Limits};
 pub use content::ContentReader;
+#[cfg(feature = "s3")]
+pub use content_store::{S3Config, DEFAULT_GC_GRACE, DEFAULT_MULTIPART_THRESHOLD};
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
 pub use ids::{ArtifactId, CheckpointId, ContentHash, SessionId};

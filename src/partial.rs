@@ -12,7 +12,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys;
 use crate::preview::Preview;
-use crate::seekable::{BlobSource, FileSource, MemorySource, Seekable};
+use crate::seekable::{BlobSource, MemorySource, Seekable};
 use crate::Store;
 
 /// Default bound on a result's returned text, in bytes.
@@ -725,23 +724,23 @@ impl Store {
         let src: Box<dyn BlobSource> = if m.inline {
             Box::new(MemorySource::new(self.inline_bytes(hash)?))
         } else {
-            let paths = self
+            let files = self
                 .inner
-                .paths
+                .files
                 .as_ref()
                 .ok_or(Error::ContentMissing { hash: *hash })?;
-            let p = content::blob_path(&paths.blobs, hash, m.codec);
-            let f = match File::open(&p) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match files.open_source(hash, m.codec)? {
+                Some(src) => src,
+                None => {
                     return Err(Error::Integrity {
                         hash: *hash,
-                        message: format!("its blob file {} is missing", p.display()),
+                        message: format!(
+                            "its blob file {} is missing",
+                            files.describe(hash, m.codec)
+                        ),
                     })
                 }
-                Err(e) => return Err(Error::io(p, e)),
-            };
-            Box::new(FileSource::new(f).map_err(|e| Error::io(p, e))?)
+            }
         };
         let counter = Arc::new(AtomicU64::new(0));
         let mut c = Content {

@@ -37,6 +37,32 @@ pub(crate) trait BlobFiles: Send + Sync {
     fn open(&self, hash: &ContentHash, codec: Codec) -> Result<Option<Box<dyn Read + Send>>>;
     /// Where the file of `hash` is, for messages.
     fn describe(&self, hash: &ContentHash, codec: Codec) -> String;
+    /// Whether [`BlobFiles::install`] moves the temporary file away (local files) or leaves
+    /// it to the caller (an object store uploads a copy; the caller keeps it for a retry).
+    fn consumes_temp(&self) -> bool {
+        true
+    }
+    /// Random access to the file of `hash` (partial reads); `None` if it does not exist.
+    fn open_source(
+        &self,
+        hash: &ContentHash,
+        codec: Codec,
+    ) -> Result<Option<Box<dyn crate::seekable::BlobSource>>>;
+    /// Stored length of the file of `hash`; `None` if it does not exist.
+    fn stored_len(&self, hash: &ContentHash, codec: Codec) -> Result<Option<u64>>;
+    /// Deletes the file of `hash` (absent is fine).
+    fn delete(&self, hash: &ContentHash, codec: Codec) -> Result<()>;
+    /// `Some(grace)` when other processes share these files (an object store): GC then
+    /// records its intent in the metadata and waits `grace` (DESIGN.md, "Content on object
+    /// storage"); `None` for a store's own folder, guarded by the in-process pins.
+    fn shared(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Every blob file of a shared store, for GC's orphan listing (`None`: not listed this
+    /// way; a store's own folder is swept by `gc`).
+    fn list_all(&self) -> Result<Option<Vec<(ContentHash, Codec)>>> {
+        Ok(None)
+    }
 }
 
 /// Blob files under `<store>/blobs/<first two hex>/<hex>.<raw|zst>`.
@@ -88,6 +114,39 @@ impl BlobFiles for LocalFiles {
         content::blob_path(&self.blobs, hash, codec)
             .display()
             .to_string()
+    }
+
+    fn open_source(
+        &self,
+        hash: &ContentHash,
+        codec: Codec,
+    ) -> Result<Option<Box<dyn crate::seekable::BlobSource>>> {
+        let p = content::blob_path(&self.blobs, hash, codec);
+        match std::fs::File::open(&p) {
+            Ok(f) => Ok(Some(Box::new(
+                crate::seekable::FileSource::new(f).map_err(|e| Error::io(&p, e))?,
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    fn stored_len(&self, hash: &ContentHash, codec: Codec) -> Result<Option<u64>> {
+        let p = content::blob_path(&self.blobs, hash, codec);
+        match std::fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    fn delete(&self, hash: &ContentHash, codec: Codec) -> Result<()> {
+        let p = content::blob_path(&self.blobs, hash, codec);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(p, e)),
+        }
     }
 }
 
@@ -366,7 +425,9 @@ impl Store {
             StagedData::File { tmp, codec, .. } => {
                 if let (Some(t), Some(files)) = (tmp.as_ref(), &self.inner.files) {
                     files.install(t, hash, *codec)?;
-                    *tmp = None;
+                    if files.consumes_temp() {
+                        *tmp = None;
+                    }
                 }
             }
         }
@@ -446,7 +507,7 @@ impl Tx<'_> {
             let mut m = BlobMeta::decode(&b)?;
             if refs > 0 {
                 if m.refs == 0 {
-                    self.del(keys::garbage(&staged.hash));
+                    self.unlist_garbage(&staged.hash)?;
                 }
                 m.refs += refs;
                 self.put(key, BlobMeta::with_refs(&b, m.refs));
@@ -456,6 +517,13 @@ impl Tx<'_> {
         let store = self.store;
         let c = &store.inner.config;
         let mut record_data = None;
+        // Content shared with other processes (an object store): GC may have deleted the
+        // object since staging, or listed it as an orphan. Take it off the list (refused while
+        // a GC deletes it) and make sure the object is there, in this transaction.
+        let shared = store.inner.files.as_ref().filter(|f| f.shared().is_some());
+        if shared.is_some() {
+            self.unlist_garbage(&staged.hash)?;
+        }
         let m = match &staged.data {
             StagedData::Memory {
                 raw,
@@ -472,7 +540,11 @@ impl Tx<'_> {
                 };
                 let to_file = store.to_file(e.bytes.len() as u64);
                 if to_file {
-                    if let (false, Some(files)) = (*file_written, &store.inner.files) {
+                    if let Some(files) = shared {
+                        if files.stored_len(&staged.hash, e.codec)?.is_none() {
+                            files.write(&staged.hash, e.codec, &e.bytes)?;
+                        }
+                    } else if let (false, Some(files)) = (*file_written, &store.inner.files) {
                         files.write(&staged.hash, e.codec, &e.bytes)?;
                     }
                 } else if e.bytes.len() <= RECORD_DATA_MAX {
@@ -493,7 +565,11 @@ impl Tx<'_> {
                 codec,
                 stored_size,
             } => {
-                if let (Some(t), Some(files)) = (tmp, &store.inner.files) {
+                if let (Some(t), Some(files)) = (tmp, shared) {
+                    if files.stored_len(&staged.hash, *codec)?.is_none() {
+                        files.install(t, &staged.hash, *codec)?;
+                    }
+                } else if let (Some(t), Some(files)) = (tmp, &store.inner.files) {
                     // Only when the blob existed at staging and was collected since.
                     files.install(t, &staged.hash, *codec)?;
                 }
@@ -533,7 +609,7 @@ impl Tx<'_> {
             },
         );
         if refs == 0 {
-            self.put(keys::garbage(&staged.hash), vec![]);
+            self.put(keys::garbage(&staged.hash), super::gc::garbage_listed_now());
         }
         self.add(counters::BLOBS, 1);
         self.add(counters::STORED_BYTES, m.stored_size as i64);
@@ -550,7 +626,7 @@ impl Tx<'_> {
             .ok_or(Error::ContentMissing { hash: *hash })?;
         let mut m = BlobMeta::decode(&b)?;
         if m.refs == 0 {
-            self.del(keys::garbage(hash));
+            self.unlist_garbage(hash)?;
         }
         m.refs += 1;
         self.put(key, BlobMeta::with_refs(&b, m.refs));
@@ -564,10 +640,37 @@ impl Tx<'_> {
             let mut m = BlobMeta::decode(&b)?;
             m.refs = m.refs.saturating_sub(1);
             if m.refs == 0 {
-                self.put(keys::garbage(hash), vec![]);
+                self.put(keys::garbage(hash), super::gc::garbage_listed_now());
             }
             self.put(key, BlobMeta::with_refs(&b, m.refs));
         }
+        Ok(())
+    }
+
+    /// Takes `hash` off the garbage list. With shared content (an object store) a GC on
+    /// another process may be deleting its object right now: that is a conflict, and the
+    /// write runs again once the GC has finished (and the content is written anew).
+    fn unlist_garbage(&mut self, hash: &ContentHash) -> Result<()> {
+        let key = keys::garbage(hash);
+        let shared = self
+            .store
+            .inner
+            .files
+            .as_ref()
+            .is_some_and(|f| f.shared().is_some());
+        if shared {
+            if let Some(v) = self.get(&key)? {
+                if super::gc::is_deleting(&v) {
+                    return Err(Error::WriteConflict {
+                        message: format!(
+                            "content {hash} is being deleted from the object store by a \
+                             garbage collection"
+                        ),
+                    });
+                }
+            }
+        }
+        self.del(key);
         Ok(())
     }
 

@@ -29,9 +29,56 @@ pub struct GcReport {
     pub orphan_files_removed: u64,
 }
 
+/// A garbage entry (`G` + hash) that waits for its grace period: `[b'g', ms since epoch u64 BE]`.
+/// Entries written by earlier versions are empty (listed at an unknown time).
+const LISTED: u8 = b'g';
+/// A garbage entry whose object a GC is deleting: `[b'd', ms since epoch u64 BE]`. No write may
+/// take the blob back while it is set; the GC removes the entry (and the record) once the object
+/// is gone.
+const DELETING: u8 = b'd';
+/// How many garbage entries one shared-content GC step marks, deletes and clears at a time: a
+/// put of the same content waits (retries) at most one step.
+const SHARED_STEP: usize = 64;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn garbage_value(state: u8, at_ms: u64) -> Vec<u8> {
+    let mut v = vec![state];
+    v.extend_from_slice(&at_ms.to_be_bytes());
+    v
+}
+
+/// The value of a garbage entry listed now.
+pub(crate) fn garbage_listed_now() -> Vec<u8> {
+    garbage_value(LISTED, now_ms())
+}
+
+/// Whether a garbage entry says a GC is deleting the object.
+pub(crate) fn is_deleting(v: &[u8]) -> bool {
+    v.first() == Some(&DELETING)
+}
+
+/// A garbage entry's state and time (`None`: an entry of an earlier version, time unknown).
+fn decode_garbage(v: &[u8]) -> Option<(u8, u64)> {
+    let at: [u8; 8] = v.get(1..9)?.try_into().ok()?;
+    Some((v[0], u64::from_be_bytes(at)))
+}
+
 impl Store {
     /// Removes every blob whose reference count is zero, and orphaned blob files.
+    ///
+    /// With content on an object store shared by several servers, a blob is deleted only once
+    /// its garbage entry is older than the grace period, in three steps recorded in the
+    /// metadata (DESIGN.md, "Content on object storage"); orphan objects are listed as garbage
+    /// first and deleted by a later run.
     pub fn gc(&self) -> Result<GcReport> {
+        if let Some(grace) = self.inner.files.as_ref().and_then(|f| f.shared()) {
+            return self.gc_shared(grace);
+        }
         let mut report = GcReport::default();
         loop {
             let batch = self
@@ -80,6 +127,127 @@ impl Store {
         }
         report.orphan_files_removed = self.sweep_orphans()?;
         Ok(report)
+    }
+
+    /// GC of content shared with other processes. For each garbage entry older than `grace`:
+    /// 1. one transaction marks it `DELETING` if the blob is still unreferenced (puts and
+    ///    retains of that content now conflict and retry);
+    /// 2. the object is deleted;
+    /// 3. one transaction removes the record and the entry.
+    ///
+    /// A crash after 1 leaves a `DELETING` entry, which the next GC finishes once it is older
+    /// than `grace` (so a GC must not stall longer than `grace` between 1 and 2). The record is
+    /// never removed before its object: at worst garbage stays, never a dangling reference.
+    fn gc_shared(&self, grace: std::time::Duration) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let Some(files) = self.inner.files.as_ref() else {
+            return Ok(report);
+        };
+        let grace_ms = grace.as_millis() as u64;
+        let mut start = vec![keys::GARBAGE];
+        let end = vec![keys::GARBAGE + 1];
+        loop {
+            let entries = self.backend().scan(&start, &end, false, SHARED_STEP)?;
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            start = last.clone();
+            start.push(0);
+            // 1. Mark what is old enough and unreferenced (re-read in the transaction).
+            let marked = self.write(|tx| {
+                let now = now_ms();
+                let mut marked = Vec::new();
+                for (k, _) in &entries {
+                    let hash = ContentHash::from_slice(&k[1..])?;
+                    if self.is_pending(&hash) {
+                        continue;
+                    }
+                    let Some(v) = tx.get(k)? else { continue };
+                    let Some((_, at)) = decode_garbage(&v) else {
+                        // An entry of an earlier version: its grace period starts now.
+                        tx.put(k.clone(), garbage_value(LISTED, now));
+                        continue;
+                    };
+                    if now.saturating_sub(at) < grace_ms {
+                        continue;
+                    }
+                    let meta = match tx.get(&keys::blob(&hash))? {
+                        Some(b) => Some(BlobMeta::decode(&b)?),
+                        None => None,
+                    };
+                    if meta.is_some_and(|m| m.refs > 0) {
+                        tx.del(k.clone()); // referenced again: a stale entry
+                        continue;
+                    }
+                    tx.put(k.clone(), garbage_value(DELETING, now));
+                    marked.push((hash, meta));
+                }
+                Ok(marked)
+            })?;
+            // 2. Delete the objects (both codecs for an orphan, whose record says nothing).
+            for (hash, meta) in &marked {
+                match meta {
+                    Some(m) if m.inline => {}
+                    Some(m) => files.delete(hash, m.codec)?,
+                    None => {
+                        files.delete(hash, content::Codec::Raw)?;
+                        files.delete(hash, content::Codec::Zstd)?;
+                    }
+                }
+            }
+            // 3. Remove the records and the entries.
+            let (removed, freed, orphans) = self.write(|tx| {
+                let (mut removed, mut freed, mut orphans) = (0u64, 0u64, 0u64);
+                for (hash, meta) in &marked {
+                    let k = keys::garbage(hash);
+                    if !tx.get(&k)?.as_deref().is_some_and(is_deleting) {
+                        continue; // another GC finished it
+                    }
+                    match tx.remove_garbage_blob(hash)? {
+                        Some(m) => {
+                            removed += 1;
+                            freed += m.stored_size;
+                        }
+                        None if meta.is_none() => orphans += 1,
+                        None => {}
+                    }
+                }
+                Ok((removed, freed, orphans))
+            })?;
+            report.blobs_removed += removed;
+            report.bytes_freed += freed;
+            report.orphan_files_removed += orphans;
+            if entries.len() < SHARED_STEP {
+                break;
+            }
+        }
+        self.list_orphan_objects()?;
+        Ok(report)
+    }
+
+    /// Lists objects that have no blob record and no garbage entry (left by a put whose
+    /// transaction never committed, or one still in flight) as garbage: a later GC deletes
+    /// them after the grace period unless a put claims them first.
+    fn list_orphan_objects(&self) -> Result<()> {
+        let Some(files) = self.inner.files.as_ref() else {
+            return Ok(());
+        };
+        let Some(objects) = files.list_all()? else {
+            return Ok(());
+        };
+        for chunk in objects.chunks(SHARED_STEP) {
+            self.write(|tx| {
+                for (hash, _) in chunk {
+                    if tx.get(&keys::blob(hash))?.is_none()
+                        && tx.get(&keys::garbage(hash))?.is_none()
+                    {
+                        tx.put(keys::garbage(hash), garbage_listed_now());
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Removes blob files that have no blob record and no pending put.

@@ -745,6 +745,41 @@ impl Checker<'_> {
                     return Ok(());
                 }
             }
+        } else if let (None, Some(files)) = (&store.inner.paths, &store.inner.files) {
+            // Content on an object store (issue 15): checked through the blob file layer.
+            match files.stored_len(&hash, m.codec)? {
+                Some(len) => {
+                    if len != m.stored_size {
+                        self.push(problem(
+                            kind::STORED_SIZE,
+                            Some(hash),
+                            Vec::new(),
+                            format!(
+                                "blob object {} is {len} bytes; its record says {}",
+                                files.describe(&hash, m.codec),
+                                m.stored_size
+                            ),
+                        ));
+                    }
+                    match files.open(&hash, m.codec)? {
+                        Some(r) => r,
+                        None => content::bytes_source(Vec::new()),
+                    }
+                }
+                None => {
+                    self.lost.insert(
+                        hash,
+                        (
+                            kind::MISSING_BLOB,
+                            format!(
+                                "its blob object {} is missing",
+                                files.describe(&hash, m.codec)
+                            ),
+                        ),
+                    );
+                    return Ok(());
+                }
+            }
         } else {
             let Some(paths) = &store.inner.paths else {
                 self.lost.insert(

@@ -1,7 +1,7 @@
 //! The store facade: opening, the write path's transaction, durability, statistics.
 
 mod artifacts;
-mod blobs;
+pub(crate) mod blobs;
 mod checkpoints;
 pub(crate) mod counters;
 mod gc;
@@ -330,11 +330,72 @@ impl Store {
         Ok(Self::from_parts(Box::new(backend), None, config))
     }
 
+    /// Opens the store held in PostgreSQL at `url` under `namespace`, with its content on an
+    /// S3-compatible object store (features `postgres` and `s3`): the deployment of several
+    /// `cairn serve` processes sharing one database and one bucket. Records stay in
+    /// PostgreSQL; content of at least `inline_threshold` encoded bytes goes to objects under
+    /// `<prefix>/<namespace>/blobs/`. See DESIGN.md, "Content on object storage".
+    #[cfg(all(feature = "postgres", feature = "s3"))]
+    pub fn open_postgres_s3(
+        url: &str,
+        namespace: &str,
+        content: &crate::S3Config,
+        config: Config,
+    ) -> Result<Store> {
+        let mut config = config;
+        config.limits.max_artifact_size = config
+            .limits
+            .max_artifact_size
+            .min(POSTGRES_MAX_ARTIFACT_SIZE);
+        config.validate()?;
+        let files = crate::content_store::ObjectFiles::open(content, namespace)?;
+        let backend = crate::backend::PostgresBackend::connect(url, namespace)?;
+        check_format(&backend).map_err(|message| Error::Backend {
+            message: format!("PostgreSQL namespace {namespace:?}: {message}"),
+        })??;
+        Ok(Self::from_files(
+            Box::new(backend),
+            None,
+            Some(Box::new(files)),
+            config,
+        ))
+    }
+
+    /// A store over any engine, with its content on an S3-compatible object store under
+    /// `<prefix>/<namespace>/blobs/` (feature `s3`). Several processes may share the content
+    /// only if they share the engine too (PostgreSQL: [`Store::open_postgres_s3`]); this
+    /// constructor is for tests and custom engines.
+    #[cfg(feature = "s3")]
+    pub fn with_backend_s3(
+        backend: Box<dyn Backend>,
+        namespace: &str,
+        content: &crate::S3Config,
+        config: Config,
+    ) -> Result<Store> {
+        config.validate()?;
+        let files = crate::content_store::ObjectFiles::open(content, namespace)?;
+        Ok(Self::from_files(
+            backend,
+            None,
+            Some(Box::new(files)),
+            config,
+        ))
+    }
+
     fn from_parts(backend: Box<dyn Backend>, paths: Option<Paths>, config: Config) -> Store {
-        let interval = config.group_interval();
         let files = paths.as_ref().map(|p| {
             Box::new(LocalFiles::new(p.blobs.clone(), p.tmp.clone())) as Box<dyn BlobFiles>
         });
+        Self::from_files(backend, paths, files, config)
+    }
+
+    fn from_files(
+        backend: Box<dyn Backend>,
+        paths: Option<Paths>,
+        files: Option<Box<dyn BlobFiles>>,
+        config: Config,
+    ) -> Store {
+        let interval = config.group_interval();
         let store = Store {
             inner: Arc::new(Inner {
                 backend,

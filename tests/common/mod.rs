@@ -188,3 +188,7 @@ pub mod faults;
 /// The PostgreSQL server of the tests (feature `postgres`, root package only).
 #[cfg(feature = "postgres")]
 pub mod pg;
+
+/// The S3-compatible server of the tests (features `postgres` and `s3`, root package only).
+#[cfg(all(feature = "postgres", feature = "s3"))]
+pub mod s3;

@@ -1,0 +1,284 @@
+//! Content on an S3-compatible object store (moto on 127.0.0.1) with metadata on PostgreSQL
+//! (issue 15): put, dedup, verified reads, range and partial reads, multipart uploads, GC with
+//! a grace period across store handles, and an object store that fails mid-test.
+#![cfg(all(feature = "postgres", feature = "s3"))]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cairn::{
+    ArtifactKind, Config, Error, NewArtifact, NewSession, Part, PartContent, S3Config, Store,
+};
+
+/// Content of at least 1 KiB encoded goes to the object store; never inline-only.
+fn config() -> Config {
+    Config {
+        inline_threshold: 1024,
+        ..Config::default()
+    }
+}
+
+fn art(name: &str) -> NewArtifact {
+    NewArtifact::new(ArtifactKind::ToolResult, name)
+}
+
+/// Bytes zstd cannot shrink (stored raw), deterministic per seed.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Text lines, compressible, numbered so that every range is distinct.
+fn lines(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| format!("line {i:06} of a tool's output, with some repeated words\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn put_read_dedup_and_verify_on_postgres_and_s3() {
+    let Some((s, ns)) = common::s3::pg_store_with(config(), Duration::ZERO) else {
+        return;
+    };
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let big = noise(300_000, 1);
+    let a = s.put(sid, art("a"), &big).unwrap();
+    let b = s.put(sid, art("b"), &big).unwrap();
+    let small = s.put(sid, art("small"), b"tiny, inline").unwrap();
+    assert_eq!(a.hash, b.hash);
+    assert_eq!(s.read(sid, a.id).unwrap(), big);
+    assert_eq!(s.read(sid, small.id).unwrap(), b"tiny, inline");
+    let st = s.stats().unwrap();
+    assert_eq!(
+        (st.artifacts, st.blobs),
+        (3, 2),
+        "one blob for two artifacts"
+    );
+    // Another handle (its own connections and runtime, as another server) sees the same.
+    let other = common::s3::open(&ns, config(), Duration::ZERO);
+    assert_eq!(other.read(sid, b.id).unwrap(), big);
+    let mut r = other.open_reader(sid, a.id).unwrap();
+    let mut streamed = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut streamed).unwrap();
+    assert_eq!(streamed, big);
+    assert_eq!(
+        other.read_range(sid, a.id, 1000, 5000).unwrap(),
+        big[1000..6000]
+    );
+    let v = s.verify().unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    assert_eq!(v.blobs_checked, 2);
+    // The same content put from the other handle is deduplicated against the object.
+    let c = other.put(sid, art("c"), &big).unwrap();
+    assert_eq!(c.hash, a.hash);
+    assert_eq!(s.stats().unwrap().blobs, 2);
+}
+
+#[test]
+fn partial_reads_fetch_frames_of_a_seekable_object() {
+    let cfg = Config {
+        seekable_threshold: Config::ALWAYS_SEEKABLE,
+        seekable_frame_size: 4096,
+        compression_threshold: Config::ALWAYS_COMPRESS,
+        ..config()
+    };
+    let Some(s) = common::s3::pg_store(cfg) else {
+        return;
+    };
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let text = lines(20_000);
+    let a = s.put(sid, art("log"), &text).unwrap();
+    let got = s
+        .read_part(
+            sid,
+            a.id,
+            &Part::Bytes {
+                offset: 500_000,
+                len: 100,
+            },
+        )
+        .unwrap();
+    let PartContent::Bytes { data, .. } = &got.content else {
+        panic!("{:?}", got.content)
+    };
+    assert_eq!(data.bytes().unwrap(), text[500_000..500_100]);
+    let tail = s.read_part(sid, a.id, &Part::Tail { lines: 2 }).unwrap();
+    let PartContent::Lines { lines, .. } = &tail.content else {
+        panic!("{:?}", tail.content)
+    };
+    assert_eq!(lines.len(), 2);
+    assert!(format!("{lines:?}").contains("line 019999"), "{lines:?}");
+    assert_eq!(s.read(sid, a.id).unwrap(), text);
+}
+
+#[test]
+fn large_content_goes_up_in_parts_and_reads_back() {
+    let Some(s) = common::s3::pg_store(config()) else {
+        return;
+    };
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    // Above the 8 MiB multipart threshold, incompressible: a three-part upload.
+    let big = noise((17 << 20) + 123, 7);
+    let a = s.put(sid, art("big"), &big).unwrap();
+    assert_eq!(a.size, big.len() as u64);
+    assert_eq!(s.read(sid, a.id).unwrap(), big);
+    assert_eq!(
+        s.read_range(sid, a.id, 16 << 20, 1000).unwrap(),
+        big[16 << 20..(16 << 20) + 1000]
+    );
+    // Putting it again is one object: dedup, and an existing object is not uploaded twice.
+    let b = s.put(sid, art("big2"), &big).unwrap();
+    assert_eq!(b.hash, a.hash);
+    assert_eq!(s.stats().unwrap().blobs, 1);
+    assert!(s.verify().unwrap().ok);
+}
+
+#[test]
+fn gc_waits_for_the_grace_period_and_then_deletes_the_object() {
+    let Some((s, ns)) = common::s3::pg_store_with(config(), Duration::from_secs(3600)) else {
+        return;
+    };
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let content = noise(50_000, 3);
+    let a = s.put(sid, art("a"), &content).unwrap();
+    s.delete_artifact(sid, a.id).unwrap();
+    // Within the grace period: nothing is deleted.
+    let r = s.gc().unwrap();
+    assert_eq!(r.blobs_removed, 0);
+    assert_eq!(s.garbage_count().unwrap(), 1);
+    // A put of the same content takes the blob back from the garbage list (no upload).
+    let b = s.put(sid, art("b"), &content).unwrap();
+    assert_eq!(s.garbage_count().unwrap(), 0);
+    assert_eq!(s.read(sid, b.id).unwrap(), content);
+    s.delete_artifact(sid, b.id).unwrap();
+    // A handle with no grace period deletes it: object and record.
+    let now = common::s3::open(&ns, config(), Duration::ZERO);
+    let r = now.gc().unwrap();
+    assert_eq!(r.blobs_removed, 1);
+    assert_eq!(r.bytes_freed, content.len() as u64);
+    assert_eq!(
+        (now.garbage_count().unwrap(), now.stats().unwrap().blobs),
+        (0, 0)
+    );
+    // The same content put again is uploaded again and reads back.
+    let c = now.put(sid, art("c"), &content).unwrap();
+    assert_eq!(s.read(sid, c.id).unwrap(), content);
+    assert!(s.verify().unwrap().ok);
+}
+
+#[test]
+fn orphan_objects_are_listed_then_deleted_unless_a_put_claims_them() {
+    let Some(ep) = common::s3::endpoint() else {
+        return;
+    };
+    let Some((s, ns)) = common::s3::pg_store_with(config(), Duration::ZERO) else {
+        return;
+    };
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    // Two objects whose puts never committed (a server that crashed after its upload).
+    let (x, y) = (noise(40_000, 11), noise(40_000, 12));
+    for c in [&x, &y] {
+        let hex = cairn::ContentHash::of(c).to_hex();
+        let key = format!("cairn/{ns}/blobs/{}/{hex}.raw", &hex[..2]);
+        assert!(common::s3::put_object(&ep, &key, c) < 300);
+    }
+    assert_eq!(s.stats().unwrap().blobs, 0);
+    // First GC lists them as garbage; a put claims y before the second GC.
+    let r = s.gc().unwrap();
+    assert_eq!(r.orphan_files_removed, 0);
+    assert_eq!(s.garbage_count().unwrap(), 2);
+    let ya = s.put(sid, art("y"), &y).unwrap();
+    assert_eq!(s.garbage_count().unwrap(), 1);
+    let r = s.gc().unwrap();
+    assert_eq!(r.orphan_files_removed, 1, "x only");
+    assert_eq!(s.read(sid, ya.id).unwrap(), y);
+    assert_eq!(s.garbage_count().unwrap(), 0);
+}
+
+#[test]
+fn a_put_racing_gc_on_another_handle_never_loses_content() {
+    let Some((writer, ns)) = common::s3::pg_store_with(config(), Duration::ZERO) else {
+        return;
+    };
+    let collector = common::s3::open(&ns, config(), Duration::ZERO);
+    let sid = writer.create_session(NewSession::new()).unwrap().id;
+    let contents: Vec<Vec<u8>> = (0..3).map(|i| noise(20_000, 100 + i)).collect();
+    let done = AtomicBool::new(false);
+    let kept = std::thread::scope(|scope| {
+        let gc = scope.spawn(|| {
+            let mut runs = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                collector.gc().unwrap();
+                runs += 1;
+            }
+            runs
+        });
+        let mut kept = Vec::new();
+        for i in 0..60usize {
+            let content = &contents[i % 3];
+            let a = writer
+                .put(sid, art(&format!("n{}", i % 3)), content)
+                .unwrap();
+            if i % 2 == 0 {
+                writer.delete_artifact(sid, a.id).unwrap(); // garbage for the collector
+            } else {
+                kept.push((a.id, i % 3));
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        assert!(gc.join().unwrap() > 0);
+        kept
+    });
+    collector.gc().unwrap();
+    for (id, c) in &kept {
+        assert_eq!(&writer.read(sid, *id).unwrap(), &contents[*c], "{id}");
+    }
+    let v = collector.verify().unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+}
+
+#[test]
+fn an_object_store_that_fails_gives_a_clear_error_and_keeps_nothing() {
+    let Some(url) = common::pg::url() else { return };
+    if common::s3::endpoint().is_none() {
+        return;
+    }
+    // A moto server of this test's own, stopped mid-test.
+    let (ep, port) = common::s3::start_moto().expect("start moto");
+    let ns = common::pg::namespace();
+    let content = S3Config::new(common::s3::BUCKET, "cairn")
+        .endpoint(&ep)
+        .credentials("testing", "testing")
+        .retries(1, Duration::from_secs(3));
+    let s = Store::open_postgres_s3(&url, &ns, &content, config()).unwrap();
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let before = s.put(sid, art("before"), noise(10_000, 1)).unwrap();
+    common::s3::stop_moto_on(port);
+    let e = s.put(sid, art("during"), noise(10_000, 2)).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(
+        msg.contains("object store") && msg.contains("try again"),
+        "{msg}"
+    );
+    // Nothing of the failed put is recorded.
+    assert_eq!(s.stats().unwrap().artifacts, 1);
+    assert!(s.versions(sid, "during").unwrap().is_empty());
+    // Reads of content on the stopped server fail clearly, never with empty bytes.
+    let re = s.read(sid, before.id).unwrap_err().to_string();
+    assert!(re.contains("object store"), "{re}");
+    // The server comes back (empty: moto keeps objects in memory): the client retries.
+    common::s3::start_moto_on(port).expect("restart moto");
+    let again = s.put(sid, art("during"), noise(10_000, 2)).unwrap();
+    assert_eq!(s.read(sid, again.id).unwrap(), noise(10_000, 2));
+}
