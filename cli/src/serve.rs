@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// instead of under the data folder: several servers can then share them.
     #[arg(long, env = "CAIRN_METADATA", value_name = "URL")]
     pub metadata: Option<String>,
+    /// Keep every tenant's content on this S3-compatible bucket (s3://bucket/prefix), with
+    /// --metadata. Credentials, region and endpoint from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL (plain http only to loopback).
+    #[arg(long, env = "CAIRN_CONTENT", value_name = "URL")]
+    pub content: Option<String>,
     /// A TOML file whose [server] section sets `listen`, `data` and any limit by name.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -154,6 +159,13 @@ pub fn serve(_ctx: &Ctx, a: ServeArgs) -> CliResult {
         c.metadata = Some(m.clone());
         c.validate_metadata()
             .map_err(|m| Failure::invalid("--metadata", m))?;
+    }
+    if let Some(u) = &a.content {
+        let content = cairn::S3Config::from_url(u)
+            .map_err(|e| Failure::invalid("--content", e.to_string()))?;
+        c.content = Some(content);
+        c.validate_content()
+            .map_err(|m| Failure::invalid("--content", m))?;
     }
     if a.open_admin {
         c.open_admin = true;

@@ -34,6 +34,12 @@ pub struct ServerConfig {
     /// A PEM file of CA certificates that https webhooks trust besides the system's roots
     /// (a private CA, or a test's self-signed certificate).
     pub webhook_ca_file: Option<PathBuf>,
+    /// Every tenant's content on this S3-compatible bucket and prefix (one namespace each),
+    /// with [`ServerConfig::metadata`] (`cairn serve --content s3://bucket/prefix`; feature
+    /// `s3`). `None`: content in PostgreSQL with the records. See DESIGN.md, "Content on object
+    /// storage".
+    #[cfg(feature = "s3")]
+    pub content: Option<cairn::S3Config>,
 }
 
 /// The limits of one server, each with a default. See DESIGN.md, "Server".
@@ -181,7 +187,23 @@ impl ServerConfig {
             metadata: None,
             webhook_private_https: false,
             webhook_ca_file: None,
+            #[cfg(feature = "s3")]
+            content: None,
         }
+    }
+
+    /// Checks the content location: object storage needs the PostgreSQL metadata too (the
+    /// records of content shared by several servers must be shared as well).
+    pub fn validate_content(&self) -> Result<(), String> {
+        #[cfg(feature = "s3")]
+        if self.content.is_some() && self.metadata.is_none() {
+            return Err(
+                "--content s3://... needs --metadata postgres://... (several servers share the \
+                 content only with its records)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Checks [`ServerConfig::metadata`]: a PostgreSQL URL, and a build that can use it.

@@ -46,6 +46,7 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Result<Self, String> {
         config.limits.validate()?;
         config.validate_metadata()?;
+        config.validate_content()?;
         std::fs::create_dir_all(config.data_dir.join("tenants")).map_err(|e| {
             format!(
                 "cannot create the data folder {}: {e}",
@@ -196,7 +197,14 @@ impl AppState {
         let dir = self.tenant_dir(tenant);
         let metadata = self.inner.config.metadata.clone();
         let ns = tenant_namespace(tenant);
+        #[cfg(feature = "s3")]
+        let content = self.inner.config.content.clone();
         let store = tokio::task::spawn_blocking(move || match metadata {
+            #[cfg(feature = "s3")]
+            Some(url) if content.is_some() => match &content {
+                Some(c) => Store::open_postgres_s3(&url, &ns, c, cairn::Config::default()),
+                None => open_shared(&url, &ns),
+            },
             Some(url) => open_shared(&url, &ns),
             None => Store::open(dir),
         })
