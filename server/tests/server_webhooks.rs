@@ -202,9 +202,19 @@ fn delivers_signed_lifecycle_events_after_they_are_acknowledged() {
         got[1].json()
     );
 
-    // The list shows the delivery state and never the secret.
-    let l = admin.get("/v1/webhooks");
-    assert_eq!(l.status, 200);
+    // The list shows the delivery state and never the secret. The receiver records a delivery
+    // before the server has read its answer and counted it, so wait (bounded) for the count.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let l = loop {
+        let l = admin.get("/v1/webhooks");
+        assert_eq!(l.status, 200);
+        if l.json()["items"][0]["delivery"]["delivered"] == 2
+            || std::time::Instant::now() > deadline
+        {
+            break l;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(!String::from_utf8_lossy(&l.body).contains(&secret));
     let w = &l.json()["items"][0];
     assert_eq!(w["id"], id.as_str());
