@@ -191,10 +191,8 @@ fn events_of_a_bundle_import_reach_subscribers() {
     let last = got.last().unwrap();
     assert_eq!(last.session_id, report.root);
     assert_eq!(last.seq, log.len() as u64 + 1);
-    assert!(
-        matches!(&last.kind, EventKind::Custom { name, .. } if name == "imported"),
-        "{last:?}"
-    );
+    let imported = matches!(&last.kind, EventKind::Custom { name, .. } if name == "imported");
+    assert!(imported, "{last:?}");
     let flushes: Vec<_> = probe.log.lock().unwrap().clone();
     assert_eq!(flushes, vec!["apply", "flush(0)"]);
     // Stored as delivered.
@@ -217,10 +215,8 @@ fn a_subscriber_sees_only_batches_committed_after_it_subscribed() {
     let sub = probe.watched.lock().unwrap().take().unwrap();
     match sub.recv_timeout(Duration::from_secs(5)) {
         Some(Delivery::Event(e)) => {
-            assert!(
-                matches!(&e.kind, EventKind::Custom { name, .. } if name == "after"),
-                "{e:?}"
-            )
+            let after = matches!(&e.kind, EventKind::Custom { name, .. } if name == "after");
+            assert!(after, "{e:?}")
         }
         other => panic!("expected the later event, got {other:?}"),
     }
