@@ -2,7 +2,7 @@
 //! and fjall stores' open/reopen/lock/corruption behaviour, and the engine choice: a new store
 //! gets the configured engine, recorded in its marker; an existing store opens with the engine
 //! in its marker whatever the configuration says.
-mod common;
+use crate::common;
 
 use cairn::{
     ArtifactKind, Backend, BackendKind, Config, Error, MemoryBackend, NewArtifact, NewSession, Op,

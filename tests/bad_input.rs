@@ -1,7 +1,7 @@
 //! Hostile input: random and adversarial strings, crafted blob files, oversize streams, damaged
 //! store folders and write errors. Never a panic; a clear error; nothing stored on error.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{self, Read};

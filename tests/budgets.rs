@@ -1,5 +1,5 @@
 //! Budgets, per-session counters and statistics across sessions.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

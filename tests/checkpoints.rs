@@ -2,7 +2,7 @@
 //! references that keep checkpointed content alive through deletes, GC, session deletion and
 //! restarts.
 
-mod common;
+use crate::common;
 
 use cairn::*;
 use serde_json::json;

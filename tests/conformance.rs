@@ -1,6 +1,6 @@
 //! The backend conformance suite: every test runs on every backend in `common::backends()`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

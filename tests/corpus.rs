@@ -1,6 +1,6 @@
 //! Real data: every file of the shared corpus of agent runs, in a session tree mirroring its folders.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 

@@ -10,7 +10,7 @@
 //! * `engine_errors_at_every_step_fail_cleanly`: the same steps fail with an error in-process.
 //! * `gc_racing_deletes_and_puts_of_the_same_content_never_loses_a_referenced_blob`.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -466,7 +466,8 @@ fn run_child(
     kill_after: impl FnOnce(&mpsc::Receiver<String>, &mut Vec<String>),
 ) -> ChildRun {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+    let name = common::test_path(module_path!(), "crash_child");
+    cmd.args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, mode)
         .env(STORE_ENV, path)
         .stdout(Stdio::piped())

@@ -5,7 +5,7 @@
 //! event counts and the store's statistics. Each test opens a COPY of the fixture, never the
 //! checked-in files.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Fork, copy and merge: isolation both ways, lineage, no content copied, versions in time order.
 
-mod common;
+use crate::common;
 
 use cairn::*;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Conversation history (say/history, max_history) and the timeline (events and artifacts in
 //! time order, paged by cursor, across a subtree).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -2,7 +2,7 @@
 //! finds it (naming the affected artifacts), that reads fail with an integrity error instead of
 //! returning wrong bytes, and that `repair` brings the store back to a consistent state.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

@@ -2,7 +2,7 @@
 //! reopens, checked against a simple in-memory model: every query result, every content read and
 //! every reference count.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,7 +1,7 @@
 //! Partial reads (issue 13): every part kind against a naive model, on every content layout
 //! (raw, plain zstd, seekable; in the engine and in files), bounded cost, and verification.
 
-mod common;
+use crate::common;
 
 use cairn::{
     ArtifactKind, BackendKind, Config, Error, NewArtifact, NewSession, Part, PartContent,

@@ -1,6 +1,6 @@
 //! Everything survives closing and reopening the sled store; opening refuses what is not a store.
 
-mod common;
+use crate::common;
 
 use cairn::*;
 

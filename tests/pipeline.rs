@@ -2,7 +2,7 @@
 //! SIGKILLed inside analyze; running again resumes at analyze with transform's output and does
 //! not redo earlier steps.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -142,7 +142,12 @@ fn pipeline_killed_during_analyze_resumes_there() {
 
     // 1. A separate process runs the pipeline on a sled store and is killed inside analyze.
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &common::test_path(module_path!(), TEST_NAME),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -4,7 +4,7 @@
 //! test run on it too (tests/conformance.rs, tests/model.rs, tests/backend_conformance.rs).
 #![cfg(feature = "postgres")]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Barrier};

@@ -14,7 +14,7 @@
 //! verify clean. The number of points is bounded (`CAIRN_POWER_POINTS`, default 150).
 #![cfg(feature = "redb")]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;

@@ -1,8 +1,6 @@
 //! The cost of a selective query depends on the size of its result, not of the store.
 //! Measured as work (index and record entries read through the backend), never as time.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

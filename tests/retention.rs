@@ -1,5 +1,5 @@
 //! Expiry of idle sessions and retention policies, each rule with and without a dry run.
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

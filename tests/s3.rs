@@ -3,7 +3,7 @@
 //! a grace period across store handles, and an object store that fails mid-test.
 #![cfg(all(feature = "postgres", feature = "s3"))]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! In-process subscriptions: ordering across threads, filters, and the missed count of a slow
 //! subscriber.
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,8 +1,7 @@
 //! The benchmark workloads run end to end at tiny sizes on every backend: each produces its
 //! figures with same-run baselines, and the correctness checks inside them (every query returns
 //! exactly its 100 needles, dedup stores one blob, streamed size matches) hold. No timing is asserted.
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use cairn_bench::{parse_workloads, Bench, BenchOptions, Workload};
 

@@ -1,7 +1,6 @@
 //! `cairn session export` / `import` from the command line.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,10 +4,8 @@
 //! a closed stdout pipe, the demo, and a bulk put of the shared corpus whose query results are
 //! checked against what this test computes from the files themselves.
 
-#[path = "common/cli.rs"]
-mod cli_env;
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use crate::cli_env;
+use crate::common;
 
 use cli_env::{bin, one_json, s, Env};
 

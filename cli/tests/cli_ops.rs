@@ -2,10 +2,8 @@
 //! session statistics, cleanup (retention) and verify/repair, run for real against temporary
 //! sled stores, in both output modes, with their error cases.
 
-#[path = "common/cli.rs"]
-mod cli_env;
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use crate::cli_env;
+use crate::common;
 
 use cli_env::{failure, one_json, parse_one, s, Env};
 

@@ -1,8 +1,7 @@
 //! `cairn artifact read` and `cairn memo`, run for real: every part kind in both output modes,
 //! what a result says was left out, and clear errors (with their exit codes) for bad input.
 
-#[path = "common/cli.rs"]
-mod cli_env;
+use crate::cli_env;
 
 use cli_env::{one_json, s, Env};
 

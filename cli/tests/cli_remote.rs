@@ -5,9 +5,10 @@
 //! prints the same output and exits with the same codes against a server. The few tests that
 //! look at the store's files stay local (listed with their reasons in
 //! `common/cli.rs`, `LOCAL_ONLY`).
-// Each included file brings its own copy of the harness (and of the library's test helpers),
-// as it does in its own target: loading them more than once is the point here.
-#![allow(clippy::duplicate_mod)]
+#[path = "common/cli.rs"]
+mod cli_env;
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 #[path = "cli.rs"]
 mod cli;

@@ -1,7 +1,7 @@
 //! The routes against a real server on 127.0.0.1 with a real HTTP client: sessions, artifacts,
 //! content (ETag, ranges), queries, errors and their shapes.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use serde_json::json;

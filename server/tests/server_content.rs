@@ -1,7 +1,7 @@
 //! Downloads on both sides of `WHOLE_ANSWER_MAX` (answered from one verified buffer below it,
 //! streamed above it): the same bytes, ETag, 304 and ranges either way.
 
-mod common;
+use crate::common;
 
 use cairn_server::api::v1::content::WHOLE_ANSWER_MAX;
 use common::TestServer;

@@ -2,10 +2,10 @@
 //! SIGKILL, restarted on the same data folder, and every artifact that got a 2xx reads back
 //! byte-identical with its hash; then the store verifies clean.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,29 +24,6 @@ const KILL_AFTER: usize = 40;
 type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// Hang guard.
 const WAIT: Duration = Duration::from_secs(120);
-
-/// The `cairn` binary, built (or found up to date) by cargo.
-fn cairn_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("CAIRN_BIN") {
-        return PathBuf::from(p);
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "cairn-cli", "--bin", "cairn"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("cannot run cargo to build the cairn binary");
-    assert!(status.success(), "building the cairn binary failed");
-    // target/debug/deps/server_crash-HASH -> target/debug/cairn
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "no cairn binary at {}", bin.display());
-    bin
-}
 
 /// Starts `cairn serve` on `data` and returns the process and its URL (its first stdout line).
 fn serve(bin: &Path, data: &Path) -> (Child, String) {
@@ -86,7 +63,7 @@ fn content(client: usize, i: usize) -> Vec<u8> {
 
 #[test]
 fn kill_9_under_upload_load_loses_nothing_acknowledged() {
-    let bin = cairn_bin();
+    let bin = common::cairn_bin();
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = serve(&bin, dir.path());
     let c = Client::new(&url, None);

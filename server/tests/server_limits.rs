@@ -2,7 +2,7 @@
 //! request and header timeouts (408), the concurrency cap (503 with
 //! Retry-After) and per-tenant quotas.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! body limit): a 10 MB tool output stored through `store_output` passes with `max_json_bytes`
 //! far below it, and a message above `max_mcp_bytes` is refused with a JSON 413.
 
-mod common;
+use crate::common;
 
 use common::{Client, Resp, TestServer};
 use serde_json::{json, Value};

@@ -10,13 +10,12 @@
 //! set; otherwise the servers' default for `--metadata postgres://` (content in PostgreSQL).
 #![cfg(feature = "postgres")]
 
-mod common;
-#[path = "../../tests/common/pg.rs"]
-mod pg;
+use crate::common;
+use crate::pg;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,28 +49,6 @@ fn fresh_db() -> Option<String> {
     c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     let (base, _) = url.rsplit_once('/').unwrap();
     Some(format!("{base}/{name}"))
-}
-
-/// The `cairn` binary, built (or found up to date) by cargo.
-fn cairn_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("CAIRN_BIN") {
-        return PathBuf::from(p);
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "cairn-cli", "--bin", "cairn"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("cannot run cargo to build the cairn binary");
-    assert!(status.success(), "building the cairn binary failed");
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "no cairn binary at {}", bin.display());
-    bin
 }
 
 /// `--content X` when the environment names a content location.
@@ -143,7 +120,7 @@ impl Drop for Servers {
 #[test]
 fn three_servers_32_clients_gc_and_a_kill_9_lose_nothing_acknowledged() {
     let Some(db) = fresh_db() else { return };
-    let bin = cairn_bin();
+    let bin = common::cairn_bin();
     let dirs: Vec<tempfile::TempDir> = (0..SERVERS).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut urls = Vec::new();
     let mut children = Servers(Vec::new());

@@ -1,7 +1,7 @@
 //! Checkpoints, forks, copies, merges, timeline, conversations, bundles, content-first
 //! uploads, and the OpenAPI document against the routes the server serves.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

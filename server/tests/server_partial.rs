@@ -2,7 +2,7 @@
 //! 127.0.0.1: every part kind, the result's continuation fields, clear errors, and tenant scope
 //! (another tenant's artifact or memo entry is not found).
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use serde_json::{json, Value};

@@ -5,9 +5,8 @@
 //! are gapless, every acknowledged artifact reads back and the store verifies clean.
 #![cfg(feature = "postgres")]
 
-mod common;
-#[path = "../../tests/common/pg.rs"]
-mod pg;
+use crate::common;
+use crate::pg;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,9 +3,8 @@
 //! the same name: versions gapless, every acknowledged artifact readable from either server.
 #![cfg(feature = "postgres")]
 
-mod common;
-#[path = "../../tests/common/pg.rs"]
-mod pg;
+use crate::common;
+use crate::pg;
 
 use std::collections::BTreeSet;
 

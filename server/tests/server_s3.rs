@@ -3,27 +3,16 @@
 //! is stored once as an object and reads back, verified, from the other.
 #![cfg(all(feature = "postgres", feature = "s3"))]
 
-mod common;
-#[path = "../../tests/common/pg.rs"]
-mod pg;
-#[path = "../../tests/common/s3.rs"]
-mod s3;
+use crate::common;
+use crate::pg;
+use crate::s3;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_server::state::tenant_namespace;
 use cairn_server::ServerConfig;
 use common::TestServer;
 use serde_json::json;
-
-/// For `s3.rs`: the repository root, where `target/moto-venv` is.
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
 
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -1,7 +1,7 @@
 //! Tokens, scopes and tenant isolation against a real server: every cross-tenant access looks
 //! exactly like access to something that never existed.
 
-mod common;
+use crate::common;
 
 use common::{Resp, TestServer};
 use serde_json::json;

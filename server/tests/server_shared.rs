@@ -4,9 +4,8 @@
 //! in order, resumable with Last-Event-ID. Each test has a database of its own.
 #![cfg(feature = "postgres")]
 
-mod common;
-#[path = "../../tests/common/pg.rs"]
-mod pg;
+use crate::common;
+use crate::pg;
 
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Graceful shutdown: in-flight requests finish, every store is flushed, and everything that
 //! got a 2xx reads back after a restart.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

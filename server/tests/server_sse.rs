@@ -2,7 +2,7 @@
 //! client: live delivery (one session and a subtree), resume with Last-Event-ID after a
 //! disconnect (no gap, no duplicate), cross-tenant streams refused as not found, keep-alives.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;

@@ -3,7 +3,7 @@
 //! retried after a 500, given up after `webhook_max_attempts`, kept per tenant, kept across a
 //! restart, stopped by a delete; registration is admin-only and refuses unsafe destinations.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

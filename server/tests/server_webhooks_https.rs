@@ -3,7 +3,7 @@
 //! server allows private https (`webhook_private_https`) and trusts the certificate
 //! (`webhook_ca_file`); failed and retried (nothing sent in clear) when it does not trust it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,40 +3,18 @@
 //! data folder with the receiver accepting, it delivers every one of them, in commit order.
 //! Then the same across a graceful stop (SIGTERM).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// The `cairn` binary, built (or found up to date) by cargo.
-fn cairn_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("CAIRN_BIN") {
-        return PathBuf::from(p);
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "cairn-cli", "--bin", "cairn"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("cannot run cargo to build the cairn binary");
-    assert!(status.success(), "building the cairn binary failed");
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "no cairn binary at {}", bin.display());
-    bin
-}
 
 /// A server process and its URL; killed when dropped (so a failing test leaves none behind).
 struct Server {
@@ -196,7 +174,7 @@ fn pending_events(srv: &Server, webhook: &str, n: usize) -> Vec<String> {
 #[cfg(unix)]
 #[test]
 fn queued_webhook_events_are_delivered_after_sigkill_and_after_sigterm() {
-    let bin = cairn_bin();
+    let bin = common::cairn_bin();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("serve.toml");

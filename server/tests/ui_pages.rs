@@ -1,7 +1,7 @@
 //! The web view (`/ui`) over real HTTP: the cookie login, escaping of stored content, the
 //! security headers, downloads, tenant isolation and paging. Browser tests are in tests/ui/.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 

@@ -184,6 +184,16 @@ pub fn build_tree(s: &Store) -> (cairn::SessionId, cairn::SessionId, cairn::Sess
     (root.id, child.id, grandchild.id)
 }
 
+/// libtest's full name of the test `name` defined in the module `module` (the caller's
+/// `module_path!()`): the crate's name dropped, the module path kept, so a test that re-runs
+/// itself in a child process (`--exact NAME`) finds itself in any test binary.
+pub fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
 pub mod faults;
 /// The PostgreSQL server of the tests (feature `postgres`, root package only).
 #[cfg(feature = "postgres")]

@@ -253,7 +253,7 @@ pub fn bin() -> &'static str {
         assert!(
             String::from_utf8_lossy(&out.stdout).starts_with("cairn "),
             "{path} is not this package's cairn command line (another build in a shared target \
-             directory replaced it?); rebuild with `touch src/main.rs && cargo test --test cli`"
+             directory replaced it?); rebuild with `touch src/main.rs && cargo test -p cairn-cli --test commands`"
         );
     });
     path

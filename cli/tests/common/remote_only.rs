@@ -2,8 +2,7 @@
 //! content-first bulk puts, verified downloads, tokens and scopes, the commands refused with
 //! `--server`, and an unreachable server. Included by `cli_remote.rs`, so `Env` is remote.
 
-#[path = "cli.rs"]
-mod cli_env;
+use crate::cli_env;
 
 use cli_env::{failure, one_json, s, Env};
 

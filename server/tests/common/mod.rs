@@ -246,3 +246,31 @@ impl Client {
         r.json()
     }
 }
+
+/// The `cairn` binary for the tests that run real server processes (`CAIRN_BIN` when set, as
+/// `.ci/run` sets it; otherwise built once with `cargo build -p cairn-cli` beside this test
+/// binary): target/debug/deps/server-HASH -> target/debug/cairn.
+pub fn cairn_bin() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("CAIRN_BIN") {
+            return std::path::PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "cairn-cli", "--bin", "cairn"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("cannot run cargo to build the cairn binary");
+        assert!(status.success(), "building the cairn binary failed");
+        let exe = std::env::current_exe().expect("the test binary's own path");
+        let bin = exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("the test binary sits in target/<profile>/deps")
+            .join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "no cairn binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
