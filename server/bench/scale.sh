@@ -3,9 +3,9 @@
 #
 # Starts a private PostgreSQL (Debian's binaries, pg_stat_statements loaded), moto as the S3
 # server and release `cairn serve` processes, all on 127.0.0.1, and drives them with wrk
-# (server/bench/*.lua): small puts (1 KiB; one session, then 64), gets by id, a query; with the embedded store behind
-# one server (the baseline, same run), then 1 and 3 servers on --metadata postgres:// --content
-# s3://. Then the cost phase: PostgreSQL and S3 round trips, bytes, statements and CPU per
+# (server/bench/*.lua): small puts (1 KiB; into one session, then into 64), gets by id, a
+# query; with the embedded store behind one server (the baseline, same run), then 1 and 3
+# servers on --metadata postgres:// --content s3://. Then the cost phase: PostgreSQL and S3 round trips, bytes, statements and CPU per
 # request, through a counting proxy. One JSON line per figure on stdout (scale.py says what each
 # field is); progress on stderr. Every phase is bounded in time or count; everything started is
 # stopped at the end.
