@@ -13,5 +13,5 @@ function request()
   local body = string.format("%08d-%04d-", counter, thread_id) .. pad
   return wrk.format("PUT",
     "/v1/sessions/" .. session .. "/artifacts/load-" .. thread_id .. "-" .. counter .. "?kind=tool_result",
-    { ["Content-Type"] = "application/octet-stream" }, body)
+    with_auth({ ["Content-Type"] = "application/octet-stream" }), body)
 end
