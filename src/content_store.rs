@@ -527,9 +527,38 @@ impl BlobFiles for ObjectFiles {
     fn describe(&self, hash: &ContentHash, codec: Codec) -> String {
         self.url(&self.key(hash, codec))
     }
+
+    /// Copies the object to `<prefix>/<namespace>/quarantine/<hex>.<ext>` (`.1`, `.2`... if
+    /// that name is taken), then deletes it from `blobs/`.
+    fn quarantine(&self, hash: &ContentHash, codec: Codec) -> Result<Option<String>> {
+        let key = self.key(hash, codec);
+        if self.head(&key)?.is_none() {
+            return Ok(None);
+        }
+        let name = format!("{}.{}", hash.to_hex(), codec.ext());
+        let mut dest = ObjectPath::from(format!("{}/{name}", self.quarantine_root()));
+        let mut n = 1;
+        while self.head(&dest)?.is_some() {
+            dest = ObjectPath::from(format!("{}/{name}.{n}", self.quarantine_root()));
+            n += 1;
+        }
+        let (s, from, to) = (self.store.clone(), key.clone(), dest.clone());
+        self.run(async move { s.copy(&from, &to).await })
+            .map_err(|e| self.err("COPY to quarantine of", &key, e))?;
+        self.delete(hash, codec)?;
+        Ok(Some(self.url(&dest)))
+    }
 }
 
 impl ObjectFiles {
+    /// `<prefix>/<namespace>/quarantine`: beside `blobs/`, never listed or collected by GC.
+    fn quarantine_root(&self) -> String {
+        match self.root.strip_suffix("blobs") {
+            Some(base) => format!("{base}quarantine"),
+            None => format!("{}/quarantine", self.root),
+        }
+    }
+
     fn clone_handle(&self) -> ObjectFiles {
         ObjectFiles {
             store: self.store.clone(),
