@@ -349,12 +349,25 @@ impl ObjectFiles {
 
     fn put_small(&self, key: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
         let len = bytes.len() as u64;
-        let (s, k) = (self.store.clone(), key.clone());
-        let opts = PutOptions::from(PutMode::Create);
-        match self.run(async move { s.put_opts(&k, PutPayload::from(bytes), opts).await }) {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => self.check_existing(key, len),
-            Err(e) => Err(self.err("PUT", key, e)),
+        let payload = PutPayload::from(bytes);
+        // `AlreadyExists` and then no object: a GC on another server deleted it (an orphan of
+        // a put in flight, or garbage) between the two requests. Writing it again is right;
+        // a few attempts, since each needs another GC to race it.
+        let mut attempts = 0;
+        loop {
+            let (s, k, p) = (self.store.clone(), key.clone(), payload.clone());
+            let opts = PutOptions::from(PutMode::Create);
+            match self.run(async move { s.put_opts(&k, p, opts).await }) {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    attempts += 1;
+                    if attempts < 4 && self.head(key)?.is_none() {
+                        continue;
+                    }
+                    return self.check_existing(key, len);
+                }
+                Err(e) => return Err(self.err("PUT", key, e)),
+            }
         }
     }
 
