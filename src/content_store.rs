@@ -349,12 +349,25 @@ impl ObjectFiles {
 
     fn put_small(&self, key: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
         let len = bytes.len() as u64;
-        let (s, k) = (self.store.clone(), key.clone());
-        let opts = PutOptions::from(PutMode::Create);
-        match self.run(async move { s.put_opts(&k, PutPayload::from(bytes), opts).await }) {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => self.check_existing(key, len),
-            Err(e) => Err(self.err("PUT", key, e)),
+        let payload = PutPayload::from(bytes);
+        // `AlreadyExists` and then no object: a GC on another server deleted it (an orphan of
+        // a put in flight, or garbage) between the two requests. Writing it again is right;
+        // a few attempts, since each needs another GC to race it.
+        let mut attempts = 0;
+        loop {
+            let (s, k, p) = (self.store.clone(), key.clone(), payload.clone());
+            let opts = PutOptions::from(PutMode::Create);
+            match self.run(async move { s.put_opts(&k, p, opts).await }) {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    attempts += 1;
+                    if attempts < 4 && self.head(key)?.is_none() {
+                        continue;
+                    }
+                    return self.check_existing(key, len);
+                }
+                Err(e) => return Err(self.err("PUT", key, e)),
+            }
         }
     }
 
@@ -527,9 +540,38 @@ impl BlobFiles for ObjectFiles {
     fn describe(&self, hash: &ContentHash, codec: Codec) -> String {
         self.url(&self.key(hash, codec))
     }
+
+    /// Copies the object to `<prefix>/<namespace>/quarantine/<hex>.<ext>` (`.1`, `.2`... if
+    /// that name is taken), then deletes it from `blobs/`.
+    fn quarantine(&self, hash: &ContentHash, codec: Codec) -> Result<Option<String>> {
+        let key = self.key(hash, codec);
+        if self.head(&key)?.is_none() {
+            return Ok(None);
+        }
+        let name = format!("{}.{}", hash.to_hex(), codec.ext());
+        let mut dest = ObjectPath::from(format!("{}/{name}", self.quarantine_root()));
+        let mut n = 1;
+        while self.head(&dest)?.is_some() {
+            dest = ObjectPath::from(format!("{}/{name}.{n}", self.quarantine_root()));
+            n += 1;
+        }
+        let (s, from, to) = (self.store.clone(), key.clone(), dest.clone());
+        self.run(async move { s.copy(&from, &to).await })
+            .map_err(|e| self.err("COPY to quarantine of", &key, e))?;
+        self.delete(hash, codec)?;
+        Ok(Some(self.url(&dest)))
+    }
 }
 
 impl ObjectFiles {
+    /// `<prefix>/<namespace>/quarantine`: beside `blobs/`, never listed or collected by GC.
+    fn quarantine_root(&self) -> String {
+        match self.root.strip_suffix("blobs") {
+            Some(base) => format!("{base}quarantine"),
+            None => format!("{}/quarantine", self.root),
+        }
+    }
+
     fn clone_handle(&self) -> ObjectFiles {
         ObjectFiles {
             store: self.store.clone(),

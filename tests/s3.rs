@@ -282,3 +282,207 @@ fn an_object_store_that_fails_gives_a_clear_error_and_keeps_nothing() {
     let again = s.put(sid, art("during"), noise(10_000, 2)).unwrap();
     assert_eq!(s.read(sid, again.id).unwrap(), noise(10_000, 2));
 }
+
+/// A signed S3 client of the test bucket (moto refuses unsigned overwrites and deletes), to
+/// damage objects behind the store's back.
+struct Bucket {
+    store: object_store::aws::AmazonS3,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bucket {
+    fn new(endpoint: &str) -> Self {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(common::s3::BUCKET)
+            .with_region("us-east-1")
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Self { store, rt }
+    }
+
+    /// Overwrites (or creates) `key` with `body`.
+    fn put(&self, key: &str, body: &[u8]) {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(key);
+        let payload = object_store::PutPayload::from(body.to_vec());
+        self.rt
+            .block_on(self.store.put(&path, payload))
+            .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+    }
+
+    fn delete(&self, key: &str) {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(key);
+        self.rt
+            .block_on(self.store.delete(&path))
+            .unwrap_or_else(|e| panic!("DELETE {key}: {e}"));
+    }
+}
+
+/// The key of content `c`'s object in namespace `ns` (prefix `cairn`, see `common::s3`).
+fn object_key(ns: &str, c: &[u8], ext: &str) -> String {
+    let hex = cairn::ContentHash::of(c).to_hex();
+    format!("cairn/{ns}/blobs/{}/{hex}.{ext}", &hex[..2])
+}
+
+#[test]
+fn verify_names_missing_and_corrupt_objects_and_repair_restores_or_marks_them() {
+    let Some(ep) = common::s3::endpoint() else {
+        return;
+    };
+    let Some(url) = common::pg::url() else { return };
+    let Some((s, ns)) = common::s3::pg_store_with(config(), Duration::ZERO) else {
+        return;
+    };
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    // Incompressible (stored raw): corrupted, deleted, restored from an inline copy.
+    let (bad, gone, inl) = (noise(30_000, 21), noise(30_000, 22), noise(30_000, 23));
+    // Compressible (stored zstd): restored from a raw copy beside it.
+    let text = lines(2_000);
+    let ok = noise(30_000, 24);
+    let a_bad = s.put(sid, art("bad"), &bad).unwrap();
+    let a_bad2 = s.put(sid, art("bad-again"), &bad).unwrap();
+    let a_gone = s.put(sid, art("gone"), &gone).unwrap();
+    let a_inl = s.put(sid, art("inline-copy"), &inl).unwrap();
+    let a_text = s.put(sid, art("text"), &text).unwrap();
+    let a_ok = s.put(sid, art("ok"), &ok).unwrap();
+    assert!(a_text.compressed && !a_bad.compressed);
+    assert!(s.verify().unwrap().ok);
+
+    // Damage, straight on the object store (as a failing disk or a stray client would).
+    let bad_key = object_key(&ns, &bad, "raw");
+    let mut flipped = bad.clone();
+    flipped[100] ^= 0xff;
+    let bucket = Bucket::new(&ep);
+    bucket.put(&bad_key, &flipped);
+    bucket.delete(&object_key(&ns, &gone, "raw"));
+    bucket.delete(&object_key(&ns, &inl, "raw"));
+    let mut junk = b"not zstd at all".to_vec();
+    junk.extend_from_slice(&text[..100]);
+    bucket.put(&object_key(&ns, &text, "zst"), &junk);
+    // Good copies elsewhere: the raw object of the text, the inline bytes of `inl` (a `D`
+    // entry, as an inline record of an earlier store left it).
+    bucket.put(&object_key(&ns, &text, "raw"), &text);
+    let mut d = vec![b'D'];
+    d.extend_from_slice(cairn::ContentHash::of(&inl).as_bytes());
+    let engine = cairn::PostgresBackend::connect(&url, &ns).unwrap();
+    cairn::Backend::apply(&engine, vec![cairn::Op::Put(d, inl.clone())]).unwrap();
+
+    let v = s.verify().unwrap();
+    assert!(!v.ok);
+    let find = |h: cairn::ContentHash, kind: &str| {
+        v.problems
+            .iter()
+            .find(|p| p.hash == Some(h) && p.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} problem for {h}: {:?}", v.problems))
+            .clone()
+    };
+    // Each damaged object is reported with its name, its hash and the artifacts it breaks.
+    let p = find(a_bad.hash, "hash_mismatch");
+    assert!(
+        p.message
+            .contains(&format!("s3://{}/{bad_key}", common::s3::BUCKET)),
+        "{p:?}"
+    );
+    assert!(p.message.contains(&a_bad.hash.short().to_string()), "{p:?}");
+    let mut want = vec![a_bad.id, a_bad2.id];
+    want.sort();
+    let mut got = p.artifacts.clone();
+    got.sort();
+    assert_eq!(got, want);
+    let p = find(a_gone.hash, "missing_blob");
+    assert!(p.message.contains(&object_key(&ns, &gone, "raw")), "{p:?}");
+    assert!(p.message.contains("missing"), "{p:?}");
+    assert_eq!(p.artifacts, vec![a_gone.id]);
+    // Those with a good copy say where it is.
+    let p = find(a_text.hash, "hash_mismatch");
+    assert!(p.message.contains(&object_key(&ns, &text, "raw")), "{p:?}");
+    assert!(p.message.contains("good copy"), "{p:?}");
+    let p = find(a_inl.hash, "missing_blob");
+    assert!(
+        p.message.contains("good copy") && p.message.contains("inline"),
+        "{p:?}"
+    );
+    assert!(!v.problems.iter().any(|p| p.hash == Some(a_ok.hash)));
+    // Reads fail clearly, never with wrong bytes.
+    assert!(s.read(sid, a_bad.id).is_err());
+    assert!(s.read(sid, a_text.id).is_err());
+
+    let r = s.repair().unwrap();
+    // Restored from the good copies: they read again.
+    let mut restored = r.restored.clone();
+    restored.sort();
+    let mut want = vec![a_text.hash, a_inl.hash];
+    want.sort();
+    assert_eq!(restored, want);
+    assert_eq!(s.read(sid, a_text.id).unwrap(), text);
+    assert_eq!(s.read(sid, a_inl.id).unwrap(), inl);
+    assert!(
+        common::s3::list_keys(&ep, &object_key(&ns, &inl, "raw"))
+            .contains(&object_key(&ns, &inl, "raw")),
+        "re-uploaded from the inline copy"
+    );
+    // No other copy: marked as lost exactly as on a local store; the corrupt object is moved
+    // aside (kept, never deleted) and its artifacts fail to read.
+    let mut lost = r.artifacts_with_lost_content.clone();
+    lost.sort();
+    let mut want = vec![a_bad.id, a_bad2.id, a_gone.id];
+    want.sort();
+    assert_eq!(lost, want);
+    let q = format!(
+        "s3://{}/cairn/{ns}/quarantine/{}.raw",
+        common::s3::BUCKET,
+        a_bad.hash.to_hex()
+    );
+    assert!(r.quarantined.contains(&q), "{:?}", r.quarantined);
+    assert!(
+        common::s3::list_keys(&ep, &bad_key).is_empty(),
+        "moved out of blobs/"
+    );
+    // The corrupt zstd object of the text went aside too (its record now names the raw copy).
+    let mut kept = common::s3::list_keys(&ep, &format!("cairn/{ns}/quarantine/"));
+    kept.sort();
+    let mut want = vec![
+        format!("cairn/{ns}/quarantine/{}.raw", a_bad.hash.to_hex()),
+        format!("cairn/{ns}/quarantine/{}.zst", a_text.hash.to_hex()),
+    ];
+    want.sort();
+    assert_eq!(kept, want, "kept in quarantine/, never deleted");
+    let e = s.read(sid, a_bad.id).unwrap_err().to_string();
+    assert!(e.contains("missing"), "{e}");
+    assert!(s.read(sid, a_gone.id).is_err());
+    assert_eq!(s.read(sid, a_ok.id).unwrap(), ok);
+    // After repair only the lost content remains a problem, with the same artifacts.
+    let kinds: Vec<(&str, Option<cairn::ContentHash>)> = r
+        .after
+        .problems
+        .iter()
+        .map(|p| (p.kind.as_str(), p.hash))
+        .collect();
+    assert_eq!(r.after.problems.len(), 2, "{kinds:?}");
+    assert!(
+        kinds.contains(&("missing_blob", Some(a_bad.hash))),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("missing_blob", Some(a_gone.hash))),
+        "{kinds:?}"
+    );
+    // Another handle (another server) agrees, and a second repair changes nothing more.
+    let other = common::s3::open(&ns, config(), Duration::ZERO);
+    assert_eq!(other.verify().unwrap().problems.len(), 2);
+    let again = other.repair().unwrap();
+    assert!(
+        again.restored.is_empty() && again.quarantined.is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(other.read(sid, a_text.id).unwrap(), text);
+}

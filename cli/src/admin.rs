@@ -13,7 +13,14 @@ pub struct StatsArgs {}
 
 /// `cairn gc`.
 #[derive(Debug, Args)]
-pub struct GcArgs {}
+pub struct GcArgs {
+    /// Keep content whose last reference was dropped less than this long ago (e.g. 90s, 15m,
+    /// 1h, 7d; 0 collects everything unreferenced): a put of the same content meanwhile takes
+    /// it back without storing it again. Default 0 for a local store. A server's GC uses the
+    /// grace period it was started with (`cairn serve --gc-grace`).
+    #[arg(long, env = "CAIRN_GC_GRACE", value_name = "DURATION")]
+    pub gc_grace: Option<String>,
+}
 
 /// `cairn verify`.
 #[derive(Debug, Args)]
@@ -102,17 +109,31 @@ fn paren(s: &str) -> String {
 }
 
 /// Collects unreferenced content.
-pub fn gc(ctx: &Ctx, _a: GcArgs) -> CliResult {
+pub fn gc(ctx: &Ctx, a: GcArgs) -> CliResult {
+    let grace = a
+        .gc_grace
+        .as_deref()
+        .map(|g| super::args::parse_duration(g, "--gc-grace"))
+        .transpose()?;
     let report: cairn::GcReport = {
         let _spin = Spinner::start("collecting garbage", ctx.progress_enabled());
-        match ctx.remote() {
-            Some(r) => r.send(
+        match (ctx.remote(), grace) {
+            (Some(r), None) => r.send(
                 "POST",
                 "/v1/admin/gc",
                 &Params::new(),
                 &serde_json::json!({}),
             )?,
-            None => ctx.existing_store()?.gc()?,
+            (Some(r), Some(_)) => {
+                return Err(Failure::usage(format!(
+                    "--gc-grace (or CAIRN_GC_GRACE) applies to a local store; the server {} \
+                     collects with the grace period it was started with (`cairn serve \
+                     --gc-grace`): run `cairn gc` without it",
+                    r.url()
+                )))
+            }
+            (None, Some(g)) => ctx.existing_store()?.gc_with_grace(g)?,
+            (None, None) => ctx.existing_store()?.gc()?,
         }
     };
     ctx.emit(&report, |w, _| {

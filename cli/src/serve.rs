@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL (plain http only to loopback).
     #[arg(long, env = "CAIRN_CONTENT", value_name = "URL")]
     pub content: Option<String>,
+    /// With --content: how long content stays on the object store after its last reference
+    /// is dropped before GC may delete it (e.g. 90s, 15m, 1h, 7d) [default: 1h]. Keep it
+    /// longer than any server's GC run; 0 deletes at the next GC.
+    #[arg(long, env = "CAIRN_GC_GRACE", value_name = "DURATION")]
+    pub gc_grace: Option<String>,
     /// A TOML file whose [server] section sets `listen`, `data` and any limit by name.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -166,6 +171,21 @@ pub fn serve(_ctx: &Ctx, a: ServeArgs) -> CliResult {
         c.content = Some(content);
         c.validate_content()
             .map_err(|m| Failure::invalid("--content", m))?;
+    }
+    if let Some(g) = &a.gc_grace {
+        let grace = super::args::parse_duration(g, "--gc-grace")?;
+        match c.content.take() {
+            Some(content) => c.content = Some(content.gc_grace(grace)),
+            None => {
+                return Err(Failure::invalid(
+                    "--gc-grace",
+                    "the grace period is for content on object storage, which several servers \
+                     share: give --content s3://BUCKET/PREFIX too (the other stores collect \
+                     garbage under their own write lock, with no grace period), or unset \
+                     CAIRN_GC_GRACE",
+                ))
+            }
+        }
     }
     if a.open_admin {
         c.open_admin = true;

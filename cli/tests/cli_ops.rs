@@ -1041,3 +1041,51 @@ fn verify_finds_a_flipped_byte_and_repair_quarantines_it() {
     let text = env.human(&["verify", "--repair"]);
     assert!(text.contains("the store verifies clean"), "{text}");
 }
+
+/// `cairn gc --gc-grace DURATION` (and `CAIRN_GC_GRACE`): unreferenced content listed less than
+/// that long ago stays; 0 collects it; a bad value is a clear error naming the flag. Against a
+/// server the flag is refused, naming the server's own `--gc-grace`.
+#[test]
+fn gc_grace_keeps_recent_garbage_and_bad_values_are_refused() {
+    let env = Env::new();
+    let sid = env.session(&[]);
+    let a = env.put(&sid, "big.bin", "tool_result", &common::random_bytes(100_000, 41));
+    env.json(&["artifact", "delete", s(&a, "id")]);
+
+    let (code, message) = env.fails(&["gc", "--gc-grace", "soon"], 5);
+    assert_eq!(code, "invalid_input");
+    assert!(
+        message.contains("--gc-grace") && message.contains("\"soon\" is not a duration"),
+        "{message}"
+    );
+    let out = env
+        .cmd(&["--json", "gc"])
+        .env("CAIRN_GC_GRACE", "3 months")
+        .output()
+        .unwrap();
+    let (_, message) = failure(&out, &["gc"], 5);
+    assert!(message.contains("no fixed length"), "{message}");
+
+    if env.is_remote() {
+        let (code, message) = env.fails(&["gc", "--gc-grace", "1h"], 2);
+        assert_eq!(code, "usage");
+        assert!(message.contains("cairn serve --gc-grace"), "{message}");
+        assert_eq!(env.json(&["gc"])["blobs_removed"], json!(1));
+        return;
+    }
+    // Deleted a moment ago: within an hour's grace it stays (flag, then environment).
+    let g = env.json(&["gc", "--gc-grace", "1h"]);
+    assert_eq!(g["blobs_removed"], json!(0), "{g}");
+    let out = env
+        .cmd(&["--json", "gc"])
+        .env("CAIRN_GC_GRACE", "90m")
+        .output()
+        .unwrap();
+    assert_eq!(parse_one(&out.stdout, &["gc"])["blobs_removed"], json!(0));
+    assert_eq!(env.json(&["stats"])["blobs"], json!(1));
+    // A grace of 0 (as without the flag) collects it.
+    let g = env.json(&["gc", "--gc-grace", "0s"]);
+    assert_eq!(g["blobs_removed"], json!(1), "{g}");
+    assert_eq!(env.json(&["stats"])["blobs"], json!(0));
+    assert!(blob_files(&env.store()).is_empty(), "its file is gone");
+}

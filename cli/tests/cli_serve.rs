@@ -231,3 +231,42 @@ fn open_admin_flag_gives_anonymous_loopback_the_admin_scope() {
         }
     }
 }
+
+/// `cairn serve --gc-grace`: a value that is not a duration, or the flag without content on
+/// object storage (the only content with a grace period), is refused before anything starts.
+#[test]
+fn serve_refuses_a_bad_or_misplaced_gc_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str], env: Option<&str>| {
+        let mut c = Command::new(bin());
+        c.args(["--json", "serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("srv"))
+            .args(extra)
+            .env_remove("CAIRN_GC_GRACE")
+            .env_remove("CAIRN_CONTENT")
+            .env_remove("CAIRN_METADATA");
+        if let Some(g) = env {
+            c.env("CAIRN_GC_GRACE", g);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(5), "{extra:?} {env:?}");
+        let e = json(&out.stderr);
+        e["error"]["message"].as_str().unwrap().to_string()
+    };
+    let s3 = [
+        "--metadata",
+        "postgres://cairn@127.0.0.1:1/none",
+        "--content",
+        "s3://bucket/prefix",
+    ];
+    let m = serve(&[&s3[..], &["--gc-grace", "an hour"]].concat(), None);
+    assert!(
+        m.contains("--gc-grace") && m.contains("\"an hour\" is not a duration"),
+        "{m}"
+    );
+    let m = serve(&s3, Some("-5m"));
+    assert!(m.contains("--gc-grace") && m.contains("not a duration"), "{m}");
+    let m = serve(&["--gc-grace", "1h"], None);
+    assert!(m.contains("--gc-grace") && m.contains("--content s3://"), "{m}");
+    assert!(!dir.path().join("srv").join("tenants").exists(), "nothing started");
+}

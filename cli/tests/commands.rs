@@ -1,5 +1,5 @@
 //! The command line's tests, one test binary (see `tests/library.rs` for why). Run one file's
-//! tests with `cargo test -p cairn-cli --test commands cli_ops::`. `cli_remote.rs` runs
+//! tests with `cargo test --test commands cli_ops::`. `cli_remote.rs` runs
 //! `cli.rs`, `cli_ops.rs` and `cli_partial.rs` a second time against a server.
 
 #[path = "common/cli.rs"]

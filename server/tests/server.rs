@@ -1,5 +1,5 @@
 //! The server's integration tests, one test binary (see `tests/library.rs` for why). Run one
-//! file's tests with `cargo test -p cairn-server --test server server_multi::`.
+//! file's tests with `cargo test --test server server_multi::`.
 //! `server_stream.rs` stays its own binary: it measures the process's peak RSS.
 
 mod common;

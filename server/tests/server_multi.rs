@@ -6,12 +6,16 @@
 //! stats), every acknowledged artifact reads back with its hash, and the token commands work
 //! against the shared database (`cairn token create|revoke --metadata`).
 //!
-//! The content location is one parameter: `CAIRN_TEST_CONTENT` (passed as `--content`) when
-//! set; otherwise the servers' default for `--metadata postgres://` (content in PostgreSQL).
+//! It runs twice, once per content location: in PostgreSQL with the records (the servers'
+//! default for `--metadata postgres://`), and on an S3-compatible server (`--content s3://`,
+//! moto on 127.0.0.1, tests/common/s3.rs) with a GC grace period of 0, so that the GC runs
+//! during the load list the objects of puts in flight as orphans and may delete them at once.
 #![cfg(feature = "postgres")]
 
 use crate::common;
 use crate::pg;
+#[cfg(feature = "s3")]
+use crate::s3;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -39,10 +43,11 @@ const KILL_AFTER: usize = 40;
 /// Attempts per put before the test gives up (a hang guard, not a timing assertion).
 const ATTEMPTS: usize = 400;
 
-/// A database of its own on the test server.
-fn fresh_db() -> Option<String> {
+
+/// A database of its own on the test server (`tag`: one per test of this process).
+fn fresh_db(tag: &str) -> Option<String> {
     let url = pg::url()?;
-    let name = format!("multi_{}", std::process::id());
+    let name = format!("multi_{tag}_{}", std::process::id());
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
         .unwrap();
@@ -51,21 +56,46 @@ fn fresh_db() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
-/// `--content X` when the environment names a content location.
-fn content_args() -> Vec<String> {
-    match std::env::var("CAIRN_TEST_CONTENT") {
-        Ok(c) if !c.is_empty() => vec!["--content".into(), c],
-        _ => Vec::new(),
+
+/// Where the servers keep content.
+enum Content {
+    /// In PostgreSQL with the records (no `--content`).
+    Postgres,
+    /// On the S3-compatible server at this endpoint, under this key prefix.
+    S3 { endpoint: String, prefix: String },
+}
+
+impl Content {
+    /// The `cairn serve` flags and environment for this location.
+    fn apply(&self, cmd: &mut Command) {
+        if let Content::S3 { endpoint, prefix } = self {
+            cmd.args(["--content", &format!("s3://cairn-test/{prefix}")])
+                .args(["--gc-grace", "0s"])
+                .env("AWS_ENDPOINT_URL", endpoint)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1");
+        }
+    }
+
+    /// Bytes of each content: above the 64 KiB inline threshold on S3 (an object each),
+    /// 4 KiB in PostgreSQL.
+    fn size(&self) -> usize {
+        match self {
+            Content::Postgres => 4096,
+            Content::S3 { .. } => 80 << 10,
+        }
     }
 }
 
 /// Starts `cairn serve` on `db`; returns the process and its URL (first stdout line).
-fn serve(bin: &Path, data: &Path, db: &str) -> (Child, String) {
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--open-admin", "--data"])
+fn serve(bin: &Path, data: &Path, db: &str, content: &Content) -> (Child, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--open-admin", "--data"])
         .arg(data)
-        .args(["--metadata", db])
-        .args(content_args())
+        .args(["--metadata", db]);
+    content.apply(&mut cmd);
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -83,10 +113,10 @@ fn serve(bin: &Path, data: &Path, db: &str) -> (Child, String) {
     (child, url)
 }
 
-/// Content number `i`: 4 KiB, distinct per `i`.
-fn content(i: usize) -> Vec<u8> {
+/// Content number `i`: `len` incompressible bytes, distinct per `i`.
+fn content(i: usize, len: usize) -> Vec<u8> {
     let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..4096)
+    (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -119,13 +149,38 @@ impl Drop for Servers {
 
 #[test]
 fn three_servers_32_clients_gc_and_a_kill_9_lose_nothing_acknowledged() {
-    let Some(db) = fresh_db() else { return };
+    let Some(db) = fresh_db("pg") else { return };
+    run(&db, &Content::Postgres);
+}
+
+/// The same with the content on S3 (the servers' `--content s3://`).
+#[cfg(feature = "s3")]
+#[test]
+fn three_servers_32_clients_gc_and_a_kill_9_lose_nothing_acknowledged_on_s3() {
+    let Some(db) = fresh_db("s3") else { return };
+    let Some(endpoint) = s3::endpoint() else {
+        return;
+    };
+    let prefix = format!("multi{}", std::process::id());
+    let content = Content::S3 {
+        endpoint: endpoint.clone(),
+        prefix: prefix.clone(),
+    };
+    run(&db, &content);
+    // The content went to objects: one per distinct content, none left over.
+    let keys = s3::list_keys(&endpoint, &format!("{prefix}/"));
+    assert_eq!(keys.len(), CONTENTS, "{keys:?}");
+}
+
+fn run(db: &str, content_at: &Content) {
+    let db = db.to_string();
+    let len = content_at.size();
     let bin = common::cairn_bin();
     let dirs: Vec<tempfile::TempDir> = (0..SERVERS).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut urls = Vec::new();
     let mut children = Servers(Vec::new());
     for d in &dirs {
-        let (c, u) = serve(&bin, d.path(), &db);
+        let (c, u) = serve(&bin, d.path(), &db, content_at);
         children.0.push(c);
         urls.push(u);
     }
@@ -151,7 +206,7 @@ fn three_servers_32_clients_gc_and_a_kill_9_lose_nothing_acknowledged() {
                 for i in 0..PUTS {
                     let name = format!("n{}", (k + i) % NAMES);
                     let c_no = (k * 7 + i) % CONTENTS;
-                    let body = content(c_no);
+                    let body = content(c_no, len);
                     let path = format!("/v1/sessions/{session}/artifacts/{name}?kind=tool_result");
                     let mut done = false;
                     for _ in 0..ATTEMPTS {
@@ -293,7 +348,7 @@ fn three_servers_32_clients_gc_and_a_kill_9_lose_nothing_acknowledged() {
     for x in &acked {
         let r = b.get(&format!("/v1/artifacts/{}/content", x.id));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert_eq!(r.body, content(x.content), "{} v{}", x.name, x.version);
+        assert_eq!(r.body, content(x.content, len), "{} v{}", x.name, x.version);
         assert_eq!(blake3::hash(&r.body).to_hex().as_str(), x.hash);
     }
     // Reference counts exact: verify finds nothing, stats count each content once.

@@ -63,6 +63,13 @@ pub(crate) trait BlobFiles: Send + Sync {
     fn list_all(&self) -> Result<Option<Vec<(ContentHash, Codec)>>> {
         Ok(None)
     }
+    /// Moves the file of `hash` aside into the store's quarantine (`repair` of corrupt
+    /// content: its bytes are kept for a person to judge, never deleted) and returns where it
+    /// went; `None` if it was gone, or if this layer leaves quarantine to the store (local
+    /// files: `<store>/quarantine/`, which `repair` handles with the store's pins).
+    fn quarantine(&self, _hash: &ContentHash, _codec: Codec) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Blob files under `<store>/blobs/<first two hex>/<hex>.<raw|zst>`.

@@ -76,27 +76,57 @@ impl Store {
     /// metadata (DESIGN.md, "Content on object storage"); orphan objects are listed as garbage
     /// first and deleted by a later run.
     pub fn gc(&self) -> Result<GcReport> {
-        if let Some(grace) = self.inner.files.as_ref().and_then(|f| f.shared()) {
+        match self.inner.files.as_ref().and_then(|f| f.shared()) {
+            Some(grace) => self.gc_shared(grace),
+            None => self.gc_local(std::time::Duration::ZERO),
+        }
+    }
+
+    /// Like [`Store::gc`], with a grace period: content whose last reference was dropped less
+    /// than `grace` ago stays (a put of the same content takes it back without storing it
+    /// again). With content on an object store this replaces the configured grace period
+    /// ([`crate::S3Config::gc_grace`]) for this run; keep it at least as long as any server's
+    /// longest GC run there (DESIGN.md, "Content on object storage").
+    pub fn gc_with_grace(&self, grace: std::time::Duration) -> Result<GcReport> {
+        if self.inner.files.as_ref().and_then(|f| f.shared()).is_some() {
             return self.gc_shared(grace);
         }
+        self.gc_local(grace)
+    }
+
+    fn gc_local(&self, grace: std::time::Duration) -> Result<GcReport> {
+        let grace_ms = grace.as_millis() as u64;
         let mut report = GcReport::default();
+        // A cursor over the list: entries left (pending, or within the grace period) are not
+        // read again by this run.
+        let mut start = vec![keys::GARBAGE];
         loop {
             let batch = self
                 .backend()
-                .scan(&[keys::GARBAGE], &[keys::GARBAGE + 1], false, 512)?;
-            if batch.is_empty() {
+                .scan(&start, &[keys::GARBAGE + 1], false, 512)?;
+            let Some((last, _)) = batch.last() else {
                 break;
-            }
-            let progressed = self.write_batches(|w| {
-                let (files, progressed, removed, freed) = w.batch(|tx| {
+            };
+            start = last.clone();
+            start.push(0);
+            self.write_batches(|w| {
+                let (files, removed, freed) = w.batch(|tx| {
                     let mut files = Vec::new();
-                    let (mut progressed, mut removed, mut freed) = (false, 0, 0);
-                    for (k, _) in &batch {
+                    let (mut removed, mut freed) = (0, 0);
+                    let now = now_ms();
+                    for (k, v) in &batch {
                         let hash = ContentHash::from_slice(&k[1..])?;
                         if self.is_pending(&hash) {
                             continue;
                         }
-                        progressed = true;
+                        // Within its grace period (an entry of an earlier version has no time:
+                        // it was listed before this version ran, so long enough ago).
+                        if grace_ms > 0
+                            && decode_garbage(v)
+                                .is_some_and(|(_, at)| now.saturating_sub(at) < grace_ms)
+                        {
+                            continue;
+                        }
                         let Some(m) = tx.remove_garbage_blob(&hash)? else {
                             continue;
                         };
@@ -106,7 +136,7 @@ impl Store {
                         removed += 1;
                         freed += m.stored_size;
                     }
-                    Ok((files, progressed, removed, freed))
+                    Ok((files, removed, freed))
                 })?;
                 report.blobs_removed += removed;
                 report.bytes_freed += freed;
@@ -119,11 +149,8 @@ impl Store {
                         self.remove_unless_pending(&hash, &p)?;
                     }
                 }
-                Ok(progressed)
+                Ok(())
             })?;
-            if !progressed {
-                break; // everything left is pending: a later GC gets it
-            }
         }
         report.orphan_files_removed = self.sweep_orphans()?;
         Ok(report)

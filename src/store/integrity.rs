@@ -20,7 +20,7 @@ use super::verify::{Problem, RepairReport, VerifyReport};
 use super::{counters, Store, Writer};
 use crate::artifact::Artifact;
 use crate::backend::{prefix_end, Op, RangeIter};
-use crate::content::{self, BlobMeta};
+use crate::content::{self, BlobMeta, Codec};
 use crate::error::{Error, Result};
 use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys;
@@ -73,6 +73,41 @@ pub(crate) struct Plan {
     /// Blob records (format 2) whose inline bytes are corrupt: the record is copied into
     /// `quarantine/records/` and rewritten without its bytes (the content is then missing).
     strip: Vec<Vec<u8>>,
+    /// Corrupt objects on a shared object store (no store folder): moved aside by the blob
+    /// layer into `<prefix>/<namespace>/quarantine/`.
+    objects: Vec<(ContentHash, Codec)>,
+    /// Content whose file or object is missing or corrupt but that has another good copy.
+    restores: Vec<Restore>,
+    /// The stored-bytes total the records give (restores that change a blob's stored size
+    /// set the counter from it).
+    stored_bytes: i64,
+}
+
+impl Plan {
+    /// Whether repair restores the content of `hash` from another copy.
+    pub(crate) fn restores(&self, hash: &ContentHash) -> bool {
+        self.restores.iter().any(|r| r.hash == *hash)
+    }
+}
+
+/// A good copy of content whose blob file or object is missing or corrupt, found (and
+/// verified against the content hash) by `verify`; `repair` makes it the blob's file again.
+struct Restore {
+    hash: ContentHash,
+    /// The blob's record as `verify` read it.
+    meta: BlobMeta,
+    source: CopySource,
+    /// The codec the copy's bytes are encoded with.
+    codec: Codec,
+}
+
+enum CopySource {
+    /// The blob's bytes under its `D` key in the engine (left by an earlier inline record):
+    /// uploaded as the blob's file.
+    Inline,
+    /// The blob's file or object in the other encoding (written by a store with other
+    /// compression settings): the record is pointed at it, no upload needed.
+    OtherEncoding,
 }
 
 /// The result of one checking pass.
@@ -236,6 +271,8 @@ impl Store {
         c.garbage()?;
         c.previews()?;
         c.orphan_files()?;
+        c.plan.stored_bytes = c.counters.get(counters::STORED_BYTES).copied().unwrap_or(0);
+        c.find_copies()?;
         c.check_counters()?;
         c.report_lost();
         c.fill_affected()?;
@@ -254,16 +291,68 @@ impl Store {
         plan: Plan,
         report: &mut RepairReport,
     ) -> Result<()> {
-        // Files first: a corrupt or orphaned file is moved aside, never deleted.
+        // Content with another good copy first (that copy may be an orphan file the next step
+        // would move aside): it becomes the blob's file again, and its record says so.
+        let mut ops = plan.ops;
+        let mut restored: Vec<(ContentHash, Codec)> = Vec::new();
+        let mut stored_delta = 0i64;
+        for r in &plan.restores {
+            let new_size = self.restore_copy(r, &mut report.quarantined)?;
+            let key = keys::blob(&r.hash);
+            // A reference-count fix of the same record, if any, has the right count.
+            let refs = ops
+                .iter()
+                .rev()
+                .find_map(|op| match op {
+                    Op::Put(k, v) if *k == key => BlobMeta::decode(v).ok().map(|m| m.refs),
+                    _ => None,
+                })
+                .unwrap_or(r.meta.refs);
+            let m = BlobMeta {
+                codec: r.codec,
+                inline: false,
+                size: r.meta.size,
+                stored_size: new_size,
+                refs,
+            };
+            ops.push(Op::Put(key, m.encode()));
+            stored_delta += new_size as i64 - r.meta.stored_size as i64;
+            restored.push((r.hash, r.codec));
+            report.restored.push(r.hash);
+        }
+        let mut counters = plan.counters;
+        if stored_delta != 0 {
+            counters.insert(
+                counters::STORED_BYTES.to_vec(),
+                plan.stored_bytes + stored_delta,
+            );
+        }
+        // Files next: a corrupt or orphaned file is moved aside, never deleted.
         if let Some(paths) = &self.inner.paths {
             for (hash, path) in &plan.files {
+                let now_claimed = restored
+                    .iter()
+                    .any(|(h, c)| h == hash && content::blob_path(&paths.blobs, h, *c) == *path);
+                if now_claimed {
+                    continue; // the good copy a restore just made the blob's file
+                }
                 if let Some(dest) = self.quarantine_file(&paths.quarantine, hash, path)? {
                     report.quarantined.push(dest.display().to_string());
                 }
             }
         }
+        // Corrupt objects on an object store: moved aside by the blob layer.
+        if let Some(files) = &self.inner.files {
+            for (hash, codec) in &plan.objects {
+                if restored.contains(&(*hash, *codec)) {
+                    continue;
+                }
+                if let Some(dest) = files.quarantine(hash, *codec)? {
+                    report.quarantined.push(dest);
+                }
+            }
+        }
         // Undecodable records and orphaned inline bytes: copy the value aside, then delete.
-        let mut ops = plan.ops;
         for key in plan.records {
             if let Some(value) = self.backend().get(&key)? {
                 let dest = self.quarantine_record(&key, &value)?;
@@ -319,9 +408,9 @@ impl Store {
                 Ok(())
             })?;
         }
-        if !plan.counters.is_empty() {
+        if !counters.is_empty() {
             w.batch(|tx| {
-                for (name, want) in &plan.counters {
+                for (name, want) in &counters {
                     // Overwritten, not adjusted: the stored value may be undecodable.
                     tx.set_counter(name, *want)?;
                 }
@@ -329,6 +418,54 @@ impl Store {
             })?;
         }
         self.flush()
+    }
+
+    /// Makes a verified good copy the blob's file again; returns its stored size. The missing
+    /// or corrupt file is moved aside first when the copy goes to the same name.
+    fn restore_copy(&self, r: &Restore, quarantined: &mut Vec<String>) -> Result<u64> {
+        let files = self
+            .inner
+            .files
+            .as_ref()
+            .ok_or(Error::ContentMissing { hash: r.hash })?;
+        match r.source {
+            CopySource::OtherEncoding => files
+                .stored_len(&r.hash, r.codec)?
+                .ok_or(Error::ContentMissing { hash: r.hash }),
+            CopySource::Inline => {
+                let bytes = self
+                    .backend()
+                    .get(&keys::blob_data(&r.hash))?
+                    .ok_or(Error::ContentMissing { hash: r.hash })?;
+                // Checked again: the engine may have changed since `verify` read it.
+                if !verifies(
+                    r.codec,
+                    content::bytes_source(bytes.clone()),
+                    r.hash,
+                    r.meta.size,
+                ) {
+                    return Err(Error::Integrity {
+                        hash: r.hash,
+                        message: "its inline copy changed since it was checked; nothing was \
+                                  restored, run `cairn verify --repair` again"
+                            .into(),
+                    });
+                }
+                if r.codec == r.meta.codec {
+                    // The damaged file has the name the copy goes to: out of the way first.
+                    if let Some(paths) = &self.inner.paths {
+                        let p = content::blob_path(&paths.blobs, &r.hash, r.codec);
+                        if let Some(dest) = self.quarantine_file(&paths.quarantine, &r.hash, &p)? {
+                            quarantined.push(dest.display().to_string());
+                        }
+                    } else if let Some(dest) = files.quarantine(&r.hash, r.codec)? {
+                        quarantined.push(dest);
+                    }
+                }
+                files.write(&r.hash, r.codec, &bytes)?;
+                Ok(bytes.len() as u64)
+            }
+        }
     }
 
     /// Moves a blob file into the quarantine folder. Returns where it went, or `None` if it was
@@ -389,6 +526,17 @@ impl Store {
         crate::fsutil::sync_dir(&dir)?;
         Ok(Some(dest))
     }
+}
+
+/// Whether `source`, decoded with `codec`, is the content of `hash` (`size` bytes). Streams:
+/// bounded memory whatever the size.
+fn verifies(codec: Codec, source: Box<dyn Read + Send + '_>, hash: ContentHash, size: u64) -> bool {
+    content::decoder(codec, source)
+        .and_then(|dec| {
+            let mut r = content::ContentReader::new(dec, hash, size);
+            io::copy(&mut r, &mut io::sink())
+        })
+        .is_ok()
 }
 
 /// A path in `dir` named `name`, or `name.1`, `name.2`... whichever does not exist yet.
@@ -831,6 +979,16 @@ impl Checker<'_> {
                 Error::Integrity { message, .. } => message,
                 other => other.to_string(),
             };
+            if let (false, None, Some(files)) = (m.inline, &store.inner.paths, &store.inner.files) {
+                // Content on an object store: the message names the object.
+                let message = format!(
+                    "its blob object {}: {message}",
+                    files.describe(&hash, m.codec)
+                );
+                self.lost.insert(hash, (kind::HASH_MISMATCH, message));
+                self.plan.objects.push((hash, m.codec));
+                return Ok(());
+            }
             self.lost.insert(hash, (kind::HASH_MISMATCH, message));
             if let (false, Some(paths)) = (m.inline, &store.inner.paths) {
                 self.plan
@@ -993,21 +1151,93 @@ impl Checker<'_> {
         self.plan.counters.insert(name.to_vec(), want);
     }
 
+    /// For each file blob whose file (or object) is missing or corrupt, looks for another
+    /// copy of its content and verifies it against the hash: the bytes under its `D` key in
+    /// the engine (an earlier inline record's), then its file in the other encoding. A good
+    /// copy is named in the problem and planned as a restore.
+    fn find_copies(&mut self) -> Result<()> {
+        let store = self.store;
+        let Some(files) = &store.inner.files else {
+            return Ok(());
+        };
+        let damaged: Vec<ContentHash> = self
+            .lost
+            .iter()
+            .filter(|(_, (k, _))| *k == kind::MISSING_BLOB || *k == kind::HASH_MISMATCH)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in damaged {
+            let Ok(Some(m)) = store.blob_meta(&hash) else {
+                continue;
+            };
+            if m.inline {
+                continue;
+            }
+            let other = match m.codec {
+                Codec::Raw => Codec::Zstd,
+                Codec::Zstd => Codec::Raw,
+            };
+            let good =
+                |codec: Codec, source: Box<dyn Read + Send>| verifies(codec, source, hash, m.size);
+            let mut found = None;
+            if let Some(d) = store.backend().get(&keys::blob_data(&hash))? {
+                found = [m.codec, other]
+                    .into_iter()
+                    .find(|c| good(*c, content::bytes_source(d.clone())))
+                    .map(|c| {
+                        let at = format!("inline bytes {}", key_label(&keys::blob_data(&hash)));
+                        (CopySource::Inline, c, at)
+                    });
+            }
+            if found.is_none() {
+                if let Some(r) = files.open(&hash, other)? {
+                    if good(other, r) {
+                        found = Some((
+                            CopySource::OtherEncoding,
+                            other,
+                            files.describe(&hash, other),
+                        ));
+                    }
+                }
+            }
+            if let Some((source, codec, at)) = found {
+                if let Some((_, why)) = self.lost.get_mut(&hash) {
+                    why.push_str(&format!(
+                        "; a good copy is in {at}, from which `repair` restores it"
+                    ));
+                }
+                self.plan.restores.push(Restore {
+                    hash,
+                    meta: m,
+                    source,
+                    codec,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// One problem per blob whose content is gone or corrupt.
     fn report_lost(&mut self) {
         let lost = std::mem::take(&mut self.lost);
         for (hash, (k, why)) in lost {
+            let restored = self.plan.restores(&hash);
             // Repair moves the content aside: its stored preview goes with it (a later
             // `preview` then fails like a read instead of describing content that is gone).
-            self.plan.ops.push(Op::Delete(keys::preview(&hash)));
+            // Content restored from another copy keeps its preview.
+            if !restored {
+                self.plan.ops.push(Op::Delete(keys::preview(&hash)));
+            }
+            let why = if restored {
+                why
+            } else {
+                format!("{why}; reads of its artifacts fail with an integrity error")
+            };
             self.push(problem(
                 k,
                 Some(hash),
                 Vec::new(),
-                format!(
-                    "content {}: {why}; reads of its artifacts fail with an integrity error",
-                    hash.short()
-                ),
+                format!("content {}: {why}", hash.short()),
             ));
         }
     }

@@ -59,6 +59,10 @@ pub struct RepairReport {
     pub quarantined: Vec<String>,
     /// Artifacts whose content is lost (their records are kept; reads fail clearly).
     pub artifacts_with_lost_content: Vec<ArtifactId>,
+    /// Content whose file or object was missing or corrupt and was restored from another good
+    /// copy (verified against its hash): its artifacts read again.
+    #[serde(default)]
+    pub restored: Vec<ContentHash>,
     /// The verify report after repair.
     pub after: VerifyReport,
 }
@@ -98,6 +102,7 @@ impl Store {
             .problems
             .iter()
             .filter(|p| LOST_CONTENT.contains(&p.kind.as_str()))
+            .filter(|p| !p.hash.is_some_and(|h| checked.plan.restores(&h)))
             .flat_map(|p| p.artifacts.iter().copied())
             .collect();
         lost.sort();
