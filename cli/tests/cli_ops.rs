@@ -1049,7 +1049,12 @@ fn verify_finds_a_flipped_byte_and_repair_quarantines_it() {
 fn gc_grace_keeps_recent_garbage_and_bad_values_are_refused() {
     let env = Env::new();
     let sid = env.session(&[]);
-    let a = env.put(&sid, "big.bin", "tool_result", &common::random_bytes(100_000, 41));
+    let a = env.put(
+        &sid,
+        "big.bin",
+        "tool_result",
+        &common::random_bytes(100_000, 41),
+    );
     env.json(&["artifact", "delete", s(&a, "id")]);
 
     let (code, message) = env.fails(&["gc", "--gc-grace", "soon"], 5);

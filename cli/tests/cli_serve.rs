@@ -265,8 +265,17 @@ fn serve_refuses_a_bad_or_misplaced_gc_grace() {
         "{m}"
     );
     let m = serve(&s3, Some("-5m"));
-    assert!(m.contains("--gc-grace") && m.contains("not a duration"), "{m}");
+    assert!(
+        m.contains("--gc-grace") && m.contains("not a duration"),
+        "{m}"
+    );
     let m = serve(&["--gc-grace", "1h"], None);
-    assert!(m.contains("--gc-grace") && m.contains("--content s3://"), "{m}");
-    assert!(!dir.path().join("srv").join("tenants").exists(), "nothing started");
+    assert!(
+        m.contains("--gc-grace") && m.contains("--content s3://"),
+        "{m}"
+    );
+    assert!(
+        !dir.path().join("srv").join("tenants").exists(),
+        "nothing started"
+    );
 }
