@@ -148,7 +148,11 @@ pub struct NewArtifact {
     pub(crate) metadata: Map<String, Value>,
     pub(crate) mime_type: Option<String>,
     pub(crate) pinned: bool,
+    pub(crate) request_id: Option<String>,
 }
+
+/// The longest request id ([`NewArtifact::request_id`]), in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 impl NewArtifact {
     /// An artifact of `kind` named `name`.
@@ -160,6 +164,7 @@ impl NewArtifact {
             metadata: Map::new(),
             mime_type: None,
             pinned: false,
+            request_id: None,
         }
     }
     /// Adds a tag.
@@ -190,6 +195,17 @@ impl NewArtifact {
     /// Pins it: retention never removes it.
     pub fn pinned(mut self, yes: bool) -> Self {
         self.pinned = yes;
+        self
+    }
+    /// Makes the put idempotent: `id` names this request (a UUID the caller makes once per
+    /// logical put, 1 to [`MAX_REQUEST_ID_LEN`] bytes, no control characters). The store records
+    /// it with the new version in the same transaction; a later put in the same session with
+    /// the same id stores nothing and returns the artifact the first one stored (if it still
+    /// exists). For a retry after an error whose outcome is unknown: a connection to a shared
+    /// engine lost during `COMMIT` (DESIGN.md, "Streamed large puts, TLS, idempotent puts").
+    /// The same id with another name or content is refused (`invalid_input`).
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
         self
     }
     /// The name.

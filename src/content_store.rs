@@ -14,7 +14,7 @@
 
 use std::io::{self, Read};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +58,7 @@ pub struct S3Config {
     gc_grace: Duration,
     max_retries: usize,
     retry_timeout: Duration,
+    spool_dir: Option<PathBuf>,
 }
 
 impl S3Config {
@@ -77,6 +78,7 @@ impl S3Config {
             gc_grace: DEFAULT_GC_GRACE,
             max_retries: 5,
             retry_timeout: Duration::from_secs(60),
+            spool_dir: None,
         }
     }
 
@@ -153,6 +155,21 @@ impl S3Config {
         self
     }
 
+    /// The local folder where a large put is spooled (hashed and encoded into a temporary
+    /// file, then uploaded from it) instead of being held in memory: a put needs free disk
+    /// space there of about its encoded size, for as long as it runs. Default: the system's
+    /// temporary folder. Each store makes a private `cairn-spool-*` folder inside it, removed
+    /// when the store is dropped (a crash leaves it behind: delete it).
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+
+    /// The folder set with [`S3Config::spool_dir`], if any.
+    pub fn spool(&self) -> Option<&Path> {
+        self.spool_dir.as_deref()
+    }
+
     /// The bucket.
     pub fn bucket(&self) -> &str {
         &self.bucket
@@ -181,6 +198,7 @@ impl std::fmt::Debug for S3Config {
             .field("allow_http", &self.allow_http)
             .field("multipart_threshold", &self.multipart_threshold)
             .field("gc_grace", &self.gc_grace)
+            .field("spool_dir", &self.spool_dir)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +228,8 @@ pub(crate) struct ObjectFiles {
     bucket: String,
     multipart_threshold: u64,
     pub(crate) grace: Duration,
+    /// This store's private spool folder for large puts (removed on drop).
+    spool: Arc<tempfile::TempDir>,
 }
 
 impl ObjectFiles {
@@ -255,6 +275,12 @@ impl ObjectFiles {
             .map_err(|e| Error::Backend {
                 message: format!("cannot start the object store's runtime: {e}"),
             })?;
+        let base = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+        let spool = tempfile::Builder::new()
+            .prefix("cairn-spool-")
+            .tempdir_in(&base)
+            .map_err(|e| Error::io(&base, e))?;
         let root = [config.prefix.as_str(), namespace, "blobs"]
             .iter()
             .filter(|s| !s.is_empty())
@@ -268,6 +294,7 @@ impl ObjectFiles {
             bucket: config.bucket.clone(),
             multipart_threshold: config.multipart_threshold,
             grace: config.gc_grace,
+            spool: Arc::new(spool),
         })
     }
 
@@ -488,6 +515,10 @@ impl BlobFiles for ObjectFiles {
         false
     }
 
+    fn spool_dir(&self) -> Option<&Path> {
+        Some(self.spool.path())
+    }
+
     fn open(&self, hash: &ContentHash, codec: Codec) -> Result<Option<Box<dyn Read + Send>>> {
         let key = self.key(hash, codec);
         let Some(len) = self.head(&key)? else {
@@ -580,6 +611,7 @@ impl ObjectFiles {
             bucket: self.bucket.clone(),
             multipart_threshold: self.multipart_threshold,
             grace: self.grace,
+            spool: self.spool.clone(),
         }
     }
 }

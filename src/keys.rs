@@ -75,6 +75,9 @@ pub(crate) const PREVIEW: u8 = b'V';
 pub(crate) const MEMO: u8 = b'O';
 /// Memo TTL per tool (issue 13): `o` + tool name -> seconds (u64 BE).
 pub(crate) const MEMO_TTL: u8 = b'o';
+/// Idempotent puts (issue 15): `q` + session id + request id + 0 -> artifact id. Removed with
+/// the session.
+pub(crate) const REQUEST: u8 = b'q';
 // Reserved for extensions: `x` (retention), `T` (artifact TTL marks). Never reuse a byte.
 
 /// Version byte in front of every JSON-encoded record.
@@ -143,6 +146,11 @@ pub(crate) fn garbage(h: &ContentHash) -> Vec<u8> {
 }
 pub(crate) fn name_versions_prefix(sid: &SessionId, name: &str) -> Vec<u8> {
     Key::new(NAME_VERSION).sid(sid).str0(name).build()
+}
+
+/// The key recording which artifact a request id stored (see [`REQUEST`]).
+pub(crate) fn request(sid: &SessionId, request_id: &str) -> Vec<u8> {
+    Key::new(REQUEST).sid(sid).str0(request_id).build()
 }
 
 pub(crate) fn reversed(name: &str) -> Vec<u8> {

@@ -260,3 +260,273 @@ fn several_stores_writing_the_same_names_lose_nothing() {
         assert_eq!(ContentHash::of(&reader.read(session, a.id).unwrap()), *h);
     }
 }
+
+/// TLS to PostgreSQL: a cluster with `ssl = on` that refuses plain TCP, its certificate made
+/// here (self-signed for 127.0.0.1). `sslmode=verify-full` against that certificate as the CA
+/// connects and works; a wrong CA is refused with a clear error naming the CA file; a name the
+/// certificate does not hold is refused by `verify-full` and accepted by `verify-ca`;
+/// `require` encrypts without checking; no `sslmode` stays plain (and this server refuses it).
+#[test]
+fn tls_verify_full_connects_and_a_wrong_ca_is_refused() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let Some(cluster) =
+        common::pg::Cluster::start_tls(&ck.cert.pem(), &ck.key_pair.serialize_pem())
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let wrong = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let with = |params: &str| format!("{}?{params}", cluster.url);
+
+    // verify-full against the right CA: a working store, over TLS.
+    let url = with(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let ns = common::pg::namespace();
+    let s = Store::open_postgres(&url, &ns, Config::default()).unwrap();
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let a = s
+        .put(
+            sid,
+            NewArtifact::new(ArtifactKind::ToolResult, "a"),
+            b"over tls",
+        )
+        .unwrap();
+    assert_eq!(s.read(sid, a.id).unwrap(), b"over tls");
+    // Another handle (its own connections) sees it: the records went over those connections.
+    let again = Store::open_postgres(&url, &ns, Config::default()).unwrap();
+    assert_eq!(again.artifact(sid, a.id).unwrap().hash, a.hash);
+
+    // A wrong CA: refused, saying what was checked (not "the server is down").
+    let e = Store::open_postgres(
+        &with(&format!(
+            "sslmode=verify-full&sslrootcert={}",
+            wrong.display()
+        )),
+        &common::pg::namespace(),
+        Config::default(),
+    )
+    .unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("certificate"), "{m}");
+    assert!(m.contains(&wrong.display().to_string()), "{m}");
+    assert!(m.contains("verify-full"), "{m}");
+    assert_ne!(e.code(), "unavailable", "{m}");
+
+    // A host name the certificate does not hold (it holds 127.0.0.1 only).
+    let port = cluster
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let by_name = |mode: &str| {
+        format!(
+            "postgres://cairn@localhost:{port}/postgres?sslmode={mode}&sslrootcert={}",
+            ca.display()
+        )
+    };
+    let e = Store::open_postgres(&by_name("verify-full"), &ns, Config::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("certificate"), "{e}");
+    let s = Store::open_postgres(&by_name("verify-ca"), &ns, Config::default()).unwrap();
+    assert_eq!(s.artifact(sid, a.id).unwrap().hash, a.hash);
+
+    // require: encrypted, the certificate not checked (libpq's meaning).
+    let s = Store::open_postgres(&with("sslmode=require"), &ns, Config::default()).unwrap();
+    assert_eq!(s.read(sid, a.id).unwrap(), b"over tls");
+
+    // No sslmode: plain TCP, which this server refuses (pg_hba `hostnossl ... reject`).
+    let e = Store::open_postgres(&cluster.url, &ns, Config::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no encryption") || e.contains("pg_hba"), "{e}");
+
+    // A CA file that is not there: refused at open, naming it.
+    let e = Store::open_postgres(
+        &with("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        &ns,
+        Config::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+}
+
+/// A TCP proxy to PostgreSQL that, once armed, lets the next simple query holding `COMMIT`
+/// through to the server, reads the server's answer to its end, drops it and cuts the
+/// client's connection: the server committed, the client never hears whether it did.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    cuts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CommitCutter {
+    fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (a, n) = (Arc::clone(&armed), Arc::clone(&cuts));
+        std::thread::spawn(move || {
+            for client in l.incoming().flatten() {
+                let Ok(up) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (a, n) = (Arc::clone(&a), Arc::clone(&n));
+                std::thread::spawn(move || relay(client, up, &a, &n));
+            }
+        });
+        Self { port, armed, cuts }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One proxied connection: the client's messages parsed (type byte, length), the server's
+/// copied back until a cut.
+fn relay(
+    client: std::net::TcpStream,
+    up: std::net::TcpStream,
+    armed: &std::sync::atomic::AtomicBool,
+    cuts: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cut = Arc::new(AtomicBool::new(false));
+    let (mut from_up, mut to_client) = (up.try_clone().unwrap(), client.try_clone().unwrap());
+    let c2 = Arc::clone(&cut);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut tail = Vec::new();
+        loop {
+            let n = match from_up.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if c2.load(Ordering::SeqCst) {
+                // Swallow the answer to the COMMIT up to its ReadyForQuery ('Z', length 5).
+                tail.extend_from_slice(&buf[..n]);
+                let k = tail.len();
+                if k >= 6 && tail[k - 6] == b'Z' && tail[k - 5..k - 1] == [0, 0, 0, 5] {
+                    break;
+                }
+                continue;
+            }
+            if to_client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+        let _ = from_up.shutdown(std::net::Shutdown::Both);
+    });
+    let (mut from_client, mut to_up) = (client, up);
+    let mut first = true;
+    loop {
+        // The startup message has no type byte; every later one does.
+        let mut head = vec![0u8; if first { 4 } else { 5 }];
+        if from_client.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len_at = head.len() - 4;
+        let len = u32::from_be_bytes(head[len_at..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        if from_client.read_exact(&mut body).is_err() {
+            break;
+        }
+        let is_commit = !first && head[0] == b'Q' && body.windows(6).any(|w| w == b"COMMIT");
+        first = false;
+        let cut_now = is_commit && armed.swap(false, Ordering::SeqCst);
+        if cut_now {
+            cut.store(true, Ordering::SeqCst);
+            cuts.fetch_add(1, Ordering::SeqCst);
+        }
+        if to_up.write_all(&head).is_err() || to_up.write_all(&body).is_err() {
+            break;
+        }
+        if cut_now {
+            // The other thread closes the client's connection once the server has answered
+            // (so the commit is done before the client sees the cut).
+            return;
+        }
+    }
+    let _ = to_up.shutdown(std::net::Shutdown::Both);
+}
+
+/// A put whose connection is lost during `COMMIT` (the server committed, the client cannot
+/// know): the error says the outcome is unknown; retried with the same request id it is
+/// stored once (same artifact, same version); without a request id a retry adds one more
+/// version (the documented caveat), never a gap.
+#[test]
+fn a_put_cut_at_commit_is_stored_once_when_retried_with_its_request_id() {
+    let Some(url) = common::pg::url() else { return };
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = CommitCutter::start(([127, 0, 0, 1], port).into());
+    let via_proxy = url.replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let ns = common::pg::namespace();
+    let s = Store::open_postgres(&via_proxy, &ns, Config::default()).unwrap();
+    let direct = Store::open_postgres(&url, &ns, Config::default()).unwrap();
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let new = |rid: Option<&str>| {
+        let n = NewArtifact::new(ArtifactKind::ToolResult, "report.json");
+        match rid {
+            Some(r) => n.request_id(r),
+            None => n,
+        }
+    };
+
+    proxy.arm();
+    let e = s.put(sid, new(Some("req-1")), b"first").unwrap_err();
+    assert_eq!(proxy.cuts(), 1, "the proxy cut the COMMIT: {e}");
+    assert_eq!(e.code(), "unavailable", "{e}");
+    assert!(e.to_string().contains("during COMMIT"), "{e}");
+    // The server did commit it.
+    let v = direct.versions(sid, "report.json").unwrap();
+    assert_eq!(v.len(), 1);
+    // The retry, with the same request id: the same artifact, nothing added.
+    let a = s.put(sid, new(Some("req-1")), b"first").unwrap();
+    assert_eq!((a.id, a.version), (v[0].id, 1));
+    // Through the other handle (another server) too.
+    let b = direct.put(sid, new(Some("req-1")), b"first").unwrap();
+    assert_eq!(b.id, a.id);
+    assert_eq!(direct.versions(sid, "report.json").unwrap().len(), 1);
+    // The same id for other content is refused, not taken as a retry.
+    let e = s.put(sid, new(Some("req-1")), b"other").unwrap_err();
+    assert_eq!(e.code(), "invalid_input", "{e}");
+    assert!(e.to_string().contains("req-1"), "{e}");
+
+    // Without a request id: the retry after a cut COMMIT adds one more version (no gap).
+    proxy.arm();
+    let e = s.put(sid, new(None), b"second").unwrap_err();
+    assert_eq!(proxy.cuts(), 2);
+    assert_eq!(e.code(), "unavailable", "{e}");
+    let c = s.put(sid, new(None), b"second").unwrap();
+    let versions: Vec<u32> = direct
+        .versions(sid, "report.json")
+        .unwrap()
+        .iter()
+        .map(|a| a.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(c.version, 3);
+    // A new request id is a new put; request records go with their session.
+    let d = s.put(sid, new(Some("req-2")), b"third").unwrap();
+    assert_eq!(d.version, 4);
+    s.delete_session(sid, false).unwrap();
+    let left = direct.engine_scan(b"q", b"r", 10).unwrap().len();
+    assert_eq!(left, 0, "request records of a deleted session are removed");
+}

@@ -486,3 +486,92 @@ fn verify_names_missing_and_corrupt_objects_and_repair_restores_or_marks_them() 
     );
     assert_eq!(other.read(sid, a_text.id).unwrap(), text);
 }
+
+/// The files and folders under `dir`, recursively (for "nothing left behind" checks).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_large_put_is_spooled_to_disk_not_memory_and_has_no_256_mib_cap() {
+    let (Some(ep), Some(url)) = (common::s3::endpoint(), common::pg::url()) else {
+        return;
+    };
+    let spool = tempfile::tempdir().unwrap();
+    let content = common::s3::config_with(&ep, Duration::ZERO).spool_dir(spool.path());
+    let ns = common::pg::namespace();
+    let s = Store::open_postgres_s3(&url, &ns, &content, config()).unwrap();
+    // The store keeps the configured limit: no cap at POSTGRES_MAX_ARTIFACT_SIZE with an
+    // object store (content is spooled, never held whole in memory).
+    assert_eq!(
+        s.config().limits.max_artifact_size,
+        Config::default().limits.max_artifact_size
+    );
+    assert!(s.config().limits.max_artifact_size > cairn::POSTGRES_MAX_ARTIFACT_SIZE);
+    // The store's private spool folder is there and empty.
+    let dirs: Vec<_> = std::fs::read_dir(spool.path()).unwrap().flatten().collect();
+    assert_eq!(dirs.len(), 1, "one cairn-spool-* folder per store");
+    assert!(dirs[0]
+        .file_name()
+        .to_string_lossy()
+        .starts_with("cairn-spool-"));
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    // Through a reader above the 8 MiB in-memory buffer: spooled, uploaded in parts.
+    let big = noise((20 << 20) + 7, 11);
+    let a = s.put_reader(sid, art("big"), &big[..]).unwrap();
+    assert_eq!(
+        (a.size, a.hash),
+        (big.len() as u64, cairn::ContentHash::of(&big))
+    );
+    assert!(
+        files_under(spool.path()).is_empty(),
+        "the spool file is removed after the put"
+    );
+    // Another handle (another server) reads it back from the object store.
+    let other = Store::open_postgres_s3(&url, &ns, &content, config()).unwrap();
+    assert_eq!(other.read(sid, a.id).unwrap(), big);
+    assert!(other.verify().unwrap().ok);
+    // A configured limit is honoured with a clear error, and nothing is left behind.
+    let small = Config {
+        limits: cairn::Limits {
+            max_artifact_size: 9 << 20,
+            ..Config::default().limits
+        },
+        ..config()
+    };
+    let capped = Store::open_postgres_s3(&url, &ns, &content, small).unwrap();
+    let e = capped
+        .put_reader(sid, art("too-big"), &noise(10 << 20, 12)[..])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_artifact_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("max_artifact_size"), "{e}");
+    assert!(
+        files_under(spool.path()).is_empty(),
+        "{:?}",
+        files_under(spool.path())
+    );
+    assert_eq!(s.stats().unwrap().blobs, 1);
+    drop((s, other, capped));
+    assert!(
+        std::fs::read_dir(spool.path()).unwrap().next().is_none(),
+        "the spool folders are removed with their stores"
+    );
+}

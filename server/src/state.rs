@@ -197,8 +197,13 @@ impl AppState {
         let dir = self.tenant_dir(tenant);
         let metadata = self.inner.config.metadata.clone();
         let ns = tenant_namespace(tenant);
+        // Large puts are spooled under the data folder (`<data>/spool`) unless the
+        // configuration names another folder: never held in memory.
         #[cfg(feature = "s3")]
-        let content = self.inner.config.content.clone();
+        let content = self.inner.config.content.clone().map(|c| match c.spool() {
+            Some(_) => c,
+            None => c.spool_dir(self.inner.config.data_dir.join("spool")),
+        });
         let store = tokio::task::spawn_blocking(move || match metadata {
             #[cfg(feature = "s3")]
             Some(url) if content.is_some() => match &content {

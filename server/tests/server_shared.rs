@@ -256,3 +256,50 @@ fn events_written_through_one_server_reach_a_stream_on_another_in_order() {
     assert_eq!(got, want_rest);
     drop(b);
 }
+
+/// `Idempotency-Key` on a put: the same put sent again (a client retrying after a 503 whose
+/// outcome it cannot know) through either server answers with the artifact the first one
+/// stored, and adds no version; the same key for other content is refused; no key, a new
+/// version each time.
+#[test]
+fn a_put_retried_with_its_idempotency_key_is_stored_once_across_servers() {
+    let Some(db) = fresh_db() else { return };
+    let srv = servers(&db, 2);
+    let sid = srv[0].anon().session(&json!({"name": "idem"}));
+    let path = format!("/v1/sessions/{sid}/artifacts/out.json?kind=tool_result");
+    let put = |s: &TestServer, key: Option<&str>, body: &[u8]| {
+        let h: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+        s.anon().bytes("PUT", &path, &h, body.to_vec())
+    };
+    let first = put(&srv[0], Some("k-1"), b"{\"a\":1}");
+    assert_eq!(
+        first.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    let again = put(&srv[1], Some("k-1"), b"{\"a\":1}");
+    assert_eq!(
+        again.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    assert_eq!(again.json()["version"], 1);
+    let other = put(&srv[1], Some("k-1"), b"{\"a\":2}");
+    assert_eq!(
+        other.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&other.body)
+    );
+    assert_eq!(other.code(), "invalid_input");
+    let plain = put(&srv[0], None, b"{\"a\":1}");
+    assert_eq!(plain.json()["version"], 2);
+    let r = srv[1]
+        .anon()
+        .get(&format!("/v1/sessions/{sid}/artifacts/out.json/versions"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json().as_array().map(Vec::len), Some(2), "{}", r.json());
+}

@@ -27,6 +27,20 @@ use postgres::{Client, NoTls, Statement};
 use super::{Backend, Entry, Op, Overlay, WriteTx};
 use crate::error::{Error, Result};
 
+#[path = "postgres_tls.rs"]
+mod tls;
+
+/// Opens a connection, with TLS when the URL asked for it.
+fn open_client(
+    config: &postgres::Config,
+    tls: Option<&tls::Tls>,
+) -> std::result::Result<Client, postgres::Error> {
+    match tls {
+        None => config.connect(NoTls),
+        Some(t) => config.connect(t.clone()),
+    }
+}
+
 /// How many idle connections the pool keeps.
 const MAX_IDLE: usize = 16;
 
@@ -44,6 +58,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE {t} (k bytea PRIMARY KEY, v bytea NO
 /// pooled connection.
 pub struct PostgresBackend {
     config: postgres::Config,
+    /// `None`: plain TCP (no `sslmode`, or `sslmode=disable`).
+    tls: Option<tls::Tls>,
     /// `host:port/dbname`, for messages (never the password).
     target: String,
     namespace: String,
@@ -158,6 +174,7 @@ fn parse_notice(payload: &str, out: &mut Vec<(crate::ids::SessionId, u64)>) {
 /// the connection is down, so a user also reads the table on a bounded interval.
 pub struct EventListener {
     config: postgres::Config,
+    tls: Option<tls::Tls>,
     target: String,
     channel: String,
     client: Option<Client>,
@@ -186,9 +203,7 @@ impl EventListener {
         };
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
-            let mut c = self
-                .config
-                .connect(NoTls)
+            let mut c = open_client(&self.config, self.tls.as_ref())
                 .map_err(|e| fail("listen", e.to_string(), &self.target))?;
             c.batch_execute(&format!("LISTEN {}", self.channel))
                 .map_err(|e| fail("listen", e.to_string(), &self.target))?;
@@ -276,6 +291,12 @@ fn is_broken(e: &postgres::Error) -> bool {
     }
 }
 
+/// Whether a connection error is a TLS certificate refusal (rustls's messages).
+fn is_tls_refusal(text: &str) -> bool {
+    let all = text.to_ascii_lowercase();
+    all.contains("certificate") || all.contains("unknownissuer") || all.contains("notvalidforname")
+}
+
 /// Whether a PostgreSQL error means "lost a race: run the transaction again".
 fn is_conflict(e: &postgres::Error) -> bool {
     e.code().is_some_and(|c| {
@@ -286,10 +307,16 @@ fn is_conflict(e: &postgres::Error) -> bool {
 impl PostgresBackend {
     /// Connects to the database at `url` (`postgres://user:password@host:port/dbname` or the
     /// `host=... user=...` form) and opens the key space `namespace` (its table
-    /// `cairn_kv_<namespace>`), creating or migrating its schema. TLS is not supported: use it
-    /// on a trusted network or through a local proxy.
+    /// `cairn_kv_<namespace>`), creating or migrating its schema.
+    ///
+    /// TLS as libpq does it, from the URL: `sslmode=disable` (the default here: plain TCP, for
+    /// loopback and trusted networks), `prefer`, `require`, `verify-ca` or `verify-full`, and
+    /// `sslrootcert=/path/ca.pem` (PEM CA certificates; default `~/.postgresql/root.crt`).
+    /// With `verify-full`, the server's certificate must chain to that CA and name the host.
     pub fn connect(url: &str, namespace: &str) -> Result<Self> {
         check_namespace(namespace)?;
+        let (url, tls_params) = tls::split(url)?;
+        let tls = tls::Tls::new(&tls_params)?;
         let mut config: postgres::Config = url.parse().map_err(|e| {
             Error::invalid(
                 "postgres url",
@@ -302,6 +329,13 @@ impl PostgresBackend {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        config.ssl_mode(match tls_params.mode {
+            Some(tls::SslMode::Prefer) => postgres::config::SslMode::Prefer,
+            Some(tls::SslMode::Require | tls::SslMode::VerifyCa | tls::SslMode::VerifyFull) => {
+                postgres::config::SslMode::Require
+            }
+            None | Some(tls::SslMode::Disable) => postgres::config::SslMode::Disable,
+        });
         let target = describe(&config);
         let t = table_name(namespace);
         let sql = Sql {
@@ -320,6 +354,7 @@ impl PostgresBackend {
         };
         let backend = PostgresBackend {
             config,
+            tls,
             target,
             namespace: namespace.to_string(),
             sql,
@@ -338,6 +373,7 @@ impl PostgresBackend {
     pub fn event_listener(&self) -> EventListener {
         EventListener {
             config: self.config.clone(),
+            tls: self.tls.clone(),
             target: self.target.clone(),
             channel: events_channel(&self.namespace),
             client: None,
@@ -387,12 +423,38 @@ impl PostgresBackend {
     }
 
     fn raw_connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| Error::Unavailable {
-            message: format!(
-                "could not connect to PostgreSQL at {}: {e}; check that the server runs, the \
-                 URL (user, host, port, database) is right and the user may log in",
-                self.target
-            ),
+        open_client(&self.config, self.tls.as_ref()).map_err(|e| {
+            // The error and its causes (the TLS refusal is a cause of "error performing TLS
+            // handshake").
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = std::error::Error::source(c);
+            }
+            match &self.tls {
+                // A refused certificate is not a server that is down: say what was checked.
+                Some(t) if is_tls_refusal(&text) => Error::Backend {
+                    message: format!(
+                        "could not connect to PostgreSQL at {} over TLS ({}): {text}; \
+                         the server's certificate was refused: check that sslrootcert names \
+                         the CA that signed it and that it names the host of the URL",
+                        self.target, t.describe
+                    ),
+                },
+                _ => Error::Unavailable {
+                    message: format!(
+                        "could not connect to PostgreSQL at {}{}: {text}; check that \
+                         the server runs, the URL (user, host, port, database) is right and \
+                         the user may log in",
+                        self.target,
+                        self.tls
+                            .as_ref()
+                            .map(|t| format!(" over TLS ({})", t.describe))
+                            .unwrap_or_default()
+                    ),
+                },
+            }
         })
     }
 
@@ -754,8 +816,11 @@ impl WriteTx for PgTx<'_> {
         };
         // The notice rides in the same round trip as COMMIT and is delivered only if it succeeds.
         let notify = notify_sql(&events_channel(&self.backend.namespace), &ops);
-        let out =
-            write_on(&mut c, ops).and_then(|()| c.client.batch_execute(&format!("{notify}COMMIT")));
+        let mut at_commit = false;
+        let out = write_on(&mut c, ops).and_then(|()| {
+            at_commit = true;
+            c.client.batch_execute(&format!("{notify}COMMIT"))
+        });
         match out {
             Ok(()) => {
                 self.backend.checkin(c);
@@ -764,10 +829,23 @@ impl WriteTx for PgTx<'_> {
             Err(e) => {
                 // After a failed statement the transaction is aborted; after a failed COMMIT
                 // it is over. ROLLBACK makes the connection usable either way.
+                let unknown = at_commit && is_broken(&e);
                 if c.client.batch_execute("ROLLBACK").is_ok() {
                     self.backend.checkin(c);
                 }
-                Err(self.backend.err("commit", e))
+                let err = self.backend.err("commit", e);
+                match err {
+                    // The COMMIT went out and no answer came back: it may have been applied.
+                    Error::Unavailable { message } if unknown => Err(Error::Unavailable {
+                        message: format!(
+                            "{message}; the connection was lost during COMMIT, so this write \
+                             may or may not have been applied: a put retried with the same \
+                             request id (Idempotency-Key) is stored once, without one a retry \
+                             may add one more version"
+                        ),
+                    }),
+                    other => Err(other),
+                }
             }
         }
     }

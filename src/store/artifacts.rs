@@ -34,6 +34,18 @@ impl Store {
                 ));
             }
         }
+        if let Some(r) = &new.request_id {
+            let max = crate::artifact::MAX_REQUEST_ID_LEN;
+            if r.is_empty() || r.len() > max || r.chars().any(|c| c.is_control()) {
+                return Err(Error::invalid(
+                    "request id",
+                    format!(
+                        "{:?}: give 1 to {max} bytes without control characters, such as a UUID",
+                        crate::artifact::truncate_for_message(r)
+                    ),
+                ));
+            }
+        }
         Ok(Checked { new })
     }
 
@@ -157,7 +169,7 @@ impl Store {
         content::prepare(
             reader,
             c.limits.max_artifact_size,
-            self.inner.paths.as_ref().map(|p| p.tmp.as_path()),
+            self.staging_dir(),
             &content::EncodeOptions::of(c),
         )
     }
@@ -173,6 +185,13 @@ impl Store {
         id: Option<ArtifactId>,
     ) -> Result<Artifact> {
         let new = checked.new;
+        let new_request_id = new.request_id.clone();
+        // An idempotent put seen before (its first attempt committed): that artifact, again.
+        if let Some(rid) = &new.request_id {
+            if let Some(a) = self.request_done(tx, session, rid, &new.name, &staged.hash)? {
+                return Ok(a);
+            }
+        }
         let s = self.tx_session(tx, session)?;
         if s.status.is_terminal() && id.is_none() {
             return Err(Error::SessionClosed {
@@ -216,7 +235,44 @@ impl Store {
             pinned: new.pinned,
         };
         self.add_artifact_in(tx, &a)?;
+        if let Some(rid) = &new_request_id {
+            tx.put(keys::request(&session, rid), a.id.as_bytes().to_vec());
+        }
         Ok(a)
+    }
+
+    /// The artifact an earlier put with request id `rid` stored in `session`, read in `tx` (so
+    /// two attempts racing on different servers serialize), if it still exists. The same id
+    /// for another name or content is an error: ids name one request.
+    fn request_done(
+        &self,
+        tx: &mut Tx<'_>,
+        session: SessionId,
+        rid: &str,
+        name: &str,
+        hash: &ContentHash,
+    ) -> Result<Option<Artifact>> {
+        let Some(aid) = tx.get(&keys::request(&session, rid))? else {
+            return Ok(None);
+        };
+        let aid = ArtifactId::from_slice(&aid)?;
+        let Some(rec) = tx.get(&keys::artifact(&aid))? else {
+            return Ok(None); // deleted since: this put stores it anew
+        };
+        let a = crate::artifact::record::decode(&rec)?;
+        if a.name != name || a.hash != *hash {
+            return Err(Error::invalid(
+                "request id",
+                format!(
+                    "{:?} was used for {:?} version {} with other content; give each put its \
+                     own request id and reuse it only to retry that same put",
+                    crate::artifact::truncate_for_message(rid),
+                    a.name,
+                    a.version
+                ),
+            ));
+        }
+        Ok(Some(a))
     }
 
     /// Writes a new artifact's record and index entries, counts it in its session, and logs

@@ -42,6 +42,13 @@ pub(crate) trait BlobFiles: Send + Sync {
     fn consumes_temp(&self) -> bool {
         true
     }
+    /// A local folder for the temporary files of large puts when the store has no folder of
+    /// its own (an object store beside a shared engine): content is spooled there while it is
+    /// hashed and encoded, so a put never holds its content in memory. `None`: the store's
+    /// own `tmp/` (or, in memory, none).
+    fn spool_dir(&self) -> Option<&Path> {
+        None
+    }
     /// Random access to the file of `hash` (partial reads); `None` if it does not exist.
     fn open_source(
         &self,
@@ -254,6 +261,15 @@ impl Store {
             .get(&keys::blob(hash))?
             .map(|b| BlobMeta::decode(&b))
             .transpose()
+    }
+
+    /// Where a large put's temporary file goes: the store's `tmp/` folder, or the blob layer's
+    /// spool folder (an object store); `None` (in memory): the content stays in memory.
+    pub(crate) fn staging_dir(&self) -> Option<&Path> {
+        match &self.inner.paths {
+            Some(p) => Some(p.tmp.as_path()),
+            None => self.inner.files.as_ref().and_then(|f| f.spool_dir()),
+        }
     }
 
     /// Stages the caller's bytes without copying them: hashed here, encoded (and any file

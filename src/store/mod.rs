@@ -37,8 +37,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{self, Key};
 
-/// The largest artifact a store on PostgreSQL takes while content lives inline in the database:
-/// PostgreSQL keeps a value in one field of at most 1 GB, and a put holds the content in memory.
+/// The largest artifact a store on PostgreSQL takes when its content lives inline in the
+/// database ([`Store::open_postgres`]): PostgreSQL keeps a value in one field of at most 1 GB,
+/// and such a put holds the content in memory. With content on an object store
+/// (`Store::open_postgres_s3`, feature `s3`) puts are spooled to disk and this cap does not apply.
 #[cfg(feature = "postgres")]
 pub const POSTGRES_MAX_ARTIFACT_SIZE: u64 = 256 << 20;
 
@@ -334,7 +336,10 @@ impl Store {
     /// S3-compatible object store (features `postgres` and `s3`): the deployment of several
     /// `cairn serve` processes sharing one database and one bucket. Records stay in
     /// PostgreSQL; content of at least `inline_threshold` encoded bytes goes to objects under
-    /// `<prefix>/<namespace>/blobs/`. See DESIGN.md, "Content on object storage".
+    /// `<prefix>/<namespace>/blobs/`. A large put is spooled to a local temporary file
+    /// ([`crate::S3Config::spool_dir`]) and uploaded from it, so `limits.max_artifact_size`
+    /// applies as configured (no [`POSTGRES_MAX_ARTIFACT_SIZE`] cap). See DESIGN.md, "Content
+    /// on object storage".
     #[cfg(all(feature = "postgres", feature = "s3"))]
     pub fn open_postgres_s3(
         url: &str,
@@ -342,11 +347,6 @@ impl Store {
         content: &crate::S3Config,
         config: Config,
     ) -> Result<Store> {
-        let mut config = config;
-        config.limits.max_artifact_size = config
-            .limits
-            .max_artifact_size
-            .min(POSTGRES_MAX_ARTIFACT_SIZE);
         config.validate()?;
         let files = crate::content_store::ObjectFiles::open(content, namespace)?;
         let backend = crate::backend::PostgresBackend::connect(url, namespace)?;

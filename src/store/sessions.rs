@@ -637,7 +637,12 @@ impl Store {
         for t in &s.tags {
             tx.del(Key::new(keys::SESSION_TAG).str0(t).sid(&id).build());
         }
-        for table in [keys::EVENT, keys::METRIC, keys::SESSION_CHECKPOINT] {
+        for table in [
+            keys::EVENT,
+            keys::METRIC,
+            keys::SESSION_CHECKPOINT,
+            keys::REQUEST,
+        ] {
             let prefix = Key::new(table).sid(&id).build();
             for e in RangeIter::prefix(self.backend(), &prefix, false) {
                 tx.del(e?.0);

@@ -201,7 +201,18 @@ pub struct Cluster {
 impl Cluster {
     /// Makes and starts the cluster.
     pub fn start() -> Option<Cluster> {
-        match Self::try_start() {
+        Self::start_with(None)
+    }
+
+    /// Makes and starts a cluster with `ssl = on`, serving the PEM certificate (chain) and key
+    /// given, that accepts TCP connections over TLS only (`hostssl` in `pg_hba.conf`; a plain
+    /// connection is refused).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<Cluster> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Option<Cluster> {
+        match Self::try_start(tls) {
             Ok(c) => Some(c),
             Err(why) => {
                 if std::env::var("CAIRN_REQUIRE_PG").as_deref() == Ok("1") {
@@ -213,7 +224,7 @@ impl Cluster {
         }
     }
 
-    fn try_start() -> Result<Cluster, String> {
+    fn try_start(tls: Option<(&str, &str)>) -> Result<Cluster, String> {
         let bin = bin_dir().ok_or("no initdb found (install Debian's `postgresql` package)")?;
         let root = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -249,6 +260,18 @@ impl Cluster {
              fsync = off\\nsynchronous_commit = off\\nmax_connections = 300\\n\
              max_pred_locks_per_transaction = 256\\n\" >> '{d}/data/postgresql.conf'"
         ))?;
+        if let Some((cert, key)) = tls {
+            // Written here, copied by the cluster's owner (the key must be theirs, mode 0600).
+            std::fs::write(c.dir.join("tls.crt"), cert).map_err(|e| e.to_string())?;
+            std::fs::write(c.dir.join("tls.key"), key).map_err(|e| e.to_string())?;
+            c.run(&format!(
+                "cp '{d}/tls.crt' '{d}/data/server.crt' && cp '{d}/tls.key' '{d}/data/server.key' && \
+                 chmod 600 '{d}/data/server.key' && \
+                 printf \"ssl = on\\n\" >> '{d}/data/postgresql.conf' && \
+                 printf \"local all all trust\\nhostssl all all 127.0.0.1/32 trust\\n\
+                 hostnossl all all 127.0.0.1/32 reject\\n\" > '{d}/data/pg_hba.conf'"
+            ))?;
+        }
         c.ctl("start")?;
         // A watchdog stops and removes the cluster if this process dies without dropping it.
         let me = std::process::id();
@@ -262,7 +285,11 @@ impl Cluster {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-        wait_ready(&c.url)?;
+        match tls {
+            // Plain connections are refused: probe over TLS (any certificate).
+            Some(_) => wait_ready(&format!("{}?sslmode=require", c.url))?,
+            None => wait_ready(&c.url)?,
+        }
         Ok(c)
     }
 

@@ -23,6 +23,9 @@ use crate::streaming::{drain, feed, parse_hash, ChannelReader, VerifyingReader, 
 
 /// The header that declares an upload's BLAKE3 hash.
 pub const HASH_HEADER: &str = "x-cairn-hash";
+/// The header that makes a put idempotent: its value is the put's request id
+/// ([`cairn::NewArtifact::request_id`]).
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Most hashes one `POST /v1/blobs/missing` may ask about.
 pub const MAX_PROBE: usize = 10_000;
 
@@ -76,7 +79,9 @@ fn new_artifact(p: &Params, name: String) -> ApiResult<NewArtifact> {
 /// to the store; it is never held whole. With `X-Cairn-Hash` (or `hash=`) the content must
 /// hash to it (422 `hash_mismatch` otherwise, nothing stored); with that hash and an empty
 /// body (`Content-Length: 0`), the artifact reuses content this tenant already stores (404
-/// `content_missing` if it does not: upload the bytes then).
+/// `content_missing` if it does not: upload the bytes then). With `Idempotency-Key`, a retry
+/// of the same put (same session, name and content) stores nothing and answers with the
+/// artifact the first attempt stored: safe after a 503 whose outcome is unknown.
 #[utoipa::path(put, path = "/v1/sessions/{id}/artifacts/{name}", tag = "artifacts",
     params(("id" = SessionId, Path, description = "Session id"),
         ("name" = String, Path, description = "Artifact name (percent-encode '/' as %2F)"),
@@ -85,7 +90,8 @@ fn new_artifact(p: &Params, name: String) -> ApiResult<NewArtifact> {
         ("metadata" = Option<String>, Query, description = "A JSON object"),
         ("mime_type" = Option<String>, Query, description = "The MIME type"),
         ("hash" = Option<ContentHash>, Query, description = "The declared BLAKE3 hash (or the X-Cairn-Hash header)"),
-        ("X-Cairn-Hash" = Option<ContentHash>, Header, description = "The declared BLAKE3 hash")),
+        ("X-Cairn-Hash" = Option<ContentHash>, Header, description = "The declared BLAKE3 hash"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A request id (1 to 128 bytes, e.g. a UUID): a retry with the same key stores the artifact once")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The content"),
     responses((status = 201, description = "The stored artifact", body = Artifact),
         (status = 400, description = "Invalid input", body = ErrorBody),
@@ -108,7 +114,16 @@ pub async fn put(
             parts.uri.query(),
             &["kind", "tag", "metadata", "mime_type", "hash"],
         )?;
-        let new = new_artifact(&p, name)?;
+        let mut new = new_artifact(&p, name)?;
+        if let Some(k) = parts.headers.get(IDEMPOTENCY_HEADER) {
+            let k = k.to_str().map_err(|_| {
+                ApiError::invalid(
+                    "Idempotency-Key header",
+                    "it is not visible ASCII; use a UUID or another printable id",
+                )
+            })?;
+            new = new.request_id(k);
+        }
         let declared = match (p.get("hash"), parts.headers.get(HASH_HEADER)) {
             (Some(h), _) => Some(parse_hash("hash", h)?),
             (None, Some(h)) => Some(parse_hash(
