@@ -30,8 +30,9 @@ pub(crate) const ARTIFACT: u8 = b'A';
 /// Artifacts of a session: `a` + session id + artifact id.
 pub(crate) const SESSION_ARTIFACT: u8 = b'a';
 /// Latest version of a name: `l` + session id + name -> version (u32 BE). Retired: written by
-/// stores of earlier versions, no longer written or believed (the last `n` entry of a name is
-/// its latest version); see `Tx::get`.
+/// stores of earlier versions, no longer written or read (the last `n` entry of a name is its
+/// latest version; see `Tx::latest_version`). Never reuse the byte.
+#[allow(dead_code)] // kept to reserve the byte
 pub(crate) const LATEST: u8 = b'l';
 /// Versions of a name: `n` + session id + name + 0 + version (u32 BE) -> artifact id.
 pub(crate) const NAME_VERSION: u8 = b'n';
@@ -194,23 +195,8 @@ pub(crate) fn u64_value(b: &[u8]) -> u64 {
     b.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
-pub(crate) fn latest(sid: &SessionId, name: &str) -> Vec<u8> {
-    Key::new(LATEST).sid(sid).bytes(name.as_bytes()).build()
-}
-
 pub(crate) fn counter(name: &[u8]) -> Vec<u8> {
     Key::new(COUNTER).bytes(name).build()
-}
-
-/// The (session, name) of an `l` key, if `key` is one.
-pub(crate) fn parse_latest(key: &[u8]) -> Option<(SessionId, &str)> {
-    let rest = key.strip_prefix(&[LATEST])?;
-    if rest.len() < 16 {
-        return None;
-    }
-    let (sid, name) = rest.split_at(16);
-    let sid: [u8; 16] = sid.try_into().ok()?;
-    Some((SessionId::from_bytes(sid), std::str::from_utf8(name).ok()?))
 }
 
 /// The version number of an `n` key under `prefix` (from [`name_versions_prefix`]).

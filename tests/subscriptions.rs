@@ -264,3 +264,114 @@ fn a_blocked_receiver_wakes_and_ends_when_the_store_closes() {
     ));
     assert!(!matches!(&rest[0], Delivery::Missed(_)));
 }
+
+/// Issue 10: a batch's events of one session are one engine key, yet the log, the timeline and
+/// subscribers see one event per artifact, with its own number, and reading from a cursor in
+/// the middle of a run starts at the right event.
+#[test]
+fn a_batch_writes_one_event_key_per_session_and_readers_see_every_event() {
+    for kind in common::backends() {
+        let (store, _d) = common::store(kind, Config::default());
+        let a = store
+            .create_session(NewSession::new().name("a"))
+            .unwrap()
+            .id;
+        let b = store
+            .create_session(NewSession::new().name("b"))
+            .unwrap()
+            .id;
+        let sub = store
+            .subscribe(SubscriptionFilter::new().capacity(10_000))
+            .unwrap();
+        let event_keys = |s: &Store| {
+            s.engine_scan(b"E", b"F", 100_000)
+                .unwrap()
+                .into_iter()
+                .filter(|(k, _)| k.first() == Some(&b'E'))
+                .count()
+        };
+        let before = event_keys(&store);
+        let items: Vec<_> = (0..300)
+            .map(|i| {
+                let sid = if i % 3 == 0 { b } else { a };
+                (
+                    sid,
+                    NewArtifact::new(ArtifactKind::ToolResult, format!("n{i}.json")),
+                    format!("content {i}").into_bytes(),
+                )
+            })
+            .collect();
+        let stored = store.put_batch(items).unwrap();
+        assert_eq!(
+            event_keys(&store) - before,
+            2,
+            "{kind:?}: one event key per session of the batch"
+        );
+        // Subscribers: one artifact_stored per artifact, in commit order, numbered per session.
+        let mut got = Vec::new();
+        for _ in 0..300 {
+            got.push(next_event(&sub));
+        }
+        assert_eq!(sub.try_recv(), None);
+        let ids: Vec<ArtifactId> = got
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::ArtifactStored { artifact_id, .. } => *artifact_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, stored.iter().map(|x| x.id).collect::<Vec<_>>());
+        // The log: session a has its `created` event (1) and 200 artifact events (2..=201).
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.events(a, after, 37).unwrap();
+            all.extend(page.items.iter().cloned());
+            match page.next_cursor {
+                Some(c) => after = Some(c.parse().unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=201).collect::<Vec<_>>()
+        );
+        let in_a: Vec<&Event> = got.iter().filter(|e| e.session_id == a).collect();
+        assert_eq!(all[1..].iter().collect::<Vec<_>>(), in_a, "{kind:?}");
+        // From a cursor inside the run.
+        let page = store.events(a, Some(100), 3).unwrap();
+        assert_eq!(
+            page.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![101, 102, 103]
+        );
+        assert_eq!(store.last_event_seq(a).unwrap(), 201);
+        assert_eq!(store.last_event_seq(b).unwrap(), 101);
+        // The next event continues the numbering after the run, as its own record.
+        let e = store
+            .append_event(b, "after", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(e.seq, 102);
+        assert_eq!(event_keys(&store) - before, 3);
+        // The timeline of the subtree-less session interleaves nothing and loses nothing.
+        let tl = store
+            .timeline(b, &TimelineOptions::default().limit(1000))
+            .unwrap();
+        assert_eq!(
+            tl.items.iter().map(|t| t.event.seq).collect::<Vec<_>>(),
+            (1..=102).collect::<Vec<_>>()
+        );
+        assert!(
+            tl.items[1].artifact.is_some(),
+            "timeline entries carry their artifact"
+        );
+        // Deleting a session drops its whole log, runs included.
+        store.delete_session(a, false).unwrap();
+        let left = store
+            .engine_scan(b"E", b"F", 100_000)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.get(1..17) == Some(a.as_bytes().as_slice()))
+            .count();
+        assert_eq!(left, 0, "{kind:?}");
+    }
+}

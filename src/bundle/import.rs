@@ -327,7 +327,6 @@ impl Store {
                 metas.insert(b.hash, m);
             }
 
-            let mut latest: HashMap<(SessionId, String), u32> = HashMap::new();
             for a in &p.artifacts {
                 let mut a = a.clone();
                 a.id = map.artifact(a.id);
@@ -349,11 +348,6 @@ impl Store {
                 self.write_artifact_indexes(tx, &a);
                 tx.retain_blob(&a.hash)?;
                 tx.add(counters::session_artifacts(&a.session_id), 1);
-                let v = latest.entry((a.session_id, a.name.clone())).or_insert(0);
-                *v = (*v).max(a.version);
-            }
-            for ((sid, name), v) in latest {
-                tx.put(keys::latest(&sid, &name), v.to_be_bytes().to_vec());
             }
 
             for e in &p.events {

@@ -323,7 +323,7 @@ impl Store {
     }
 
     /// The highest stored version of `name` in `session`: the last of its `n` entries (the `l`
-    /// pointers of older stores are not read; see `Tx::get`).
+    /// pointers of older stores are not read).
     pub(crate) fn latest_version(&self, session: &SessionId, name: &str) -> Result<Option<u32>> {
         let prefix = keys::name_versions_prefix(session, name);
         let end = crate::backend::prefix_end(&prefix);

@@ -4,6 +4,7 @@ mod artifacts;
 pub(crate) mod blobs;
 mod checkpoints;
 pub(crate) mod counters;
+pub(crate) mod event_log;
 mod gc;
 mod integrity;
 mod metrics;

@@ -17,7 +17,6 @@ use crate::artifact::{Artifact, ArtifactKind};
 use crate::backend::{prefix_end, RangeIter};
 use crate::content::BlobMeta;
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys::{self, Key};
 use crate::metrics::LAST_ACTIVITY_MS;
@@ -161,14 +160,7 @@ impl Store {
 
     fn last_activity_of(&self, s: &Session) -> Result<DateTime<Utc>> {
         let mut t = s.updated_at;
-        let ev_prefix = Key::new(keys::EVENT).sid(&s.id).build();
-        if let Some((_, v)) = self
-            .backend()
-            .scan(&ev_prefix, &prefix_end(&ev_prefix), true, 1)?
-            .into_iter()
-            .next()
-        {
-            let e: Event = keys::decode("event", &v)?;
+        if let Some(e) = crate::store::event_log::last_event(self.backend(), &s.id)? {
             t = t.max(e.at);
         }
         let a_prefix = Key::new(keys::SESSION_ARTIFACT).sid(&s.id).build();

@@ -554,14 +554,10 @@ impl Store {
     pub fn events(&self, id: SessionId, after: Option<u64>, limit: usize) -> Result<Page<Event>> {
         self.session(id)?;
         let limit = limit.clamp(1, crate::query::MAX_LIMIT);
-        let prefix = Key::new(keys::EVENT).sid(&id).build();
-        let start = Key::new(keys::EVENT)
-            .sid(&id)
-            .u64(after.unwrap_or(0).saturating_add(1))
-            .build();
+        let from = after.unwrap_or(0).saturating_add(1);
         let mut items = Vec::new();
-        for e in RangeIter::new(self.backend(), start, prefix_end(&prefix), false, limit + 1) {
-            items.push(keys::decode::<Event>("event", &e?.1)?);
+        for e in super::event_log::EventIter::new(self.backend(), &id, from, limit + 1) {
+            items.push(e?);
             if items.len() > limit {
                 break;
             }

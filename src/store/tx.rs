@@ -20,12 +20,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::counters;
+use super::event_log;
 use super::Store;
 use crate::backend::WriteTx;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::ids::SessionId;
-use crate::keys::{self, Key};
+use crate::keys;
 
 /// How often a write that lost a serialization race is run again before the conflict is
 /// returned to the caller.
@@ -95,7 +96,10 @@ pub(crate) struct Tx<'a> {
     wtx: Box<dyn WriteTx + 'a>,
     counters: BTreeMap<Vec<u8>, i64>,
     seqs: HashMap<SessionId, u64>,
+    /// The batch's events in commit order: written into the log at commit, then published.
     events: Vec<Event>,
+    /// Sessions deleted by this batch: their events are not written.
+    deleted: Vec<SessionId>,
 }
 
 /// See [`Tx::prefix`].
@@ -168,6 +172,7 @@ impl Writer<'_> {
                 counters: BTreeMap::new(),
                 seqs: HashMap::new(),
                 events: Vec::new(),
+                deleted: Vec::new(),
             };
             // An error from `f` drops the transaction: nothing is written. A shared engine
             // may report a lost race on any read, not only at commit: run `f` again then too.
@@ -261,22 +266,13 @@ impl Store {
 
 impl Tx<'_> {
     /// A value as this batch sees it.
-    ///
-    /// The `l` (latest version) table is retired: the latest version of a name is the last `n`
-    /// entry of its prefix (see [`Tx::latest_version`]). A read of an `l` key is answered from
-    /// the `n` entries, so callers written for the old table (checkpoint copies, bundle import)
-    /// get the right answer, and a stale `l` key left by an older Cairn is never believed.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some((sid, name)) = keys::parse_latest(key) {
-            return Ok(self
-                .latest_version(&sid, name)?
-                .map(|v| v.to_be_bytes().to_vec()));
-        }
         self.wtx.get(key)
     }
 
     /// The highest stored version of `name` in `session`, as this batch sees it: one reverse
-    /// scan of the name's `n` entries.
+    /// scan of the name's `n` entries. (The retired `l` table of older stores is never read:
+    /// its stale pointers stay where they are, ignored.)
     pub(crate) fn latest_version(&self, session: &SessionId, name: &str) -> Result<Option<u32>> {
         let prefix = keys::name_versions_prefix(session, name);
         let end = crate::backend::prefix_end(&prefix);
@@ -313,10 +309,6 @@ impl Tx<'_> {
     }
 
     pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        if key.first() == Some(&keys::LATEST) {
-            // Retired table (see `get`): the `n` entries already say it.
-            return;
-        }
         self.wtx.put(key, value);
     }
 
@@ -363,7 +355,8 @@ impl Tx<'_> {
             None => match self.state.next_seq.get(&session_id) {
                 Some(s) => *s,
                 None => {
-                    let prefix = Key::new(keys::EVENT).sid(&session_id).build();
+                    // The last record's key holds the last number (a run is keyed by its last).
+                    let prefix = event_log::prefix(&session_id);
                     let last =
                         self.wtx
                             .scan(&prefix, &crate::backend::prefix_end(&prefix), true, 1)?;
@@ -383,10 +376,6 @@ impl Tx<'_> {
             at: chrono::Utc::now(),
             kind,
         };
-        self.put(
-            Key::new(keys::EVENT).sid(&session_id).u64(seq).build(),
-            keys::encode(&ev),
-        );
         self.events.push(ev.clone());
         Ok(ev)
     }
@@ -396,20 +385,36 @@ impl Tx<'_> {
     pub(crate) fn append_event(&mut self, ev: Event) {
         let next = self.seqs.entry(ev.session_id).or_insert(0);
         *next = (*next).max(ev.seq + 1);
-        self.put(
-            Key::new(keys::EVENT)
-                .sid(&ev.session_id)
-                .u64(ev.seq)
-                .build(),
-            keys::encode(&ev),
-        );
         self.events.push(ev);
     }
 
-    /// Forgets the cached event sequence of a session (it is being deleted).
+    /// Forgets the cached event sequence of a session (it is being deleted): events this batch
+    /// made for it are published but not written (its log goes with it).
     pub(crate) fn forget_session(&mut self, id: &SessionId) {
         self.seqs.remove(id);
         self.state.next_seq.remove(id);
+        self.deleted.push(*id);
+    }
+
+    /// Writes the batch's events into the log: per session, a run of consecutive events is one
+    /// record (see `event_log`), so a `put_batch` of n artifacts writes one event key per
+    /// session, not n.
+    fn write_events(&mut self) {
+        let mut by_session: BTreeMap<SessionId, Vec<&Event>> = BTreeMap::new();
+        for e in &self.events {
+            if !self.deleted.contains(&e.session_id) {
+                by_session.entry(e.session_id).or_default().push(e);
+            }
+        }
+        let mut writes = Vec::new();
+        for evs in by_session.values_mut() {
+            // Imported logs arrive in order too; sorting keeps a run a run whatever the order.
+            evs.sort_by_key(|e| e.seq);
+            writes.extend(event_log::records(evs));
+        }
+        for (k, v) in writes {
+            self.wtx.put(k, v);
+        }
     }
 
     /// Applies the batch atomically. Returns its batch number, or `None` if it wrote nothing.
@@ -428,6 +433,7 @@ impl Tx<'_> {
         if self.wtx.is_empty() && self.events.is_empty() {
             return Ok(None);
         }
+        self.write_events();
         let state = self.state;
         if let Err(e) = self.wtx.commit() {
             // The caches may now disagree with a partially failed engine: reload them later.

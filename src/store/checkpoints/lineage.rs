@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::*;
 use crate::artifact::Artifact;
-use crate::backend::{prefix_end, RangeIter};
+use crate::backend::RangeIter;
 use crate::checkpoint::{CopyOptions, Lineage, LineageKind, Role};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
@@ -16,16 +16,9 @@ use crate::store::{Store, Tx};
 impl Store {
     /// The sources recorded by a session's leading `forked` events.
     pub(super) fn derived_from(&self, id: SessionId) -> Result<Vec<(SessionId, Event)>> {
-        let prefix = Key::new(keys::EVENT).sid(&id).build();
         let mut out = Vec::new();
-        for e in RangeIter::new(
-            self.backend(),
-            prefix.clone(),
-            prefix_end(&prefix),
-            false,
-            16,
-        ) {
-            let ev: Event = keys::decode("event", &e?.1)?;
+        for e in crate::store::event_log::EventIter::new(self.backend(), &id, 1, 16) {
+            let ev: Event = e?;
             match &ev.kind {
                 EventKind::Forked { source_session, .. } => out.push((*source_session, ev.clone())),
                 _ => break,

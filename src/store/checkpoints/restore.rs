@@ -119,11 +119,7 @@ impl Store {
             });
         }
         let meta = tx.retain_blob(&template.hash)?;
-        let latest_key = keys::latest(&session, &template.name);
-        let latest = tx
-            .get(&latest_key)?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-            .map(u32::from_be_bytes);
+        let latest = tx.latest_version(&session, &template.name)?;
         let version = match version {
             Some(v) => v,
             None => latest
@@ -157,9 +153,6 @@ impl Store {
             created_at,
             pinned: template.pinned,
         };
-        if latest.is_none_or(|l| version > l) {
-            tx.put(latest_key, version.to_be_bytes().to_vec());
-        }
         self.add_artifact_in(tx, &a)?;
         Ok(a)
     }

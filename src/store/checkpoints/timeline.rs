@@ -3,18 +3,15 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::backend::{prefix_end, RangeIter};
+use crate::backend::prefix_end;
 use crate::checkpoint::{TimelineEntry, TimelineOptions};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::ids::SessionId;
 use crate::keys::{self, Key};
 use crate::query::{Page, MAX_LIMIT};
+use crate::store::event_log::{self, EventIter};
 use crate::store::Store;
-
-fn event_key(sid: &SessionId, seq: u64) -> Vec<u8> {
-    Key::new(keys::EVENT).sid(sid).u64(seq).build()
-}
 
 /// The order of timeline entries: time, then session, then position in the session's log.
 type TimeKey = (i64, SessionId, u64);
@@ -88,16 +85,9 @@ impl Store {
                 Some(c) => self.first_seq_after(sid, c)?,
                 None => 1,
             };
-            let prefix = Key::new(keys::EVENT).sid(&sid).build();
-            let mut it = RangeIter::new(
-                self.backend(),
-                event_key(&sid, start),
-                prefix_end(&prefix),
-                false,
-                page,
-            );
+            let mut it = EventIter::new(self.backend(), &sid, start, page);
             if let Some(e) = it.next() {
-                let ev: Event = keys::decode("event", &e?.1)?;
+                let ev: Event = e?;
                 heap.push(Reverse((time_key(&ev), iters.len())));
                 iters.push((it, Some(ev)));
             }
@@ -107,7 +97,7 @@ impl Store {
             let (it, slot) = &mut iters[i];
             let Some(ev) = slot.take() else { continue };
             if let Some(e) = it.next() {
-                let next: Event = keys::decode("event", &e?.1)?;
+                let next: Event = e?;
                 heap.push(Reverse((time_key(&next), i)));
                 *slot = Some(next);
             }
@@ -171,8 +161,8 @@ impl Store {
         let (mut lo, mut hi) = (1u64, last + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let after = match self.backend().get(&event_key(&sid, mid))? {
-                Some(b) => time_key(&keys::decode::<Event>("event", &b)?) > *c,
+            let after = match event_log::event_at(self.backend(), &sid, mid)? {
+                Some(e) => time_key(&e) > *c,
                 None => false,
             };
             if after {
