@@ -43,7 +43,6 @@ const KILL_AFTER: usize = 40;
 /// Attempts per put before the test gives up (a hang guard, not a timing assertion).
 const ATTEMPTS: usize = 400;
 
-
 /// A database of its own on the test server (`tag`: one per test of this process).
 fn fresh_db(tag: &str) -> Option<String> {
     let url = pg::url()?;
@@ -55,7 +54,6 @@ fn fresh_db(tag: &str) -> Option<String> {
     let (base, _) = url.rsplit_once('/').unwrap();
     Some(format!("{base}/{name}"))
 }
-
 
 /// Where the servers keep content.
 enum Content {

@@ -82,7 +82,6 @@ fn content_on_s3_without_postgres_metadata_is_refused_at_start() {
     assert!(e.contains("--metadata"), "{e}");
 }
 
-
 /// A database of its own on the test server (the tests of this file run at once).
 fn fresh_db(url: &str, name: &str) -> String {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
