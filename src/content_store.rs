@@ -58,6 +58,7 @@ pub struct S3Config {
     gc_grace: Duration,
     max_retries: usize,
     retry_timeout: Duration,
+    request_timeout: Duration,
     spool_dir: Option<PathBuf>,
 }
 
@@ -78,6 +79,7 @@ impl S3Config {
             gc_grace: DEFAULT_GC_GRACE,
             max_retries: 5,
             retry_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
             spool_dir: None,
         }
     }
@@ -152,6 +154,15 @@ impl S3Config {
     pub fn retries(mut self, max_retries: usize, timeout: Duration) -> Self {
         self.max_retries = max_retries;
         self.retry_timeout = timeout;
+        self
+    }
+
+    /// How long one request may take, from connecting to the last byte of the answer
+    /// (default 30 s): a server that accepts the connection and then hangs fails the request
+    /// after this, and it is retried as [`S3Config::retries`] allows. Uploads of one part
+    /// (up to 8 MiB) and downloads of one range must fit in it.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
@@ -238,12 +249,18 @@ impl ObjectFiles {
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(config.region.as_deref().unwrap_or("us-east-1"))
-            .with_allow_http(config.allow_http)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig::default(),
                 max_retries: config.max_retries,
                 retry_timeout: config.retry_timeout,
-            });
+            })
+            // Client options replace the builder's: allow_http belongs to them too.
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(config.allow_http)
+                    .with_timeout(config.request_timeout)
+                    .with_connect_timeout(config.request_timeout.min(Duration::from_secs(5))),
+            );
         if let Some(e) = &config.endpoint {
             if e.starts_with("http://") && !config.allow_http {
                 return Err(Error::InvalidInput {

@@ -109,6 +109,35 @@ fn check_contract(b: &dyn Backend) {
             "{name}"
         );
         assert_eq!(b.get(&key(7, 4)).unwrap(), None, "{name}");
+        // Many keys at once: in the order asked, absent ones None, a key asked twice answered
+        // twice, and no keys no answers.
+        let many = b
+            .get_many(&[
+                key(7, 5),
+                key(7, 4),
+                key(7, 3),
+                vec![6],
+                key(7, 5),
+                key(9, 9),
+            ])
+            .unwrap();
+        assert_eq!(
+            many,
+            vec![
+                Some(5u32.to_le_bytes().to_vec()),
+                None,
+                Some(b"three".to_vec()),
+                Some(b"below".to_vec()),
+                Some(5u32.to_le_bytes().to_vec()),
+                None,
+            ],
+            "{name}"
+        );
+        assert!(b.get_many(&[]).unwrap().is_empty(), "{name}");
+        let all: Vec<Vec<u8>> = (0..500u32).map(|i| key(7, i)).collect();
+        let got = b.get_many(&all).unwrap();
+        assert_eq!(got.iter().filter(|v| v.is_some()).count(), 499, "{name}");
+        assert_eq!(got[499], Some(499u32.to_le_bytes().to_vec()), "{name}");
 
         // Bounded forward scan with a limit.
         let fwd = b.scan(&key(7, 0), &key(7, 10), false, 100).unwrap();

@@ -283,6 +283,62 @@ fn an_object_store_that_fails_gives_a_clear_error_and_keeps_nothing() {
     assert_eq!(s.read(sid, again.id).unwrap(), noise(10_000, 2));
 }
 
+/// An object store that accepts connections and never answers (a hung server): a put fails
+/// after the request timeout and its retries with a clear error, and records nothing.
+#[test]
+fn an_object_store_that_hangs_times_out_with_a_clear_error_and_keeps_nothing() {
+    let Some(url) = common::pg::url() else { return };
+    if common::s3::endpoint().is_none() {
+        return;
+    }
+    // A listener on 127.0.0.1 that takes every connection and holds it, silent, until the
+    // test ends (bounded: it stops after 64 connections or when the test drops `stop`).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while held.len() < 64 {
+            match listener.accept() {
+                Ok((c, _)) => held.push(c),
+                Err(_) => break,
+            }
+            // Stop once the test has dropped its end of the channel.
+            if stopped.try_recv() != Err(std::sync::mpsc::TryRecvError::Empty) {
+                break;
+            }
+        }
+        held.len()
+    });
+    let ns = common::pg::namespace();
+    let content = S3Config::new(common::s3::BUCKET, "cairn")
+        .endpoint(format!("http://{addr}"))
+        .credentials("testing", "testing")
+        .request_timeout(Duration::from_millis(300))
+        .retries(1, Duration::from_secs(2));
+    let s = Store::open_postgres_s3(&url, &ns, &content, config()).unwrap();
+    let sid = s.create_session(NewSession::new()).unwrap().id;
+    let e = s.put(sid, art("hung"), noise(10_000, 3)).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(
+        msg.contains("object store") && msg.contains("try again"),
+        "{msg}"
+    );
+    // Nothing of the failed put is recorded; small content (inline) still works.
+    assert_eq!(s.stats().unwrap().artifacts, 0);
+    assert!(s.versions(sid, "hung").unwrap().is_empty());
+    let small = s.put(sid, art("small"), b"fits inline".to_vec()).unwrap();
+    assert_eq!(s.read(sid, small.id).unwrap(), b"fits inline");
+    drop(stop);
+    // Wake the holder so it sees the closed channel.
+    let _ = std::net::TcpStream::connect(addr);
+    assert!(
+        holder.join().unwrap() >= 1,
+        "the store reached the hung server"
+    );
+}
+
 /// A signed S3 client of the test bucket (moto refuses unsigned overwrites and deletes), to
 /// damage objects behind the store's back.
 struct Bucket {

@@ -70,6 +70,8 @@ pub struct PostgresBackend {
 /// The statements of one namespace's table.
 struct Sql {
     get: String,
+    /// Many keys in one statement (a query's candidate records): one round trip, not one each.
+    get_many: String,
     scan: [String; 4],
     upsert: String,
     delete: String,
@@ -79,6 +81,7 @@ struct Sql {
 struct Conn {
     client: Client,
     get: Statement,
+    get_many: Statement,
     /// Forward bounded, forward unbounded, reverse bounded, reverse unbounded.
     scan: [Statement; 4],
     upsert: Statement,
@@ -340,6 +343,7 @@ impl PostgresBackend {
         let t = table_name(namespace);
         let sql = Sql {
             get: format!("SELECT v FROM {t} WHERE k = $1"),
+            get_many: format!("SELECT k, v FROM {t} WHERE k = ANY($1::bytea[])"),
             scan: [
                 format!("SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"),
                 format!("SELECT k, v FROM {t} WHERE k >= $1 ORDER BY k LIMIT $2"),
@@ -526,6 +530,7 @@ impl PostgresBackend {
         ];
         Ok(Conn {
             get: client.prepare(&self.sql.get).map_err(e)?,
+            get_many: client.prepare(&self.sql.get_many).map_err(e)?,
             upsert: client.prepare(&self.sql.upsert).map_err(e)?,
             delete: client.prepare(&self.sql.delete).map_err(e)?,
             scan,
@@ -612,6 +617,34 @@ fn get_on(c: &mut Conn, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, post
     Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
 }
 
+/// The values of `keys`, in their order (`None` where a key is absent), in one statement.
+fn get_many_on(
+    c: &mut Conn,
+    keys: &[Vec<u8>],
+) -> std::result::Result<Vec<Option<Vec<u8>>>, postgres::Error> {
+    let rows = c.client.query(&c.get_many, &[&keys])?;
+    let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> = rows
+        .into_iter()
+        .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+        .collect();
+    // A key asked twice gets its value twice: clone for all but its last occurrence.
+    let mut last = std::collections::HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        last.insert(k.as_slice(), i);
+    }
+    Ok(keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            if last.get(k.as_slice()) == Some(&i) {
+                found.remove(k)
+            } else {
+                found.get(k).cloned()
+            }
+        })
+        .collect())
+}
+
 fn scan_on(
     c: &mut Conn,
     start: &[u8],
@@ -665,6 +698,13 @@ impl Backend for PostgresBackend {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.with_conn("get", |c| get_on(c, key))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_conn("get_many", |c| get_many_on(c, keys))
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {

@@ -28,9 +28,14 @@ use crate::events::{Event, EventKind};
 use crate::ids::SessionId;
 use crate::keys;
 
-/// How often a write that lost a serialization race is run again before the conflict is
-/// returned to the caller.
+/// A write that lost a serialization race runs again at least this many times, and for as
+/// long as [`CONFLICT_TIME`] allows, before the conflict is returned to the caller. Every lost
+/// race means another writer committed (serializable isolation always lets one through), so
+/// many writers on one hot session make progress; a count alone gave up under load while the
+/// others were still committing.
 const CONFLICT_RETRIES: usize = 16;
+/// How long a write keeps running again after lost races (see [`CONFLICT_RETRIES`]).
+const CONFLICT_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Mutable state guarded by the write lock: caches of counters and event sequence numbers.
 #[derive(Default)]
@@ -158,6 +163,9 @@ impl Writer<'_> {
     /// conflict, so `f` must have no effects outside the transaction).
     pub(crate) fn batch<T>(&mut self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut attempt = 0;
+        let started = std::time::Instant::now();
+        let again =
+            |attempt: usize| attempt < CONFLICT_RETRIES || started.elapsed() < CONFLICT_TIME;
         let shared = self.store.backend().is_shared();
         loop {
             if shared {
@@ -178,7 +186,7 @@ impl Writer<'_> {
             // may report a lost race on any read, not only at commit: run `f` again then too.
             let out = match f(&mut tx) {
                 Ok(out) => out,
-                Err(Error::WriteConflict { .. }) if attempt < CONFLICT_RETRIES => {
+                Err(Error::WriteConflict { .. }) if again(attempt) => {
                     attempt += 1;
                     backoff(attempt);
                     continue;
@@ -191,7 +199,7 @@ impl Writer<'_> {
                     return Ok(out);
                 }
                 Ok(None) => return Ok(out),
-                Err(Error::WriteConflict { .. }) if attempt < CONFLICT_RETRIES => {
+                Err(Error::WriteConflict { .. }) if again(attempt) => {
                     attempt += 1;
                     backoff(attempt);
                 }

@@ -208,7 +208,9 @@ pub async fn session_stats(
     request_body = CreateSession,
     responses((status = 200, description = "The existing session", body = Session),
         (status = 201, description = "The session, created", body = Session),
-        (status = 400, description = "Invalid input", body = ErrorBody)))]
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 404, description = "The parent does not exist", body = ErrorBody),
+        (status = 409, description = "The parent is closed", body = ErrorBody)))]
 pub async fn by_key(
     Writer(store): Writer,
     Path(key): Path<String>,
