@@ -328,7 +328,7 @@ fn an_object_store_that_hangs_times_out_with_a_clear_error_and_keeps_nothing() {
     // Nothing of the failed put is recorded; small content (inline) still works.
     assert_eq!(s.stats().unwrap().artifacts, 0);
     assert!(s.versions(sid, "hung").unwrap().is_empty());
-    let small = s.put(sid, art("small"), b"fits inline".to_vec()).unwrap();
+    let small = s.put(sid, art("small"), b"fits inline").unwrap();
     assert_eq!(s.read(sid, small.id).unwrap(), b"fits inline");
     drop(stop);
     // Wake the holder so it sees the closed channel.
