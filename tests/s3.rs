@@ -608,16 +608,14 @@ fn a_large_put_is_spooled_to_disk_not_memory_and_has_no_256_mib_cap() {
     let e = capped
         .put_reader(sid, art("too-big"), &noise(10 << 20, 12)[..])
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::LimitExceeded {
-                limit: "max_artifact_size",
-                ..
-            }
-        ),
-        "{e}"
+    let over_limit = matches!(
+        e,
+        Error::LimitExceeded {
+            limit: "max_artifact_size",
+            ..
+        }
     );
+    assert!(over_limit, "{e}");
     assert!(e.to_string().contains("max_artifact_size"), "{e}");
     assert!(
         files_under(spool.path()).is_empty(),
