@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendKind;
 use crate::error::{Error, Result};
-use crate::store::BackendKind;
 
 /// When a write counts as durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,8 +83,7 @@ pub struct Config {
     pub seekable_frame_size: u64,
 }
 
-/// The default sled page cache: 256 MiB.
-pub const DEFAULT_ENGINE_CACHE: u64 = 256 << 20;
+use crate::backend::DEFAULT_ENGINE_CACHE;
 
 impl Default for Config {
     fn default() -> Self {
@@ -98,7 +97,7 @@ impl Default for Config {
             engine_cache_bytes: DEFAULT_ENGINE_CACHE,
             engine: BackendKind::default_engine(),
             seekable_threshold: 2 << 20,
-            seekable_frame_size: crate::seekable::DEFAULT_FRAME,
+            seekable_frame_size: crate::content::seekable::DEFAULT_FRAME,
         }
     }
 }
@@ -167,7 +166,7 @@ impl Config {
                 ),
             ));
         }
-        crate::seekable::check_frame_size(self.seekable_frame_size)?;
+        crate::content::seekable::check_frame_size(self.seekable_frame_size)?;
         if self.inline_threshold > 16 << 20 {
             return Err(Error::invalid(
                 "configuration",

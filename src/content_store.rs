@@ -1,5 +1,5 @@
 //! Content on S3-compatible object storage (issue 15, feature `s3`): the object-store
-//! implementation of the blob file layer ([`crate::store::blobs::BlobFiles`]).
+//! implementation of the blob file layer ([`crate::blob_files::BlobFiles`]).
 //!
 //! Objects are keyed by content hash under `<prefix>/<namespace>/blobs/<ab>/<hex>.<raw|zst>`, one
 //! namespace per tenant store (so one tenant's GC never deletes another tenant's objects, and an
@@ -24,11 +24,11 @@ use object_store::{
     BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
+use crate::blob_files::BlobFiles;
+use crate::content::seekable::BlobSource;
 use crate::content::Codec;
 use crate::error::{Error, Result};
 use crate::ids::ContentHash;
-use crate::seekable::BlobSource;
-use crate::store::blobs::BlobFiles;
 
 /// Default size from which an object is written by multipart upload (8 MiB).
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 8 << 20;

@@ -30,6 +30,7 @@
 
 mod artifact;
 mod backend;
+mod blob_files;
 pub mod bundle;
 mod by_hash;
 mod checkpoint;
@@ -52,7 +53,6 @@ mod partial;
 mod pipeline;
 mod preview;
 mod query;
-mod seekable;
 mod session;
 mod store;
 mod subscribe;

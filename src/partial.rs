@@ -5,7 +5,7 @@
 //! agent knows there is more and how to ask for it. Results are serde-serializable: the same JSON
 //! shape is served by every front end.
 //!
-//! Cost: seekable content (src/seekable.rs) is read frame by frame from the frame that holds the
+//! Cost: seekable content (src/content/seekable.rs) is read frame by frame from the frame that holds the
 //! first byte or line asked for, and each frame is verified before any of its bytes is used.
 //! Content in the older `raw` and `zstd` layouts has no index: it is streamed from the start and
 //! read to its end, so the whole content is verified before a result is returned.
@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::content::seekable::{BlobSource, MemorySource, Seekable};
 use crate::content::{self, BlobMeta, Codec, ContentReader};
 use crate::error::{Error, Result};
 use crate::ids::{ArtifactId, ContentHash, SessionId};
 use crate::keys;
 use crate::preview::Preview;
-use crate::seekable::{BlobSource, MemorySource, Seekable};
 use crate::Store;
 
 /// Default bound on a result's returned text, in bytes.

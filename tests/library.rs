@@ -17,6 +17,7 @@ mod fork;
 mod fuzz_corpus;
 mod history;
 mod integrity;
+mod layers;
 mod model;
 mod partial;
 mod persistence;

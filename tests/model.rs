@@ -434,6 +434,28 @@ proptest! {
     fn store_matches_model_fjall(steps in proptest::collection::vec(step(), 1..60)) {
         run(BackendKind::Fjall, &steps)?;
     }
+
+    /// Group commit (`backend/buffered.rs`): committed batches wait in memory in front of the
+    /// engine and a background flush every 2 ms hands them over, so reads mix the buffer, a
+    /// flush in progress and the engine at random points of the run.
+    #[cfg(feature = "redb")]
+    #[test]
+    fn store_matches_model_redb_group_commit(steps in proptest::collection::vec(step(), 1..60)) {
+        run_group(BackendKind::Redb, &steps)?;
+    }
+
+    #[test]
+    fn store_matches_model_sled_group_commit(steps in proptest::collection::vec(step(), 1..60)) {
+        run_group(BackendKind::Sled, &steps)?;
+    }
+}
+
+fn run_group(kind: BackendKind, steps: &[Step]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let config = Config::default().durability(cairn::Durability::Group { interval_ms: 2 });
+    let open = || Store::open_backend(kind, &path, config.clone()).unwrap();
+    run_on(&open, true, steps)
 }
 
 proptest! {

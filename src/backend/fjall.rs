@@ -41,7 +41,7 @@ impl FjallBackend {
     /// Errors: [`Error::Locked`] if another process (or another `Store` in this process) has it
     /// open; [`Error::NotAStore`] if the files are damaged or not a fjall database.
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::open_with_cache(dir, crate::config::DEFAULT_ENGINE_CACHE)
+        Self::open_with_cache(dir, super::DEFAULT_ENGINE_CACHE)
     }
 
     /// Opens (or creates) the fjall database in `dir` with a block cache of about `cache_bytes`.

@@ -4,8 +4,10 @@
 //! object-safe on purpose: all the meaning (records, indexes, reference counts) lives in the store,
 //! which writes each logical change as one atomic batch.
 
+mod buffered;
 #[cfg(feature = "fjall")]
 mod fjall;
+mod kind;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -13,8 +15,10 @@ mod postgres;
 mod redb;
 mod sled;
 
+pub use self::buffered::Buffered;
 #[cfg(feature = "fjall")]
 pub use self::fjall::FjallBackend;
+pub use self::kind::{BackendKind, DEFAULT_ENGINE_CACHE};
 pub use self::memory::MemoryBackend;
 #[cfg(feature = "postgres")]
 pub use self::postgres::{EventListener, PostgresBackend};
@@ -23,7 +27,6 @@ pub use self::redb::RedbBackend;
 pub use self::sled::SledBackend;
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use crate::error::Result;
 
@@ -122,8 +125,8 @@ impl<B: Backend + ?Sized> WriteTx for BatchTx<'_, B> {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
-        self.overlay.scan(start, end, reverse, limit, |n| {
-            self.backend.scan(start, end, reverse, n)
+        self.overlay.scan(start, end, reverse, limit, |s, e, n| {
+            self.backend.scan(s, e, reverse, n)
         })
     }
 
@@ -181,56 +184,17 @@ impl Overlay {
             .collect()
     }
 
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-    ) -> impl DoubleEndedIterator<Item = (&Vec<u8>, &Option<Vec<u8>>)> {
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end)
-        };
-        let empty = !end.is_empty() && start >= end;
-        self.0
-            .range::<[u8], _>((Bound::Included(start), upper))
-            .filter(move |_| !empty)
-    }
-
-    /// [`Backend::scan`] over the committed entries that `base(n)` returns (the first `n` of the
-    /// same range and direction) with this overlay laid over them.
+    /// [`Backend::scan`] of the view `base(start, end, n)` (the first `n` entries of a range of
+    /// the committed key space, in the same direction) with this overlay laid over it.
     pub(crate) fn scan(
         &self,
         start: &[u8],
         end: &[u8],
         reverse: bool,
         limit: usize,
-        base: impl FnOnce(usize) -> Result<Vec<Entry>>,
+        mut base: impl FnMut(&[u8], &[u8], usize) -> Result<Vec<Entry>>,
     ) -> Result<Vec<Entry>> {
-        if !end.is_empty() && start >= end {
-            return Ok(Vec::new());
-        }
-        // Each overlay key in range can hide at most one committed entry, so `limit` plus that
-        // many committed entries always hold the first `limit` entries of the merged view.
-        let shadowing = self.range(start, end).count();
-        let base = base(limit.saturating_add(shadowing))?;
-        if shadowing == 0 {
-            return Ok(base);
-        }
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base
-            .into_iter()
-            .filter(|(k, _)| !self.0.contains_key(k))
-            .collect();
-        for (k, v) in self.range(start, end) {
-            if let Some(v) = v {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-        Ok(if reverse {
-            merged.into_iter().rev().take(limit).collect()
-        } else {
-            merged.into_iter().take(limit).collect()
-        })
+        buffered::layered_scan(&self.0, start, end, reverse, limit, &mut base)
     }
 }
 

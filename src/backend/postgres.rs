@@ -827,8 +827,8 @@ impl WriteTx for PgTx<'_> {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
-        self.overlay.scan(start, end, reverse, limit, |n| {
-            self.on_conn("scan", |c| scan_on(c, start, end, reverse, n))
+        self.overlay.scan(start, end, reverse, limit, |s, e, n| {
+            self.on_conn("scan", |c| scan_on(c, s, e, reverse, n))
         })
     }
 

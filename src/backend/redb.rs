@@ -86,10 +86,22 @@ impl RedbBackend {
             applied: AtomicU64::new(0),
             durable: Mutex::new(0),
         };
-        // Create the table durably so that readers of a fresh file find it.
-        let tx = backend.db.begin_write().map_err(|e| backend.err(e))?;
-        tx.open_table(TABLE).map_err(|e| backend.err(e))?;
-        tx.commit().map_err(|e| backend.err(e))?;
+        // Create the table durably so that readers of a fresh file find it; an existing file
+        // already has it, and opening it then writes nothing (a read-only command such as a
+        // query must not pay a durable commit, two fsyncs, on every start).
+        let exists = {
+            let rtx = backend.db.begin_read().map_err(|e| backend.err(e))?;
+            match rtx.open_table(TABLE) {
+                Ok(_) => true,
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(backend.err(e)),
+            }
+        };
+        if !exists {
+            let tx = backend.db.begin_write().map_err(|e| backend.err(e))?;
+            tx.open_table(TABLE).map_err(|e| backend.err(e))?;
+            tx.commit().map_err(|e| backend.err(e))?;
+        }
         Ok(backend)
     }
 
@@ -228,8 +240,8 @@ impl super::WriteTx for RedbTx<'_> {
     }
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
-        self.overlay.scan(start, end, reverse, limit, |n| {
-            self.backend.scan_in(self.view()?, start, end, reverse, n)
+        self.overlay.scan(start, end, reverse, limit, |s, e, n| {
+            self.backend.scan_in(self.view()?, s, e, reverse, n)
         })
     }
 

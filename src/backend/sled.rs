@@ -40,7 +40,7 @@ impl SledBackend {
     /// A damaged database gives [`Error::NotAStore`], never a panic: sled 0.34 panics on some
     /// corrupt files instead of returning an error, so the open runs under `catch_unwind`.
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::open_with_cache(dir, crate::config::DEFAULT_ENGINE_CACHE)
+        Self::open_with_cache(dir, super::DEFAULT_ENGINE_CACHE)
     }
 
     /// Opens (or creates) the sled database in `dir` with a page cache of about `cache_bytes`.

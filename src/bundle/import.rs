@@ -436,8 +436,12 @@ fn reencode_seekable(b: &mut StagedBlob, eo: &content::EncodeOptions) -> Result<
     };
     let new = match &b.bytes {
         StagedBytes::Memory(_) => {
-            let mut w =
-                crate::seekable::SeekableWriter::new(Vec::new(), eo.frame_size, eo.level, workers)?;
+            let mut w = crate::content::seekable::SeekableWriter::new(
+                Vec::new(),
+                eo.frame_size,
+                eo.level,
+                workers,
+            )?;
             copy(&mut |d| w.push(d), &mut reader)?;
             StagedBytes::Memory(w.finish()?.0)
         }
@@ -447,7 +451,7 @@ fn reencode_seekable(b: &mut StagedBlob, eo: &content::EncodeOptions) -> Result<
             let path = content::temp_path(dir);
             let guard = TempFile(Some(path.clone()));
             let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
-            let mut w = crate::seekable::SeekableWriter::new(
+            let mut w = crate::content::seekable::SeekableWriter::new(
                 BufWriter::with_capacity(1 << 20, f),
                 eo.frame_size,
                 eo.level,
@@ -471,9 +475,9 @@ fn reencode_seekable(b: &mut StagedBlob, eo: &content::EncodeOptions) -> Result<
 /// Whether staged bytes are already in the seekable format (a bundle written by a store that
 /// exports seekable blobs as they are).
 fn staged_is_seekable(bytes: &StagedBytes) -> Result<bool> {
-    let n = crate::seekable::FOOTER_MAGIC_LEN;
+    let n = crate::content::seekable::FOOTER_MAGIC_LEN;
     match bytes {
-        StagedBytes::Memory(m) => Ok(crate::seekable::has_footer(m)),
+        StagedBytes::Memory(m) => Ok(crate::content::seekable::has_footer(m)),
         StagedBytes::File(t) => {
             let path = t.0.clone().unwrap_or_default();
             let mut f = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -486,7 +490,7 @@ fn staged_is_seekable(bytes: &StagedBytes) -> Result<bool> {
             f.seek(SeekFrom::Start(len - n))
                 .and_then(|_| f.read_exact(&mut tail))
                 .map_err(|e| Error::io(&path, e))?;
-            Ok(crate::seekable::has_footer(&tail))
+            Ok(crate::content::seekable::has_footer(&tail))
         }
     }
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::ids::ContentHash;
 
+pub(crate) mod seekable;
+
 /// Inputs up to this size are buffered whole (so a duplicate costs only its hash); larger ones stream.
 pub(crate) const STREAM_BUFFER: usize = 8 << 20;
 /// Chunk size for streaming reads and writes.
@@ -186,7 +188,7 @@ pub(crate) fn encode(raw: &[u8], threshold: u64, level: i32) -> Result<Encoded> 
 }
 
 // --- Partial reads (issue 13): the seekable codec hook. Content at or above
-// `seekable_threshold` that compresses is stored in the seekable format (src/seekable.rs), which
+// `seekable_threshold` that compresses is stored in the seekable format (src/content/seekable.rs), which
 // is itself a zstd stream: the blob record keeps codec zstd and every whole-content reader works.
 /// How content is encoded: [`Config`](crate::Config)'s compression settings.
 #[derive(Clone, Copy, Debug)]
@@ -214,7 +216,7 @@ impl EncodeOptions {
 /// [`encode`], choosing the seekable format for large compressible content.
 pub(crate) fn encode_with(raw: &[u8], o: &EncodeOptions) -> Result<Encoded> {
     if o.seekable(raw.len() as u64) {
-        let c = crate::seekable::encode(raw, o.frame_size, o.level)?;
+        let c = crate::content::seekable::encode(raw, o.frame_size, o.level)?;
         if c.len() * PAYS_DEN <= raw.len() * PAYS_NUM {
             return Ok(Encoded {
                 codec: Codec::Zstd,
@@ -355,7 +357,7 @@ fn stream_to_temp(
     let mut seekable = None;
     let mut sink: Box<dyn Write> = if use_zstd && opts.seekable(first.len() as u64) {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        seekable = Some(crate::seekable::SeekableWriter::new(
+        seekable = Some(crate::content::seekable::SeekableWriter::new(
             counting,
             opts.frame_size,
             level,
@@ -430,7 +432,7 @@ pub(crate) fn decoder<'a>(
             // Partial reads (issue 13): a version 2 seekable blob starts with its header frame
             // and needs its first frame as the later frames' dictionary.
             let mut source = source;
-            let mut head = [0u8; crate::seekable::HEADER_LEN];
+            let mut head = [0u8; crate::content::seekable::HEADER_LEN];
             let mut n = 0;
             while n < head.len() {
                 match source.read(&mut head[n..]) {
@@ -440,8 +442,8 @@ pub(crate) fn decoder<'a>(
                     Err(e) => return Err(e),
                 }
             }
-            if crate::seekable::is_header(&head[..n]) {
-                return Ok(Box::new(crate::seekable::FrameStream::new(
+            if crate::content::seekable::is_header(&head[..n]) {
+                return Ok(Box::new(crate::content::seekable::FrameStream::new(
                     BufReader::with_capacity(256 << 10, source),
                 )));
             }

@@ -236,7 +236,7 @@ impl<W: Write> SeekableWriter<W> {
         let work = |i: usize, f: &Vec<u8>| -> Result<(Vec<u8>, Entry)> {
             let c = match &dict {
                 Some(d) if first + i as u64 > 0 => compress_with(f, d)?,
-                _ => crate::content::compress(f, level)?,
+                _ => super::compress(f, level)?,
             };
             let compressed = u32::try_from(c.len()).map_err(|_| Error::Other {
                 message: "a compressed frame is larger than 4 GiB".into(),
