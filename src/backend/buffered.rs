@@ -9,10 +9,13 @@
 //! until the flush loses nothing that the engine would have kept.
 //!
 //! Readers see every committed batch at once: reads lay the pending batches over the engine
-//! ([`layered_scan`]). A flush moves the pending batches aside (`flushing`, still read), applies
-//! them to the engine as one atomic batch, drops them, then flushes the engine. A batch larger
-//! than [`Buffered::MAX_PENDING_BYTES`] of pending writes is handed to the engine at once by the
-//! writer, so memory stays bounded between flushes.
+//! ([`layered_scan`]). A flush moves the pending batches aside (`flushing`, still read),
+//! applies them to the engine as one atomic batch, then flushes the engine. A write
+//! transaction reads one engine snapshot (redb's shared read transaction) under the pending
+//! batches, so batches applied while it lives stay readable (`applied`) until it ends. A batch
+//! that would take the pending bytes past [`Buffered::MAX_PENDING_BYTES`] first hands what is
+//! pending to the engine, and is refused whole if the engine refuses that: memory stays
+//! bounded, and an engine error reaches the writer instead of piling up in memory.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -23,6 +26,12 @@ use crate::error::{Error, Result};
 
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// A view under a layer: `base(start, end, n)` returns the first `n` entries of `start..end`.
+pub(crate) type BaseScan<'a> = dyn FnMut(&[u8], &[u8], usize) -> Result<Vec<Entry>> + 'a;
+
+/// A layer's entries in one direction.
+type LayerIter<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
+
 #[derive(Default)]
 struct Pending {
     /// Batches committed since the last flush began (newest wins).
@@ -31,6 +40,36 @@ struct Pending {
     active_bytes: usize,
     /// The batches a flush is applying to the engine right now: still read until applied.
     flushing: Layer,
+    /// Batches already in the engine, kept readable while a write transaction lives whose
+    /// engine snapshot may predate them (see [`Buffered::gate`]); older than `flushing`.
+    applied: Layer,
+}
+
+impl Pending {
+    /// The newest pending value of `key`: `Some(None)` if it is pending deletion, `None` if
+    /// nothing pending names it.
+    fn lookup(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.active
+            .get(key)
+            .or_else(|| self.flushing.get(key))
+            .or_else(|| self.applied.get(key))
+    }
+
+    /// [`Backend::scan`] of `base` (the engine's view) with every pending layer laid over it.
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+        base: &mut BaseScan<'_>,
+    ) -> Result<Vec<Entry>> {
+        layered_scan(&self.active, start, end, reverse, limit, &mut |s, e, n| {
+            layered_scan(&self.flushing, s, e, reverse, n, &mut |s2, e2, n2| {
+                layered_scan(&self.applied, s2, e2, reverse, n2, base)
+            })
+        })
+    }
 }
 
 /// An engine with its committed batches held in memory until the next flush. See the module.
@@ -39,14 +78,17 @@ pub struct Buffered {
     pending: RwLock<Pending>,
     /// One flush (or size-triggered hand-over) at a time, so batches reach the engine in order.
     flush_lock: Mutex<()>,
+    /// [`Buffered::MAX_PENDING_BYTES`] (smaller in tests).
+    max_pending: usize,
     /// Held (shared) by every live write transaction: its reads of the engine come from one
-    /// snapshot that may predate a flush, so a flush drops the batches it applied (`flushing`)
-    /// only when no transaction is live; otherwise they stay readable until a later flush.
+    /// snapshot that may predate a flush, so the batches a flush applied move to `applied` and
+    /// are dropped only when no transaction is live (at that flush, or when the last
+    /// transaction ends).
     gate: RwLock<()>,
 }
 
 impl Buffered {
-    /// Pending writes past this many key and value bytes go to the engine at once.
+    /// Pending writes past this many key and value bytes go to the engine before more are taken.
     pub const MAX_PENDING_BYTES: usize = 32 << 20;
 
     /// `inner` with group commit in front of it.
@@ -55,6 +97,7 @@ impl Buffered {
             inner,
             pending: RwLock::new(Pending::default()),
             flush_lock: Mutex::new(()),
+            max_pending: Self::MAX_PENDING_BYTES,
             gate: RwLock::new(()),
         }
     }
@@ -67,24 +110,29 @@ impl Buffered {
         self.pending.write().map_err(|_| poisoned())
     }
 
-    /// Hands every pending batch to the engine as one atomic batch (no flush of the engine).
+    /// Drops the batches kept for live transactions once none is live. Never waits.
+    fn release_applied(&self) {
+        if let Ok(mut p) = self.pending.try_write() {
+            if !p.applied.is_empty() {
+                if let Ok(_none_live) = self.gate.try_write() {
+                    p.applied.clear();
+                }
+            }
+        }
+    }
+
+    /// Hands the batches committed since the last hand-over to the engine as one atomic batch
+    /// (no flush of the engine). On an error they stay pending, and readable.
     fn drain(&self) -> Result<()> {
         let _one = self.flush_lock.lock().map_err(|_| poisoned())?;
         let ops: Vec<Op> = {
             let mut p = self.write()?;
             if p.active.is_empty() {
-                // Nothing new; batches kept readable at an earlier flush are in the engine.
-                if !p.flushing.is_empty() {
-                    if let Ok(_none_live) = self.gate.try_write() {
-                        p.flushing.clear();
-                    }
-                }
+                drop(p);
+                self.release_applied();
                 return Ok(());
             }
-            // Batches a transaction kept readable at the last flush are applied again (the
-            // same values, or newer ones from `active`): idempotent.
-            let active = std::mem::take(&mut p.active);
-            p.flushing.extend(active);
+            p.flushing = std::mem::take(&mut p.active);
             p.active_bytes = 0;
             p.flushing
                 .iter()
@@ -96,17 +144,20 @@ impl Buffered {
         };
         let applied = self.inner.apply(ops);
         let mut p = self.write()?;
+        let done = std::mem::take(&mut p.flushing);
         match applied {
             Ok(()) => {
-                if let Ok(_none_live) = self.gate.try_write() {
-                    p.flushing.clear();
+                if self.gate.try_write().is_err() {
+                    // A live transaction's snapshot may predate them: keep them readable.
+                    p.applied.extend(done);
+                } else {
+                    p.applied.clear();
                 }
                 Ok(())
             }
             Err(e) => {
-                // Keep the batches readable and pending: newer writes in `active` win over them.
-                let failed = std::mem::take(&mut p.flushing);
-                for (k, v) in failed {
+                // Pending again, and readable; newer writes in `active` win over them.
+                for (k, v) in done {
                     if !p.active.contains_key(&k) {
                         p.active_bytes += k.len() + v.as_ref().map_or(0, Vec::len);
                         p.active.insert(k, v);
@@ -131,19 +182,17 @@ impl Backend for Buffered {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let p = self.read()?;
-        if let Some(v) = p.active.get(key).or_else(|| p.flushing.get(key)) {
+        if let Some(v) = p.lookup(key) {
             return Ok(v.clone());
         }
-        // Under the read lock: a flush cannot drop `flushing` before the engine has it.
+        // Under the read lock: a flush cannot drop a layer before the engine has it.
         self.inner.get(key)
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         let p = self.read()?;
-        let mut out: Vec<Option<Option<Vec<u8>>>> = keys
-            .iter()
-            .map(|k| p.active.get(k).or_else(|| p.flushing.get(k)).cloned())
-            .collect();
+        let mut out: Vec<Option<Option<Vec<u8>>>> =
+            keys.iter().map(|k| p.lookup(k).cloned()).collect();
         let missing: Vec<Vec<u8>> = keys
             .iter()
             .zip(&out)
@@ -161,35 +210,42 @@ impl Backend for Buffered {
 
     fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<Entry>> {
         let p = self.read()?;
-        layered_scan(&p.active, start, end, reverse, limit, &mut |s, e, n| {
-            layered_scan(&p.flushing, s, e, reverse, n, &mut |s2, e2, n2| {
-                self.inner.scan(s2, e2, reverse, n2)
-            })
+        p.scan(start, end, reverse, limit, &mut |s, e, n| {
+            self.inner.scan(s, e, reverse, n)
         })
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<()> {
-        let full = {
-            let mut p = self.write()?;
-            for op in ops {
-                let (k, v) = match op {
-                    Op::Put(k, v) => (k, Some(v)),
-                    Op::Delete(k) => (k, None),
-                };
-                p.active_bytes += k.len() + v.as_ref().map_or(0, Vec::len);
-                p.active.insert(k, v);
-            }
-            p.active_bytes > Self::MAX_PENDING_BYTES
-        };
-        if full {
+        let bytes: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(k, v) => k.len() + v.len(),
+                Op::Delete(k) => k.len(),
+            })
+            .sum();
+        let pending = self.read()?.active_bytes;
+        if pending > 0 && pending + bytes > self.max_pending {
+            // Make room first: if the engine refuses what is pending, this batch is refused
+            // too, whole, and nothing of it is visible.
             self.drain()?;
+        }
+        let mut p = self.write()?;
+        for op in ops {
+            let (k, v) = match op {
+                Op::Put(k, v) => (k, Some(v)),
+                Op::Delete(k) => (k, None),
+            };
+            p.active_bytes += k.len() + v.as_ref().map_or(0, Vec::len);
+            p.active.insert(k, v);
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        self.drain()?;
-        self.inner.flush()
+        // Sync what earlier hand-overs applied even when this one fails.
+        let drained = self.drain();
+        let synced = self.inner.flush();
+        drained.and(synced)
     }
 
     fn flush_is_fsync(&self) -> bool {
@@ -238,7 +294,7 @@ impl WriteTx for BufferedTx<'_> {
         }
         {
             let p = self.b.read()?;
-            if let Some(v) = p.active.get(key).or_else(|| p.flushing.get(key)) {
+            if let Some(v) = p.lookup(key) {
                 return Ok(v.clone());
             }
         }
@@ -249,10 +305,8 @@ impl WriteTx for BufferedTx<'_> {
         let base = self.base()?;
         self.overlay.scan(start, end, reverse, limit, |s, e, n| {
             let p = self.b.read()?;
-            layered_scan(&p.active, s, e, reverse, n, &mut |s2, e2, n2| {
-                layered_scan(&p.flushing, s2, e2, reverse, n2, &mut |s3, e3, n3| {
-                    base.scan(s3, e3, reverse, n3)
-                })
+            p.scan(s, e, reverse, n, &mut |s2, e2, n2| {
+                base.scan(s2, e2, reverse, n2)
             })
         })
     }
@@ -274,11 +328,22 @@ impl WriteTx for BufferedTx<'_> {
         // flush that empties it must be free to drop what it applied.
         self.base = None;
         self.gate = None;
+        self.b.release_applied();
         let overlay = std::mem::take(&mut self.overlay);
         if overlay.is_empty() {
             return Ok(());
         }
         self.b.apply(overlay.into_ops())
+    }
+}
+
+impl Drop for BufferedTx<'_> {
+    fn drop(&mut self) {
+        // A transaction dropped without its commit (an error in the write) ends here too.
+        if self.gate.take().is_some() {
+            self.base = None;
+            self.b.release_applied();
+        }
     }
 }
 
@@ -300,7 +365,7 @@ pub(crate) fn layered_scan(
     end: &[u8],
     reverse: bool,
     limit: usize,
-    base: &mut dyn FnMut(&[u8], &[u8], usize) -> Result<Vec<Entry>>,
+    base: &mut BaseScan<'_>,
 ) -> Result<Vec<Entry>> {
     let mut out: Vec<Entry> = Vec::new();
     if limit == 0 || (!end.is_empty() && start >= end) {
@@ -311,10 +376,14 @@ pub(crate) fn layered_scan(
     }
     // The part of the range not yet merged: [lo, hi).
     let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
+    let mut ask = 0;
     loop {
         let want = limit - out.len();
-        let page = base(&lo, &hi, want)?;
-        let full = page.len() == want;
+        // Each page after the first is larger, so a run of deletions in the layer costs a
+        // few engine calls, not one per deleted key.
+        ask = want.max((ask * 2).min(4096));
+        let page = base(&lo, &hi, ask)?;
+        let full = page.len() == ask;
         // Layer keys that merge with this page: up to the page's last key if the base may have
         // more beyond it, else the whole remaining range.
         let (from, to): (Bound<&[u8]>, Bound<&[u8]>) = match (full, reverse, page.last()) {
@@ -322,7 +391,7 @@ pub(crate) fn layered_scan(
             (true, true, Some((last, _))) => (Bound::Included(last), upper(&hi)),
             _ => (Bound::Included(&lo), upper(&hi)),
         };
-        let mut layered: Box<dyn Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)>> = if reverse {
+        let mut layered: LayerIter<'_> = if reverse {
             Box::new(layer.range::<[u8], _>((from, to)).rev())
         } else {
             Box::new(layer.range::<[u8], _>((from, to)))
@@ -358,6 +427,8 @@ pub(crate) fn layered_scan(
         }
         // The base had a full page, and the layer hid some of it: go on after its last key.
         match boundary {
+            // Below the empty key there is nothing (and an empty end would mean unbounded).
+            Some(b) if reverse && b.is_empty() => return Ok(out),
             Some(b) if reverse => hi = b,
             Some(mut b) => {
                 b.push(0);
@@ -506,7 +577,7 @@ mod tests {
         std::thread::scope(|s| s.spawn(|| b.flush().unwrap()).join().unwrap());
         assert_eq!(b.inner.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(
-            b.read().unwrap().flushing.len(),
+            b.read().unwrap().applied.len(),
             1,
             "kept while the transaction lives"
         );
@@ -519,11 +590,96 @@ mod tests {
             .collect();
         assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
         tx.commit().unwrap();
+        assert!(
+            b.read().unwrap().applied.is_empty(),
+            "dropped when the last one ends"
+        );
         assert_eq!(b.get(b"b").unwrap(), Some(b"2".to_vec()));
         b.flush().unwrap();
+        assert!(b.read().unwrap().applied.is_empty());
         assert!(b.read().unwrap().flushing.is_empty());
         assert!(b.read().unwrap().active.is_empty());
         assert_eq!(b.inner.get(b"b").unwrap(), Some(b"2".to_vec()));
+    }
+
+    /// An engine that refuses batches while its flag is set (the test keeps the other handle).
+    struct Flaky(std::sync::Arc<(MemoryBackend, std::sync::atomic::AtomicBool)>);
+
+    impl Backend for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.0 .0.get(key)
+        }
+        fn scan(&self, s: &[u8], e: &[u8], r: bool, n: usize) -> Result<Vec<Entry>> {
+            self.0 .0.scan(s, e, r, n)
+        }
+        fn apply(&self, ops: Vec<Op>) -> Result<()> {
+            if self.0 .1.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::Backend {
+                    message: "disk full".into(),
+                });
+            }
+            self.0 .0.apply(ops)
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+        fn flush_is_fsync(&self) -> bool {
+            false
+        }
+    }
+
+    /// A batch that needs room the engine will not give is refused whole, before any of it is
+    /// visible; what was pending stays pending and reaches the engine once it works again.
+    #[test]
+    fn a_full_buffer_over_a_failing_engine_refuses_the_new_batch_whole() {
+        let shared = std::sync::Arc::new((
+            MemoryBackend::new(),
+            std::sync::atomic::AtomicBool::new(false),
+        ));
+        let fail = |on: bool| shared.1.store(on, std::sync::atomic::Ordering::SeqCst);
+        let mut b = Buffered::new(Box::new(Flaky(shared.clone())));
+        b.max_pending = 10;
+        b.apply(vec![Op::Put(b"a".to_vec(), b"1234".to_vec())])
+            .unwrap();
+        fail(true);
+        let refused = b.apply(vec![Op::Put(b"b".to_vec(), b"123456789".to_vec())]);
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(
+            b.get(b"b").unwrap(),
+            None,
+            "nothing of the refused batch is visible"
+        );
+        assert_eq!(
+            b.get(b"a").unwrap(),
+            Some(b"1234".to_vec()),
+            "still pending"
+        );
+        assert!(b.flush().is_err());
+        fail(false);
+        b.flush().unwrap();
+        assert_eq!(shared.0.get(b"a").unwrap(), Some(b"1234".to_vec()));
+        assert_eq!(shared.0.get(b"b").unwrap(), None);
+    }
+
+    /// A reverse scan that pages down to the empty key stops there (an empty end bound would
+    /// mean "unbounded" and start over from the top).
+    #[test]
+    fn a_reverse_scan_ends_at_the_empty_key() {
+        let b = Buffered::new(Box::new(MemoryBackend::new()));
+        b.apply(vec![
+            Op::Put(b"".to_vec(), b"x".to_vec()),
+            Op::Put(b"a".to_vec(), b"y".to_vec()),
+        ])
+        .unwrap();
+        b.flush().unwrap();
+        b.apply(vec![Op::Delete(b"a".to_vec())]).unwrap();
+        assert_eq!(
+            b.scan(b"", b"", true, 2).unwrap(),
+            vec![(b"".to_vec(), b"x".to_vec())]
+        );
     }
 
     /// Nothing reaches the engine before a flush; everything does after it.
