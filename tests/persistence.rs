@@ -161,3 +161,82 @@ fn opening_something_that_is_not_a_store_is_a_clear_error() {
     std::fs::create_dir(&empty).unwrap();
     assert!(Store::open(&empty).is_ok());
 }
+
+/// `Store::open_read_only` on redb (the default engine) reads everything and writes nothing:
+/// the database file is byte for byte the same after a session of reads, several readers share
+/// the store, and a write through such a handle is a clear error that changes nothing.
+#[cfg(feature = "redb")]
+#[test]
+fn a_read_only_open_reads_everything_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let (sid, id) = {
+        let s = Store::open(&path).unwrap();
+        let sid = s.create_session(NewSession::new().name("run")).unwrap().id;
+        let a = s
+            .put(
+                sid,
+                NewArtifact::new(ArtifactKind::ToolResult, "out.txt").tag("t"),
+                b"hello from the read-only test".repeat(100),
+            )
+            .unwrap();
+        (sid, a.id)
+    };
+    let file = path.join("db").join("cairn.redb");
+    let before = std::fs::read(&file).unwrap();
+    {
+        let r1 = Store::open_read_only(&path, Config::default()).unwrap();
+        let r2 = Store::open_read_only(&path, Config::default()).unwrap();
+        let page = r1.query(&Query::new().tag("t")).unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0].id, id);
+        assert_eq!(
+            r2.read(sid, id).unwrap(),
+            b"hello from the read-only test".repeat(100)
+        );
+        assert_eq!(r1.session(sid).unwrap().name.as_deref(), Some("run"));
+        let refused = r1.create_session(NewSession::new());
+        let text = format!("{}", refused.unwrap_err());
+        assert!(text.contains("read-only"), "{text}");
+        assert_eq!(
+            r2.list_sessions(&SessionFilter::default())
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+    }
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+    // A writer opens it afterwards as usual and sees nothing of the refused write.
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.list_sessions(&SessionFilter::default())
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+/// Another engine has no read-only mode: `open_read_only` opens it as usual.
+#[test]
+fn a_read_only_open_of_a_sled_store_opens_it_as_usual() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let s = Store::open_with(&path, Config::default().engine(BackendKind::Sled)).unwrap();
+        s.create_session(NewSession::new().name("run")).unwrap();
+    }
+    let r = Store::open_read_only(&path, Config::default()).unwrap();
+    assert_eq!(
+        r.list_sessions(&SessionFilter::default())
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}

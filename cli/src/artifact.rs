@@ -689,7 +689,7 @@ fn get(ctx: &Ctx, a: GetArgs) -> CliResult {
         let verified = Verified::new(body, art.hash, art.size);
         (art, Box::new(verified) as Box<dyn Read>)
     } else {
-        let store = ctx.existing_store()?;
+        let store = ctx.reading_store()?;
         let art = a.which.resolve(store)?;
         let reader = store.admin().open_reader(art.id)?;
         (art, reader as Box<dyn Read>)
@@ -796,7 +796,7 @@ fn show(ctx: &Ctx, which: &Which) -> CliResult {
     which.precheck()?;
     let a = match ctx.remote() {
         Some(r) => which.resolve_remote(r)?,
-        None => which.resolve(ctx.existing_store()?)?,
+        None => which.resolve(ctx.reading_store()?)?,
     };
     print_artifact(ctx, &a)
 }
@@ -811,7 +811,7 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
         let page: Page<Artifact> = r.get(&format!("/v1/sessions/{sid}/artifacts"), &q)?;
         return print_page(ctx, &page);
     }
-    let store = ctx.existing_store()?;
+    let store = ctx.reading_store()?;
     let sid = session_ref(store, &a.session)?;
     let page = store.list_artifacts(
         sid,
@@ -828,7 +828,7 @@ fn versions(ctx: &Ctx, session: &str, name: &str) -> CliResult {
         let path = format!("/v1/sessions/{sid}/artifacts/{}/versions", encode(name));
         (sid, r.get(&path, &Params::new())?)
     } else {
-        let store = ctx.existing_store()?;
+        let store = ctx.reading_store()?;
         let sid = session_ref(store, session)?;
         (sid, store.versions(sid, name)?)
     };
@@ -877,7 +877,7 @@ fn query(ctx: &Ctx, a: QueryArgs) -> CliResult {
         q = q.cursor(c);
     }
     q = q.latest_only(a.latest).descending(a.desc);
-    let store = ctx.existing_store()?;
+    let store = ctx.reading_store()?;
     if let Some(s) = &a.session {
         q = q.session(session_ref(store, s)?).subtree(a.subtree);
     }

@@ -215,11 +215,19 @@ impl Ctx {
         if self.remote.is_some() {
             return self.store();
         }
+        if self.store.get().is_none() {
+            self.existing_store_check()?;
+        }
+        self.store()
+    }
+
+    /// Fails with `store_not_found` when there is no store at `--store`.
+    fn existing_store_check(&self) -> CliResult<()> {
         let missing_or_empty = match std::fs::read_dir(&self.store_path) {
             Ok(mut entries) => entries.next().is_none(),
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         };
-        if self.store.get().is_none() && missing_or_empty {
+        if missing_or_empty {
             return Err(Failure {
                 code: "store_not_found".into(),
                 message: format!(
@@ -230,7 +238,20 @@ impl Ctx {
                 exit: 3,
             });
         }
-        self.store()
+        Ok(())
+    }
+
+    /// The store, which must already exist, opened to read only: for commands that never
+    /// write (queries, listings, `get`). On redb this writes nothing to the store, so a command
+    /// on a large store does not pay the engine's open and close bookkeeping; a command that
+    /// may write uses [`Ctx::existing_store`] instead.
+    pub fn reading_store(&self) -> CliResult<&Store> {
+        if self.remote.is_some() || self.store.get().is_some() {
+            return self.existing_store();
+        }
+        self.existing_store_check()?;
+        let s = Store::open_read_only(&self.store_path, cairn::Config::default())?;
+        Ok(self.store.get_or_init(|| s))
     }
 
     /// The server client in remote mode (`--server` / `CAIRN_SERVER`), else `None`.

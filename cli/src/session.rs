@@ -272,7 +272,7 @@ fn show(ctx: &Ctx, session: &str) -> CliResult {
         let s: Session = r.get(&format!("/v1/sessions/{id}"), &Params::new())?;
         return print_session(ctx, &s);
     }
-    let store = ctx.existing_store()?;
+    let store = ctx.reading_store()?;
     let s = store.session(session_ref(store, session)?)?;
     print_session(ctx, &s)
 }
@@ -356,7 +356,7 @@ fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
     let page = if let Some(r) = ctx.remote() {
         remote_list(r, &a)?
     } else {
-        let store = ctx.existing_store()?;
+        let store = ctx.reading_store()?;
         if let Some(p) = &a.parent {
             let pid = session_ref(store, p)?;
             store.session(pid)?; // a clear "not found" instead of an empty list
@@ -405,7 +405,7 @@ fn tree(ctx: &Ctx, session: &str) -> CliResult {
         let all: Vec<Session> = r.get(&format!("/v1/sessions/{root}/tree"), &Params::new())?;
         (root, all)
     } else {
-        let store = ctx.existing_store()?;
+        let store = ctx.reading_store()?;
         let root = session_ref(store, session)?;
         // Breadth first: every parent comes before its children.
         (root, store.subtree(root)?)

@@ -36,7 +36,7 @@ pub(crate) const FILE_NAME: &str = "cairn.redb";
 
 /// redb, one table, every key prefixed by its table byte.
 pub struct RedbBackend {
-    db: redb::Database,
+    db: Db,
     path: PathBuf,
     /// Number of batches applied so far.
     applied: AtomicU64,
@@ -44,7 +44,50 @@ pub struct RedbBackend {
     durable: Mutex<u64>,
 }
 
+/// The database, opened to write (the default) or read-only ([`RedbBackend::open_read_only`]).
+enum Db {
+    Write(redb::Database),
+    Read(redb::ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Write(db) => db.begin_read(),
+            Db::Read(db) => db.begin_read(),
+        }
+    }
+
+    fn writer(&self) -> Result<&redb::Database> {
+        match self {
+            Db::Write(db) => Ok(db),
+            Db::Read(_) => Err(Error::Backend {
+                message: "this store was opened read-only (Store::open_read_only); open it with \
+                          Store::open to write"
+                    .into(),
+            }),
+        }
+    }
+}
+
 impl RedbBackend {
+    /// Opens the existing database file `cairn.redb` in `dir` read-only: nothing is written,
+    /// not even redb's open and close bookkeeping (a header write and an fsync at open, the
+    /// allocator state and more fsyncs at close), which cost a short read-only command more
+    /// than its query. Several read-only openers may share the file; a writer excludes them.
+    /// Fails (and the caller opens it to write instead) if the file was not closed cleanly and
+    /// needs the repair only a writer can do.
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        let path = dir.join(FILE_NAME);
+        let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| open_error(dir, &path, e))?;
+        Ok(Self {
+            db: Db::Read(db),
+            path,
+            applied: AtomicU64::new(0),
+            durable: Mutex::new(0),
+        })
+    }
+
     /// Opens (or creates) the redb database file `cairn.redb` in `dir`.
     ///
     /// Errors: [`Error::Locked`] if another process (or another `Store` in this process) has it
@@ -81,7 +124,7 @@ impl RedbBackend {
 
     fn init(db: redb::Database, path: PathBuf) -> Result<Self> {
         let backend = Self {
-            db,
+            db: Db::Write(db),
             path,
             applied: AtomicU64::new(0),
             durable: Mutex::new(0),
@@ -98,7 +141,11 @@ impl RedbBackend {
             }
         };
         if !exists {
-            let tx = backend.db.begin_write().map_err(|e| backend.err(e))?;
+            let tx = backend
+                .db
+                .writer()?
+                .begin_write()
+                .map_err(|e| backend.err(e))?;
             tx.open_table(TABLE).map_err(|e| backend.err(e))?;
             tx.commit().map_err(|e| backend.err(e))?;
         }
@@ -308,7 +355,7 @@ impl Backend for RedbBackend {
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<()> {
-        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut tx = self.db.writer()?.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(redb::Durability::None)
             .map_err(|e| self.err(e))?;
         {
@@ -342,7 +389,7 @@ impl Backend for RedbBackend {
         }
         // Everything applied before this point is covered by the durable commit below.
         let covered = self.applied.load(Ordering::SeqCst);
-        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut tx = self.db.writer()?.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(redb::Durability::Immediate)
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;

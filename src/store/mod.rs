@@ -131,6 +131,48 @@ impl Store {
         Self::open_backend(kind, root, config)
     }
 
+    /// Opens the existing store at `path` to read: for commands that only read (a query, a
+    /// listing, a `get`). On redb (the default engine) nothing is written to the store, not even
+    /// the engine's own open and close bookkeeping, which on a large store costs a short command
+    /// more than its query (BENCHMARKS.md, workload 11); several readers may open the store at
+    /// once, and a write through this handle is an error that says to open it with
+    /// [`Store::open`]. Where there is no such mode (another engine, or a redb file that was not
+    /// closed cleanly and needs a writer's repair first), this is [`Store::open_with`].
+    pub fn open_read_only(path: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let root = path.as_ref();
+        #[cfg(feature = "redb")]
+        if let Some(store) = Self::open_redb_read_only(root, &config)? {
+            return Ok(store);
+        }
+        Self::open_with(root, config)
+    }
+
+    /// [`Store::open_read_only`] on a redb store in its engine's read-only mode, or `None` when
+    /// that mode does not apply (not a redb store of this format, or a file needing repair).
+    #[cfg(feature = "redb")]
+    fn open_redb_read_only(root: &Path, config: &Config) -> Result<Option<Store>> {
+        config.validate()?;
+        let Some(m) = read_marker(root)? else {
+            return Ok(None);
+        };
+        if m.backend != BackendKind::Redb || m.format != FORMAT_VERSION {
+            return Ok(None);
+        }
+        let Ok(backend) = crate::backend::RedbBackend::open_read_only(&root.join("db")) else {
+            return Ok(None);
+        };
+        let format_key = Key::new(keys::META).bytes(b"format").build();
+        match backend.get(&format_key)? {
+            Some(v) if keys::u64_value(&v) == FORMAT_VERSION as u64 => {}
+            _ => return Ok(None),
+        }
+        Ok(Some(Self::from_parts(
+            Box::new(backend),
+            Some(Paths::new(root)),
+            config.clone(),
+        )))
+    }
+
     /// An in-memory store with the default configuration.
     pub fn memory() -> Store {
         Self::memory_with(Config::default())
