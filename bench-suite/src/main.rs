@@ -10,16 +10,19 @@
 //! Options: the `CAIRN_BENCH_*` variables of `cairn_bench::BenchOptions::from_env` (preset
 //! `quick` by default here; `full` gives the sizes), `CAIRN_BENCH_BACKENDS`,
 //! `CAIRN_BENCH_DIR` (scratch folder) and `CAIRN_BENCH_JSON` (write the figures there).
+//! `CAIRN_BENCH_CLI=path/to/cairn` runs the whole-process workloads instead (see `processes`).
+
+mod processes;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use cairn::BackendKind;
 use cairn_bench::{
     percentile, render_table, small_item, to_json, Bench, BenchOptions, Figure, GenItem, ScalePlan,
     ScaleQuery, ScaleStep, Summary, Workload, BATCH,
 };
-use cairn::BackendKind;
 use rusqlite::{params, Connection};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -251,6 +254,15 @@ fn run() -> Res<()> {
     };
     std::fs::create_dir_all(&scratch)?;
     eprintln!("options: {opts:?}\nscratch: {}", scratch.display());
+    if let Some(cli) = std::env::var_os("CAIRN_BENCH_CLI") {
+        let figs = processes::run(Path::new(&cli), &scratch, &opts)?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        print!("{}", render_table(&figs));
+        if let Some(p) = std::env::var_os("CAIRN_BENCH_JSON") {
+            std::fs::write(&p, to_json(&figs))?;
+        }
+        return Ok(());
+    }
 
     // SQLite first, so each backend's table can print its ratios as soon as it is done.
     let mut all: Vec<Figure> = Vec::new();
