@@ -4,9 +4,8 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,24 +26,11 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// Starts `cairn serve` on `data` and returns the process and its URL (its first stdout line).
 fn serve(bin: &Path, data: &Path) -> (Child, String) {
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start cairn serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL on the first stdout line: {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    (child, url)
+    common::spawn_serve(
+        Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data),
+    )
 }
 
 /// Deterministic, distinct content: client, index, and a varied size (1 KiB .. ~200 KiB).

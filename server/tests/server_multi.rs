@@ -18,9 +18,8 @@ use crate::pg;
 use crate::s3;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,22 +92,7 @@ fn serve(bin: &Path, data: &Path, db: &str, content: &Content) -> (Child, String
         .arg(data)
         .args(["--metadata", db]);
     content.apply(&mut cmd);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start cairn serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL on the first stdout line: {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    (child, url)
+    common::spawn_serve(&mut cmd)
 }
 
 /// Content number `i`: `len` incompressible bytes, distinct per `i`.

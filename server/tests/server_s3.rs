@@ -8,9 +8,9 @@ use crate::common;
 use crate::pg;
 use crate::s3;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use cairn_server::state::tenant_namespace;
@@ -154,31 +154,19 @@ fn a_put_above_the_old_cap_streams_through_a_real_server_in_bounded_memory() {
     let db = fresh_db(&url, &format!("big_{}", std::process::id()));
     let data = tempfile::tempdir().unwrap();
     let prefix = format!("big{}", std::process::id());
-    let mut child = Command::new(common::cairn_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--open-admin", "--data"])
-        .arg(data.path())
-        .args(["--metadata", &db])
-        .args(["--content", &format!("s3://{}/{prefix}", s3::BUCKET)])
-        .env("AWS_ENDPOINT_URL", &ep)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start cairn serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, base) = common::spawn_serve(
+        Command::new(common::cairn_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--open-admin", "--data"])
+            .arg(data.path())
+            .args(["--metadata", &db])
+            .args(["--content", &format!("s3://{}/{prefix}", s3::BUCKET)])
+            .env("AWS_ENDPOINT_URL", &ep)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1"),
+    );
     let pid = child.id();
     let _server = Killed(child);
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL on the first stdout line: {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
     let c = common::Client::new(&base, None);
     let s = c.session(&json!({"name": "big"}));
     let before = peak_rss(pid);

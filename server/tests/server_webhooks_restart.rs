@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,21 +24,13 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, data: &Path, config: &Path) -> Self {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .arg("--data")
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start cairn serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().trim_end_matches('/').to_string();
-        assert!(url.starts_with("http://"), "{line:?}");
+        let (child, url) = common::spawn_serve(
+            Command::new(bin)
+                .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                .arg(config)
+                .arg("--data")
+                .arg(data),
+        );
         Self { child, url }
     }
 

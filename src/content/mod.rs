@@ -9,6 +9,15 @@ use crate::ids::ContentHash;
 
 pub(crate) mod seekable;
 
+/// The result of a compression worker thread; a panic in it becomes an error.
+pub(crate) fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join().unwrap_or_else(|_| {
+        Err(Error::Other {
+            message: "a compression thread panicked".into(),
+        })
+    })
+}
+
 /// Inputs up to this size are buffered whole (so a duplicate costs only its hash); larger ones stream.
 pub(crate) const STREAM_BUFFER: usize = 8 << 20;
 /// Chunk size for streaming reads and writes.

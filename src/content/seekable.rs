@@ -260,16 +260,7 @@ impl<W: Write> SeekableWriter<W> {
                     .enumerate()
                     .map(|(i, f)| s.spawn(move || work(i, f)))
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(Error::Other {
-                                message: "a compression thread panicked".into(),
-                            })
-                        })
-                    })
-                    .collect()
+                handles.into_iter().map(super::joined).collect()
             })
         };
         for r in results {

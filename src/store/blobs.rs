@@ -266,16 +266,7 @@ impl Store {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::Other {
-                            message: "a compression thread panicked".into(),
-                        })
-                    })
-                })
-                .collect()
+            handles.into_iter().map(content::joined).collect()
         });
         let mut out = Vec::new();
         for r in results {

@@ -247,6 +247,28 @@ impl Client {
     }
 }
 
+/// Starts `cmd` (a `cairn serve ...` command line) with its stdout piped and its stderr
+/// dropped, and returns the process and the URL its first stdout line announces.
+pub fn spawn_serve(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cannot start cairn serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("read the first line of cairn serve");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL on the first stdout line: {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (child, url)
+}
+
 /// The `cairn` binary for the tests that run real server processes (`CAIRN_BIN` when set, as
 /// `.ci/run` sets it; otherwise built once with `cargo build -p cairn-cli` beside this test
 /// binary): target/debug/deps/server-HASH -> target/debug/cairn.
